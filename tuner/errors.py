@@ -1,0 +1,74 @@
+"""The one error hierarchy of the tuner: every error a user can see derives from `TunerError`."""
+
+from __future__ import annotations
+
+
+class TunerError(Exception):
+    """Base class of every error the tuner raises on purpose."""
+
+
+class SpecError(TunerError):
+    """A study spec is malformed; carries one `(field_path, reason)` pair per problem."""
+
+    def __init__(self, problems: list[tuple[str, str]], *, source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        where = f"{source}: " if source else ""
+        lines = [f"{path}: {reason}" if path else reason for path, reason in problems]
+        super().__init__(where + "invalid study spec\n  " + "\n  ".join(lines))
+
+
+class TrainerNotFoundError(TunerError):
+    """A spec names a trainer that is not in the server-side registry."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        choices = ", ".join(sorted(known)) or "none are registered"
+        super().__init__(f"trainer: {name!r} is not a registered trainer (registered: {choices})")
+
+
+class TrainerRegistryError(TunerError):
+    """The trainer registry file is unreadable or malformed."""
+
+
+class StudyNotFoundError(TunerError):
+    """No study has the given name or id."""
+
+
+class TrialNotFoundError(TunerError):
+    """No trial of the study has the given number."""
+
+
+class DuplicateStudyError(TunerError):
+    """A study with the same name already exists."""
+
+
+class StudyStateError(TunerError):
+    """The operation does not fit the study's current state (e.g. deleting while trials run)."""
+
+
+class SchemaOutdatedError(TunerError):
+    """The database schema is older (or newer) than this version of the tuner expects."""
+
+
+class StorageUnavailableError(TunerError):
+    """The database could not be reached; the operation may be retried."""
+
+
+class EventFileError(TunerError):
+    """An event file is corrupt: a record's length or data fails its CRC check."""
+
+    def __init__(self, path: str, offset: int, reason: str) -> None:
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+        super().__init__(f"{path}: corrupt event record at byte {offset}: {reason}")
+
+
+class ArtifactNotFoundError(TunerError):
+    """A checkpoint or export that was asked for does not exist."""
+
+
+class UnsafePathError(TunerError):
+    """A path would reach outside the artifact store."""
