@@ -1,0 +1,1 @@
+"""Example TensorFlow Estimator trainers for the tuner (AI Platform trainer conventions)."""

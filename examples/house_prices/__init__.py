@@ -1,0 +1,1 @@
+"""House prices with a custom Estimator (`model_fn`)."""

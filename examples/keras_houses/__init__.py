@@ -1,0 +1,1 @@
+"""House prices with a Keras model turned into an Estimator (`model_to_estimator`)."""

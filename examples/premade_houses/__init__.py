@@ -1,0 +1,1 @@
+"""House prices with a premade (canned) Estimator: `DNNLinearCombinedRegressor`."""

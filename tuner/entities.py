@@ -1,0 +1,125 @@
+"""Frozen domain objects: what the persistence layer hands out (ORM rows never leave it)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tuner.spec import StudySpec
+
+
+@dataclass(frozen=True)
+class Study:
+    id: int
+    name: str
+    spec: StudySpec
+    state: str
+    state_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    id: int
+    study_id: int
+    number: int | None
+    optuna_trial_id: int | None
+    state: str
+    params: dict[str, Any]
+    worker: str
+    output_dir: str | None
+    log_path: str | None
+    pid: int | None
+    exit_code: int | None
+    failure_reason: str | None
+    problems: list[str]
+    started_at: datetime
+    heartbeat_at: datetime
+    ended_at: datetime | None
+    best_step_id: int | None
+    objective_step_id: int | None
+
+
+@dataclass(frozen=True)
+class EvalStep:
+    id: int
+    eval_name: str
+    step: int
+    wall_time: float
+    checkpoint_path: str | None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    source_path: str
+    kept_path: str
+
+
+@dataclass(frozen=True)
+class Export:
+    exporter: str
+    version: str
+    path: str
+    step: int | None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A new value of a trial's objective, read from one eval step."""
+
+    eval_step_id: int
+    eval_name: str
+    step: int
+    value: float
+    checkpoint_path: str | None
+
+    @property
+    def is_finite(self) -> bool:
+        return math.isfinite(self.value)
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    number: int
+    state: str
+    params: dict[str, Any]
+    objective: float | None
+    best_step: int | None
+    last_step: int | None
+    started_at: datetime
+    ended_at: datetime | None
+    failure_reason: str | None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class TrialDetail:
+    run: TrialRun
+    objective: float | None
+    steps: list[EvalStep]
+    checkpoints: list[Checkpoint]
+    exports: list[Export]
+    best_step: int | None
+
+
+@dataclass(frozen=True)
+class BestModel:
+    """The best trial's best eval step and the artifacts that belong to it."""
+
+    study: Study
+    run: TrialRun
+    objective: float
+    step: int
+    checkpoint: Checkpoint | None
+    export: Export | None
+    other_exports: list[Export]

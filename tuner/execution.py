@@ -1,0 +1,151 @@
+"""Launching and stopping trial processes, by AI Platform's trainer conventions.
+
+A trial runs as `<trainer argv> <fixed args> --name=value ... <output-dir-flag>=<dir>` with
+`TF_CONFIG={"task": {"trial": "<n>"}}`, in its own session (so its whole process group can be
+signalled and a terminal's Ctrl-C does not reach it), with stdout and stderr in one log file.
+No shell is ever involved: each value is one argv element.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuner.sampling import format_flag_value
+from tuner.trainers import Trainer
+
+
+@dataclass(frozen=True)
+class TrialCommand:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+
+
+def build_command(
+    trainer: Trainer,
+    *,
+    args: list[str],
+    params: Mapping[str, Any],
+    output_dir_flag: str,
+    output_dir: Path,
+    trial_number: int,
+    base_env: Mapping[str, str] | None = None,
+) -> TrialCommand:
+    """The argv and environment of one trial."""
+    argv = [*trainer.argv, *args]
+    argv += [f"--{name}={format_flag_value(value)}" for name, value in params.items()]
+    argv.append(f"{output_dir_flag}={output_dir}")
+    env = dict(os.environ if base_env is None else base_env)
+    env.update(trainer.env)
+    env["TF_CONFIG"] = json.dumps({"task": {"trial": str(trial_number)}})
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return TrialCommand(argv=argv, env=env, cwd=trainer.working_dir)
+
+
+class TrialProcess:
+    """A running trial: its own process group, stopped with SIGTERM then SIGKILL."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.stop_requested_at: float | None = None
+        self.killed = False
+
+    @classmethod
+    def start(cls, command: TrialCommand, log_path: Path) -> TrialProcess:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            popen = subprocess.Popen(
+                command.argv,
+                cwd=command.cwd,
+                env=command.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return cls(popen)
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    def poll(self) -> int | None:
+        return self._popen.poll()
+
+    def request_stop(self) -> None:
+        """Send SIGTERM to the process group (once); `enforce_stop` kills it after the grace."""
+        if self.stop_requested_at is None and self.poll() is None:
+            self.stop_requested_at = time.monotonic()
+            signal_group(self.pid, signal.SIGTERM)
+
+    def enforce_stop(self, grace_seconds: float) -> None:
+        """SIGKILL the group if it outlived the grace period after SIGTERM."""
+        if self.stop_requested_at is None or self.killed:
+            return
+        if time.monotonic() - self.stop_requested_at >= grace_seconds:
+            signal_group(self.pid, signal.SIGKILL)
+            self.killed = True
+
+    def stop(self, grace_seconds: float) -> int:
+        """Stop and wait: SIGTERM, then SIGKILL after the grace period; return the exit code."""
+        self.request_stop()
+        try:
+            return self._popen.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            signal_group(self.pid, signal.SIGKILL)
+            self.killed = True
+            return self._popen.wait()
+        finally:
+            # Children that ignored SIGTERM but outlived the leader are killed too.
+            signal_group(self.pid, signal.SIGKILL)
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> bool:
+    """Signal a whole process group; False if it no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}"
+    return f"exited with code {code}"
+
+
+def tail_lines(path: Path, count: int, *, max_bytes: int = 64 * 1024) -> list[str]:
+    """The last `count` lines of a log file (reading at most `max_bytes` from its end)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            data = handle.read()
+    except OSError:
+        return []
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    return lines[-count:]

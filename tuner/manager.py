@@ -1,0 +1,563 @@
+"""The study manager: claim a trial, run it, ingest its eval metrics live, tell Optuna.
+
+One manager owns a number of local trial slots and works on every RUNNING study it is allowed
+to (one study for `tuner run`, all of them for `tuner worker` and `tuner serve`). Any number of
+managers may share one database: slots are reserved under a lock on the study row, and a
+manager whose heartbeat goes stale has its trials failed and re-enqueued by the others.
+
+The manager never imports TensorFlow; event files are read by `tuner.metrics`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from tuner import sampling
+from tuner.artifacts import (
+    ArtifactStore,
+    TrialPaths,
+    checkpoint_prefix_for,
+    drop_checkpoint,
+    find_exports,
+    keep_checkpoint,
+)
+from tuner.config import Settings
+from tuner.entities import Observation, Study
+from tuner.errors import ArtifactNotFoundError, StorageUnavailableError, TunerError
+from tuner.execution import (
+    TrialProcess,
+    build_command,
+    describe_exit,
+    process_exists,
+    signal_group,
+    tail_lines,
+)
+from tuner.metrics import CheckpointPathValue, EvalDirWatcher, ScalarValue
+from tuner.persistence import repository as repo
+from tuner.spec import ObjectiveMode, StudySpec
+from tuner.studies import Backend
+from tuner.trainers import TrainerRegistry
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY = 5.0
+REAP_EVERY = 10.0
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class ActiveTrial:
+    """A trial this manager runs: its process, its event watcher, and what it has seen."""
+
+    run_id: int
+    study: Study
+    number: int
+    optuna_trial_id: int
+    paths: TrialPaths
+    process: TrialProcess
+    watcher: EvalDirWatcher
+    objective_dir: str | None = None
+    best: Observation | None = None
+    last: Observation | None = None
+    reported_steps: set[int] = field(default_factory=set)
+    outcome: str | None = None  # PRUNED or STOPPED once decided; None while running normally
+    outcome_reason: str | None = None
+    #: Values read but not yet stored (the database was unavailable): stored on the next tick.
+    pending_values: list[ScalarValue | CheckpointPathValue] = field(default_factory=list)
+    pending_offsets: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> StudySpec:
+        return self.study.spec
+
+
+@dataclass(frozen=True)
+class TrialEvent:
+    """What the manager reports to a listener (the terminal view, the API's event stream)."""
+
+    kind: str  # created | eval | state
+    study: str
+    number: int
+    data: dict[str, Any]
+
+
+Listener = Callable[[TrialEvent], None]
+
+
+class StudyManager:
+    """Runs trials in local slots until told to stop (or, with `study`, until it ends)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        registry: TrainerRegistry,
+        settings: Settings,
+        *,
+        slots: int,
+        studies: Sequence[str] | None = None,
+        worker_id: str | None = None,
+        listener: Listener | None = None,
+    ) -> None:
+        self.backend = backend
+        self.db = backend.db
+        self.registry = registry
+        self.settings = settings
+        self.slots = slots
+        self.study_names = list(studies) if studies is not None else None
+        self.worker_id = worker_id or default_worker_id()
+        self.listener = listener
+        self.store = ArtifactStore(settings.artifact_root)
+        self.active: dict[int, ActiveTrial] = {}
+        self._optuna: dict[int, optuna.Study] = {}
+        self._last_heartbeat = 0.0
+        self._last_reap = 0.0
+        self._stopping = False
+        #: Seconds from an objective value's event being written to the prune decision.
+        self.prune_latencies: list[float] = []
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self, *, until_done: bool = True, should_stop: Callable[[], bool] | None = None) -> None:
+        """Tick until the manager's studies are all finished (or `should_stop()`)."""
+        try:
+            while not (should_stop and should_stop()):
+                busy = self.tick()
+                if until_done and not busy and not self.active:
+                    break
+                time.sleep(self.settings.poll_interval)
+        finally:
+            self.shutdown()
+
+    def tick(self) -> bool:
+        """One pass: ingest, finish, launch. Returns whether work remains for this manager."""
+        try:
+            now = time.monotonic()
+            if now - self._last_reap >= REAP_EVERY:
+                self._reap_stale()
+                self._last_reap = now
+            for trial in list(self.active.values()):
+                self._service(trial)
+            running = self._running_studies()
+            self._stop_trials_of_inactive_studies(running)
+            more = self._launch(running)
+            if time.monotonic() - self._last_heartbeat >= HEARTBEAT_EVERY:
+                self.db.run(lambda s: repo.heartbeat(s, list(self.active)))
+                self._last_heartbeat = time.monotonic()
+            return more or bool(self.active)
+        except StorageUnavailableError as exc:
+            # Trials keep running; their event files are read from the stored offsets later.
+            logger.warning("database unavailable, retrying: %s", exc)
+            return True
+
+    def shutdown(self, reason: str = "interrupted") -> None:
+        """Stop every local trial (SIGTERM, SIGKILL after the grace) and record it STOPPED.
+
+        A stopped trial does not use up the budget: its params are enqueued again, so resuming
+        the study runs them first.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
+        for trial in self.active.values():
+            trial.process.request_stop()
+        deadline = time.monotonic() + self.settings.stop_grace_seconds
+        for trial in list(self.active.values()):
+            remaining = max(0.0, deadline - time.monotonic())
+            code = trial.process.stop(remaining)
+            if trial.outcome is None:
+                trial.outcome, trial.outcome_reason = "STOPPED", f"{reason} ({describe_exit(code)})"
+            try:
+                self._finish(trial, code)
+            except TunerError as exc:
+                logger.error("trial %s: could not record its end: %s", trial.number, exc)
+        self.active.clear()
+
+    # -- launching -------------------------------------------------------------------------------
+
+    def _running_studies(self) -> list[Study]:
+        return self.db.run(lambda s: repo.running_studies(s, self.study_names))
+
+    def _launch(self, studies: list[Study]) -> bool:
+        """Fill free slots; return whether any of this manager's studies has work left."""
+        more = False
+        for study in studies:
+            if self._study_is_over(study):
+                continue
+            more = True
+            while len(self.active) < self.slots and not self._stopping:
+                if not self._claim_and_start(study):
+                    break
+        return more
+
+    def _study_is_over(self, study: Study) -> bool:
+        """End a study whose budget is spent or whose failures reached the limit."""
+        counts = self.db.run(lambda s: repo.trial_counts(s, study.id))
+        spec = study.spec
+        failed = counts.get("FAILED", 0)
+        completed = counts.get("COMPLETED", 0) + counts.get("PRUNED", 0)
+        running = counts.get("RUNNING", 0)
+        limit = spec.hyperparameters.max_failed_trials
+        if limit and failed >= limit:
+            reason = f"{failed} trials failed (maxFailedTrials={limit})"
+            return self._end_study(study, "FAILED", reason, running)
+        first = min(3, spec.max_trials)
+        if not limit and completed == 0 and failed >= first:
+            reason = f"the first {failed} trials all failed (set maxFailedTrials to allow more)"
+            return self._end_study(study, "FAILED", reason, running)
+        if completed + failed >= spec.max_trials:
+            if running:
+                return True  # no new trials, but not over until those finish
+            reason = f"{completed + failed} of {spec.max_trials} trials finished"
+            return self._end_study(study, "COMPLETED", reason, running)
+        return False
+
+    def _end_study(self, study: Study, state: str, reason: str, running: int) -> bool:
+        self.db.run(lambda s: repo.set_study_state(s, study.id, state, reason))
+        logger.info("study %s %s: %s", study.name, state, reason)
+        if state == "FAILED":
+            for trial in self.active.values():
+                if trial.study.id == study.id and trial.outcome is None:
+                    trial.outcome, trial.outcome_reason = "STOPPED", f"study failed: {reason}"
+                    trial.process.request_stop()
+        return True
+
+    def _claim_and_start(self, study: Study) -> bool:
+        run_id = self.db.run(lambda s: repo.reserve_run(s, study.id, worker=self.worker_id))
+        if run_id is None:
+            return False
+        try:
+            optuna_study = self._optuna_study(study)
+            trial = optuna_study.ask(sampling.search_space(study.spec))
+        except Exception:
+            self.db.run(lambda s: repo.drop_reservation(s, run_id))
+            raise
+        params = sampling.trainer_values(study.spec, trial.params)
+        paths = self.store.trial_paths(study.name, trial.number)
+        self.db.run(
+            lambda s: repo.attach_trial(
+                s,
+                run_id,
+                number=trial.number,
+                optuna_trial_id=trial._trial_id,
+                params=params,
+                output_dir=self.store.relative(paths.output_dir),
+                log_path=self.store.relative(paths.log_path),
+            )
+        )
+        trainer = self.registry.get(study.spec.trainer)
+        paths.output_dir.mkdir(parents=True, exist_ok=True)
+        command = build_command(
+            trainer,
+            args=list(study.spec.args),
+            params=params,
+            output_dir_flag=study.spec.output_dir_flag,
+            output_dir=paths.output_dir,
+            trial_number=trial.number,
+        )
+        try:
+            process = TrialProcess.start(command, paths.log_path)
+        except OSError as exc:
+            reason = f"could not start {command.argv[0]}: {exc.strerror or exc}"
+            self.db.run(lambda s: repo.finish_run(s, run_id, state="FAILED", reason=reason))
+            optuna_study.tell(trial.number, state=TrialState.FAIL)
+            self._emit("state", study, trial.number, {"state": "FAILED", "reason": reason})
+            return True
+        self.db.run(lambda s: repo.set_pid(s, run_id, process.pid))
+        self.active[run_id] = ActiveTrial(
+            run_id=run_id,
+            study=study,
+            number=trial.number,
+            optuna_trial_id=trial._trial_id,
+            paths=paths,
+            process=process,
+            watcher=EvalDirWatcher(paths.output_dir, study.spec.eval_dirs),
+        )
+        logger.info("study %s: trial %d started (pid %d)", study.name, trial.number, process.pid)
+        self._emit("created", study, trial.number, {"params": params, "state": "RUNNING"})
+        return True
+
+    def _optuna_study(self, study: Study) -> optuna.Study:
+        if study.id not in self._optuna:
+            existing = len(self.backend.storage.get_all_trials(self._optuna_id(study)))
+            self._optuna[study.id] = self.backend.optuna_study(study.spec, seed_offset=existing)
+        return self._optuna[study.id]
+
+    def _optuna_id(self, study: Study) -> int:
+        return self.backend.storage.get_study_id_from_name(study.name)
+
+    # -- one running trial ----------------------------------------------------------------------
+
+    def _service(self, trial: ActiveTrial) -> None:
+        code = trial.process.poll()
+        self._ingest(trial)
+        if code is None:
+            trial.process.enforce_stop(self.settings.stop_grace_seconds)
+            return
+        self._ingest(trial)  # what was written between the poll above and the exit
+        self._finish(trial, code)
+        del self.active[trial.run_id]
+
+    def _ingest(self, trial: ActiveTrial) -> None:
+        result = trial.watcher.poll()
+        trial.pending_values.extend(result.values)
+        trial.pending_offsets.update(result.changed_offsets)
+        problems = [f"{p.path}: {p.reason}" for p in result.problems]
+        observations: list[Observation] = []
+        if trial.pending_values or trial.pending_offsets:
+            observations = self.db.run(
+                lambda s: repo.record_eval_values(
+                    s,
+                    trial.run_id,
+                    trial.pending_values,
+                    trial.pending_offsets,
+                    objective_tag=trial.spec.metric_tag,
+                )
+            )
+            trial.pending_values = []
+            trial.pending_offsets = {}
+        if problems:
+            self.db.run(lambda s: repo.add_problems(s, trial.run_id, problems))
+            for problem in problems:
+                logger.warning("study %s trial %d: %s", trial.study.name, trial.number, problem)
+        for observation in observations:
+            self._observe(trial, observation)
+        self._record_exports(trial)
+
+    def _observe(self, trial: ActiveTrial, obs: Observation) -> None:
+        """A new objective value: keep the best checkpoint, report it, maybe prune."""
+        if trial.objective_dir is None:
+            trial.objective_dir = obs.eval_name
+        if obs.eval_name != trial.objective_dir:
+            return
+        if trial.last is None or obs.step >= trial.last.step:
+            trial.last = obs
+        improved = obs.is_finite and (
+            trial.best is None or trial.spec.is_better(obs.value, trial.best.value)
+        )
+        if improved:
+            trial.best = obs
+            self._keep_checkpoint(trial, obs)
+        objective = trial.best if trial.spec.objective is ObjectiveMode.BEST else trial.last
+        self.db.run(
+            lambda s: repo.set_objective_steps(
+                s,
+                trial.run_id,
+                best_step_id=trial.best.eval_step_id if trial.best else None,
+                objective_step_id=objective.eval_step_id if objective else None,
+            )
+        )
+        self._emit(
+            "eval",
+            trial.study,
+            trial.number,
+            {
+                "step": obs.step,
+                "value": obs.value if obs.is_finite else None,
+                "best": trial.best.value if trial.best else None,
+            },
+        )
+        if obs.is_finite and trial.outcome is None and obs.step not in trial.reported_steps:
+            self._report_and_maybe_prune(trial, obs)
+
+    def _report_and_maybe_prune(self, trial: ActiveTrial, obs: Observation) -> None:
+        trial.reported_steps.add(obs.step)
+        study = self._optuna_study(trial.study)
+        handle = optuna.trial.Trial(study, trial.optuna_trial_id)
+        handle.report(obs.value, obs.step)
+        if trial.spec.pruner is None:
+            return
+        prune = handle.should_prune()
+        self.prune_latencies.append(max(0.0, time.time() - self._event_time(trial, obs)))
+        if prune:
+            trial.outcome = "PRUNED"
+            trial.outcome_reason = (
+                f"stopped early at step {obs.step} ({trial.spec.metric_tag}={obs.value:.6g})"
+            )
+            logger.info("study %s trial %d: pruned at step %d", trial.study.name, trial.number, obs.step)
+            trial.process.request_stop()
+
+    def _event_time(self, trial: ActiveTrial, obs: Observation) -> float:
+        steps = self.db.run(lambda s: repo.eval_steps(s, trial.run_id))
+        for step in steps:
+            if step.id == obs.eval_step_id:
+                return step.wall_time
+        return time.time()
+
+    def _keep_checkpoint(self, trial: ActiveTrial, obs: Observation) -> None:
+        """Protect the checkpoint of a new best step from the estimator's rotation."""
+        reported = obs.checkpoint_path or self.db.run(
+            lambda s: repo.checkpoint_path_of(s, obs.eval_step_id)
+        )
+        prefix = checkpoint_prefix_for(trial.paths.output_dir, obs.step, reported)
+        try:
+            kept = keep_checkpoint(prefix, trial.paths.kept_dir)
+        except ArtifactNotFoundError as exc:
+            self.db.run(lambda s: repo.add_problems(s, trial.run_id, [str(exc)]))
+            return
+        relative = self.store.relative(kept)
+
+        def record(session: Any) -> list[Any]:
+            repo.add_checkpoint(
+                session, trial.run_id, step=obs.step, source_path=str(prefix), kept_path=relative
+            )
+            return repo.remove_checkpoints_except(session, trial.run_id, obs.step)
+
+        for old in self.db.run(record):
+            drop_checkpoint(self.store.resolve(old.kept_path))
+
+    def _record_exports(self, trial: ActiveTrial) -> None:
+        found = find_exports(trial.paths.output_dir)
+        if not found:
+            return
+        known = self.db.run(lambda s: repo.known_exports(s, trial.run_id))
+        new = [e for e in found if (e.exporter, e.version) not in known]
+        if not new:
+            return
+
+        def record(session: Any) -> None:
+            for export in new:
+                repo.add_export(
+                    session,
+                    trial.run_id,
+                    exporter=export.exporter,
+                    version=export.version,
+                    path=self.store.relative(export.path),
+                    wall_time=float(export.version),
+                )
+
+        self.db.run(record)
+
+    def _finish(self, trial: ActiveTrial, code: int) -> None:
+        """Decide and record the trial's outcome, and tell Optuna."""
+        for problem in trial.watcher.finish():
+            message = f"{problem.path}: {problem.reason}"
+            self.db.run(lambda s, m=message: repo.add_problems(s, trial.run_id, [m]))
+        state, reason, value = self._outcome(trial, code)
+        self.db.run(
+            lambda s: repo.finish_run(s, trial.run_id, state=state, exit_code=code, reason=reason)
+        )
+        study = self._optuna_study(trial.study)
+        if state == "COMPLETED":
+            study.tell(trial.number, value)
+        elif state == "PRUNED":
+            study.tell(trial.number, state=TrialState.PRUNED)
+        else:
+            study.tell(trial.number, state=TrialState.FAIL)
+            if state == "STOPPED":
+                params = {k: v for k, v in study.trials[trial.number].params.items()}
+                study.enqueue_trial(params, user_attrs={"retry_of": trial.number})
+        logger.info("study %s trial %d: %s %s", trial.study.name, trial.number, state, reason or "")
+        self._emit(
+            "state",
+            trial.study,
+            trial.number,
+            {"state": state, "reason": reason, "objective": value, "exit_code": code},
+        )
+
+    def _outcome(self, trial: ActiveTrial, code: int) -> tuple[str, str | None, float | None]:
+        spec = trial.spec
+        tag = spec.metric_tag
+        objective = trial.best if spec.objective is ObjectiveMode.BEST else trial.last
+        if trial.outcome == "PRUNED":
+            return "PRUNED", trial.outcome_reason, None
+        if trial.outcome == "STOPPED":
+            return "STOPPED", trial.outcome_reason, None
+        log = "\n".join(tail_lines(trial.paths.log_path, self.settings.log_tail_lines))
+        log_part = f"\nlast log lines:\n{log}" if log else "\n(the log is empty)"
+        if code != 0:
+            return "FAILED", f"trainer {describe_exit(code)}{log_part}", None
+        if trial.last is None:
+            seen = self.db.run(lambda s: repo.tags_seen(s, trial.run_id))
+            dirs = ", ".join(spec.eval_dirs)
+            tags = ", ".join(seen) if seen else "none"
+            return (
+                "FAILED",
+                f"trainer exited 0 without writing the objective {tag!r} to its eval events "
+                f"(eval dirs {dirs}; tags seen: {tags}){log_part}",
+                None,
+            )
+        if objective is None or not math.isfinite(objective.value):
+            bad = trial.last
+            return (
+                "FAILED",
+                f"objective {tag!r} is {bad.value} at step {bad.step}: not a finite number",
+                None,
+            )
+        return "COMPLETED", None, objective.value
+
+    def _stop_trials_of_inactive_studies(self, running: list[Study]) -> None:
+        """Stop local trials of studies that were stopped (e.g. over the API) or deleted."""
+        running_ids = {s.id for s in running}
+        for trial in self.active.values():
+            if trial.study.id not in running_ids and trial.outcome is None:
+                trial.outcome, trial.outcome_reason = "STOPPED", "study stopped"
+                trial.process.request_stop()
+
+    # -- liveness --------------------------------------------------------------------------------
+
+    def _reap_stale(self) -> None:
+        """Fail (and re-enqueue) running trials whose manager is gone.
+
+        A manager on this host whose process no longer exists is gone at once; others when
+        their heartbeat is older than `heartbeat_timeout`.
+        """
+        cutoff = repo.now() - timedelta(seconds=self.settings.heartbeat_timeout)
+        host = socket.gethostname()
+        for run in self.db.run(repo.active_runs):
+            if run.id in self.active or run.worker == self.worker_id:
+                continue
+            worker_host, _, worker_pid = run.worker.rpartition(":")
+            local_dead = (
+                worker_host == host
+                and worker_pid.isdigit()
+                and not process_exists(int(worker_pid))
+            )
+            if not local_dead and run.heartbeat_at >= cutoff:
+                continue
+            if local_dead and run.pid:
+                signal_group(run.pid, signal.SIGKILL)
+            self._fail_lost(run.id, run.study_id, run.number, run.optuna_trial_id, run.worker)
+
+    def stop_requested(self) -> None:
+        """Ask every local trial to stop (used on SIGTERM/SIGINT before `shutdown`)."""
+        for trial in self.active.values():
+            trial.process.request_stop()
+
+    def _fail_lost(
+        self, run_id: int, study_id: int, number: int | None, trial_id: int | None, worker: str
+    ) -> None:
+        reason = f"its manager {worker} stopped (no heartbeat); the trial will be run again"
+        self.db.run(lambda s: repo.finish_run(s, run_id, state="STOPPED", reason=reason))
+        if number is None or trial_id is None:
+            return
+        study = self.db.run(lambda s: repo.get_study(s, study_id))
+        optuna_study = self._optuna_study(study)
+        frozen = self.backend.storage.get_trial(trial_id)
+        if frozen.state is TrialState.RUNNING:
+            optuna_study.tell(number, state=TrialState.FAIL)
+        optuna_study.enqueue_trial(frozen.params, user_attrs={"retry_of": number})
+        logger.warning("study %s trial %d: %s", study.name, number, reason)
+
+    def _emit(self, kind: str, study: Study, number: int, data: dict[str, Any]) -> None:
+        if self.listener is not None:
+            try:
+                self.listener(TrialEvent(kind=kind, study=study.name, number=number, data=data))
+            except Exception:  # a broken view must not stop trials
+                logger.exception("trial event listener failed")
+

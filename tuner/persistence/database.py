@@ -1,0 +1,219 @@
+"""Engines, transactions and the schema check: the one place that talks to the database driver.
+
+`Database.session()` is the single transaction helper: it commits, rolls back, and translates
+driver errors into the tuner's own (`StorageUnavailableError` for a database that is down or
+locked, which callers may retry).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from tuner.errors import SchemaOutdatedError, StorageUnavailableError, TunerError
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+VERSION_TABLE = "tuner_alembic_version"
+UPGRADE_HINT = "run `tuner db upgrade` (with the same TUNER_DATABASE_URL)"
+
+T = TypeVar("T")
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def normalize_url(url: str) -> str:
+    """Prefer psycopg 3 for PostgreSQL URLs given without a driver."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def ensure_sqlite_dir(url: str) -> None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine with the settings each backend needs for several writers."""
+    url = normalize_url(url)
+    ensure_sqlite_dir(url)
+    if is_sqlite(url):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def optuna_engine_kwargs(url: str) -> dict[str, Any]:
+    if is_sqlite(url):
+        return {"connect_args": {"timeout": 30}}
+    return {"pool_pre_ping": True}
+
+
+class Database:
+    """The tuner's tables in one database (which may also hold Optuna's)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        self.engine = create_db_engine(self.url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: commit on success, roll back on error, translate driver errors."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except TunerError:
+            session.rollback()
+            raise
+        except (OperationalError, DBAPIError) as exc:
+            session.rollback()
+            if _is_unavailable(exc):
+                raise StorageUnavailableError(f"database unavailable: {_first_line(exc)}") from exc
+            raise
+        except SQLAlchemyError:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def run(self, work: Callable[[Session], T]) -> T:
+        """Run `work` in one transaction."""
+        with self.session() as session:
+            return work(session)
+
+    def retrying(
+        self, work: Callable[[Session], T], *, attempts: int = 5, backoff: float = 0.5
+    ) -> T:
+        """Run `work`, retrying while the database is unavailable (with exponential backoff)."""
+        for attempt in range(attempts):
+            try:
+                return self.run(work)
+            except StorageUnavailableError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(backoff * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def ping(self) -> None:
+        with self.session() as session:
+            session.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            if not inspect(conn).has_table(VERSION_TABLE):
+                return None
+            return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+
+    def is_empty(self) -> bool:
+        """Whether none of the tuner's tables exist yet."""
+        with self.engine.connect() as conn:
+            names = inspect(conn).get_table_names()
+        return not any(name.startswith("tuner_") for name in names)
+
+    def check_schema(self) -> None:
+        """Refuse to run against a schema other than the code's; the message says the fix."""
+        head = head_revision()
+        try:
+            current = self.current_revision()
+        except OperationalError as exc:
+            raise StorageUnavailableError(f"database unavailable: {_first_line(exc)}") from exc
+        if current == head:
+            return
+        if current is None:
+            raise SchemaOutdatedError(f"the database has no tuner schema; {UPGRADE_HINT}")
+        raise SchemaOutdatedError(
+            f"the database schema is at revision {current}, this tuner needs {head}; "
+            f"{UPGRADE_HINT}"
+        )
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply the tuner's migrations."""
+        from alembic import command
+
+        command.upgrade(alembic_config(self.url), revision)
+
+    def prepare(self, *, auto_init: bool = True) -> None:
+        """Check the schema; a brand-new database (no tuner tables) is initialized in place."""
+        if auto_init and self.is_empty():
+            logger.info("initializing a new tuner schema in %s", _safe_url(self.url))
+            self.upgrade()
+        self.check_schema()
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
+    return config
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    heads = script.get_heads()
+    if len(heads) != 1:
+        raise SchemaOutdatedError(f"the tuner's migrations have {len(heads)} heads; expected one")
+    return heads[0]
+
+
+def _is_unavailable(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    message = str(exc.orig).lower()
+    signals = (
+        "database is locked",
+        "could not connect",
+        "connection refused",
+        "server closed the connection",
+        "terminating connection",
+        "connection is closed",
+        "the database system is",
+        "connection timed out",
+        "consuming input failed",
+        "ssl connection has been closed",
+    )
+    return any(signal in message for signal in signals)
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+
+
+def _safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,197 @@
+"""Table classes of the tuner's own schema (Optuna keeps its tables and migrations apart).
+
+Authority for each fact:
+- the spec, a study's lifecycle, a trial's lifecycle (with states Optuna cannot express, such as
+  STOPPED), its process, every eval value, kept checkpoints and exports: these tables;
+- the sampler's view (params, told values, intermediate values): Optuna's tables, written by
+  the manager from these facts, read only by Optuna.
+ORM rows never leave `tuner.persistence`; the repository turns them into `tuner.entities`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+STUDY_STATES = ("RUNNING", "COMPLETED", "FAILED", "STOPPED")
+TRIAL_STATES = ("RUNNING", "COMPLETED", "PRUNED", "FAILED", "STOPPED")
+TOKEN_SCOPES = ("read", "write")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class StudyRow(Base):
+    __tablename__ = "tuner_studies"
+    __table_args__ = (CheckConstraint(_in("state", STUDY_STATES), name="state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    spec_json: Mapped[str] = mapped_column(Text)
+    trainer: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    runs: Mapped[list[TrialRunRow]] = relationship(
+        back_populates="study", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class TrialRunRow(Base):
+    """One trial: its Optuna trial, its process and its outcome."""
+
+    __tablename__ = "tuner_trial_runs"
+    __table_args__ = (
+        CheckConstraint(_in("state", TRIAL_STATES), name="state"),
+        UniqueConstraint("study_id", "number", name="uq_tuner_trial_runs_study_number"),
+        Index("ix_tuner_trial_runs_study_state", "study_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("tuner_studies.id", ondelete="CASCADE"))
+    #: Null only while the trial is being claimed (the slot is reserved before Optuna is asked).
+    number: Mapped[int | None] = mapped_column(Integer)
+    optuna_trial_id: Mapped[int | None] = mapped_column(Integer, unique=True)
+    state: Mapped[str] = mapped_column(String(16))
+    #: The values the trainer received on its command line (JSON object).
+    params_json: Mapped[str] = mapped_column(Text, default="{}")
+    worker: Mapped[str] = mapped_column(String(255))
+    output_dir: Mapped[str | None] = mapped_column(Text)
+    log_path: Mapped[str | None] = mapped_column(Text)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    #: Problems found while reading its event files (JSON list of strings).
+    problems_json: Mapped[str] = mapped_column(Text, default="[]")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The eval step with the best objective value: its checkpoint is kept.
+    #: (No foreign key: eval steps are created after the run and die with it.)
+    best_step_id: Mapped[int | None] = mapped_column(Integer)
+    #: The eval step whose value is the trial's objective (the best or the last, per spec).
+    objective_step_id: Mapped[int | None] = mapped_column(Integer)
+
+    study: Mapped[StudyRow] = relationship(back_populates="runs")
+
+
+class EvalStepRow(Base):
+    """One evaluation of one checkpoint, as read from an eval dir's event files."""
+
+    __tablename__ = "tuner_eval_steps"
+    __table_args__ = (
+        UniqueConstraint("run_id", "eval_name", "step", name="uq_tuner_eval_steps_run_name_step"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("tuner_trial_runs.id", ondelete="CASCADE"))
+    eval_name: Mapped[str] = mapped_column(String(255))
+    step: Mapped[int] = mapped_column(Integer)
+    wall_time: Mapped[float] = mapped_column(Float)
+    checkpoint_path: Mapped[str | None] = mapped_column(Text)
+
+
+class EvalMetricRow(Base):
+    __tablename__ = "tuner_eval_metrics"
+    __table_args__ = (
+        UniqueConstraint("eval_step_id", "tag", name="uq_tuner_eval_metrics_step_tag"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    eval_step_id: Mapped[int] = mapped_column(
+        ForeignKey("tuner_eval_steps.id", ondelete="CASCADE")
+    )
+    tag: Mapped[str] = mapped_column(String(255))
+    #: Null stands for NaN (SQLite cannot store NaN).
+    value: Mapped[float | None] = mapped_column(Float)
+    wall_time: Mapped[float] = mapped_column(Float)
+
+
+class CheckpointRow(Base):
+    """A checkpoint the tuner copied out of the estimator's rotation."""
+
+    __tablename__ = "tuner_checkpoints"
+    __table_args__ = (UniqueConstraint("run_id", "step", name="uq_tuner_checkpoints_run_step"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("tuner_trial_runs.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    #: Checkpoint prefix as the estimator named it (e.g. `.../model.ckpt-200`).
+    source_path: Mapped[str] = mapped_column(Text)
+    #: Prefix of the kept copy, relative to the artifact root.
+    kept_path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ExportRow(Base):
+    """A SavedModel export under `<output>/export/<exporter>/<version>/`."""
+
+    __tablename__ = "tuner_exports"
+    __table_args__ = (
+        UniqueConstraint("run_id", "exporter", "version", name="uq_tuner_exports_run_exp_ver"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("tuner_trial_runs.id", ondelete="CASCADE"))
+    exporter: Mapped[str] = mapped_column(String(255))
+    version: Mapped[str] = mapped_column(String(64))
+    #: Relative to the artifact root.
+    path: Mapped[str] = mapped_column(Text)
+    eval_step_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tuner_eval_steps.id", ondelete="SET NULL")
+    )
+
+
+class EventFileRow(Base):
+    """How far an event file has been read, and what was wrong with it."""
+
+    __tablename__ = "tuner_event_files"
+    __table_args__ = (UniqueConstraint("run_id", "path", name="uq_tuner_event_files_run_path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("tuner_trial_runs.id", ondelete="CASCADE"))
+    #: Relative to the trial's output dir.
+    path: Mapped[str] = mapped_column(Text)
+    offset: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ApiTokenRow(Base):
+    """A bearer token; only its SHA-256 is stored."""
+
+    __tablename__ = "tuner_api_tokens"
+    __table_args__ = (CheckConstraint(_in("scope", TOKEN_SCOPES), name="scope"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

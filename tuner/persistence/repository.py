@@ -1,0 +1,644 @@
+"""Queries and updates of the tuner's tables; every function takes a session, returns entities."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, case, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from tuner.entities import (
+    Checkpoint,
+    EvalStep,
+    Export,
+    LeaderboardRow,
+    Observation,
+    Study,
+    TrialDetail,
+    TrialRun,
+)
+from tuner.errors import DuplicateStudyError, StudyNotFoundError, TrialNotFoundError
+from tuner.metrics import CheckpointPathValue, ScalarValue
+from tuner.persistence.models import (
+    CheckpointRow,
+    EvalMetricRow,
+    EvalStepRow,
+    EventFileRow,
+    ExportRow,
+    StudyRow,
+    TrialRunRow,
+)
+from tuner.spec import Goal, StudySpec, parse_spec, spec_to_json
+
+#: Trial states that use up the study's budget (a STOPPED trial is run again).
+COUNTED_STATES = ("COMPLETED", "PRUNED", "FAILED")
+ACTIVE_STATE = "RUNNING"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- studies -------------------------------------------------------------------------------------
+
+
+def create_study(session: Session, spec: StudySpec) -> Study:
+    stamp = now()
+    row = StudyRow(
+        name=spec.name,
+        spec_json=spec_to_json(spec),
+        trainer=spec.trainer,
+        state="RUNNING",
+        created_at=stamp,
+        updated_at=stamp,
+    )
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise DuplicateStudyError(f"name: a study named {spec.name!r} already exists") from None
+    return _study(row)
+
+
+def get_study(session: Session, ref: str | int) -> Study:
+    return _study(_study_row(session, ref))
+
+
+def find_study(session: Session, name: str) -> Study | None:
+    row = session.scalar(select(StudyRow).where(StudyRow.name == name))
+    return _study(row) if row else None
+
+
+def list_studies(
+    session: Session, *, state: str | None = None, limit: int = 50, offset: int = 0
+) -> tuple[list[Study], int]:
+    query = select(StudyRow)
+    count = select(func.count(StudyRow.id))
+    if state:
+        query = query.where(StudyRow.state == state)
+        count = count.where(StudyRow.state == state)
+    rows = session.scalars(query.order_by(StudyRow.id.desc()).limit(limit).offset(offset)).all()
+    return [_study(r) for r in rows], int(session.scalar(count) or 0)
+
+
+def running_studies(session: Session, names: Sequence[str] | None = None) -> list[Study]:
+    query = select(StudyRow).where(StudyRow.state == "RUNNING")
+    if names is not None:
+        query = query.where(StudyRow.name.in_(list(names)))
+    return [_study(r) for r in session.scalars(query.order_by(StudyRow.id)).all()]
+
+
+def set_study_state(session: Session, study_id: int, state: str, reason: str | None) -> None:
+    session.execute(
+        update(StudyRow)
+        .where(StudyRow.id == study_id)
+        .values(state=state, state_reason=reason, updated_at=now())
+    )
+
+
+def update_study_spec(session: Session, study_id: int, spec: StudySpec) -> None:
+    session.execute(
+        update(StudyRow)
+        .where(StudyRow.id == study_id)
+        .values(spec_json=spec_to_json(spec), updated_at=now())
+    )
+
+
+def delete_study(session: Session, study_id: int) -> None:
+    session.execute(delete(StudyRow).where(StudyRow.id == study_id))
+
+
+def trial_counts(session: Session, study_id: int) -> dict[str, int]:
+    rows = session.execute(
+        select(TrialRunRow.state, func.count(TrialRunRow.id))
+        .where(TrialRunRow.study_id == study_id)
+        .group_by(TrialRunRow.state)
+    ).all()
+    return {state: int(n) for state, n in rows}
+
+
+# -- claiming and running ------------------------------------------------------------------------
+
+
+def reserve_run(session: Session, study_id: int, *, worker: str) -> int | None:
+    """Reserve a trial slot if the study's budget and parallelism allow; return the run id.
+
+    The study row is written first: on PostgreSQL that takes its row lock, on SQLite the
+    database write lock, so concurrent managers reserve one at a time.
+    """
+    locked = session.execute(
+        update(StudyRow)
+        .where(StudyRow.id == study_id, StudyRow.state == "RUNNING")
+        .values(updated_at=now())
+    )
+    if locked.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    spec = _spec(session.get_one(StudyRow, study_id))
+    counts = trial_counts(session, study_id)
+    running = counts.get(ACTIVE_STATE, 0)
+    counted = sum(counts.get(s, 0) for s in COUNTED_STATES)
+    if running >= spec.hyperparameters.max_parallel_trials:
+        return None
+    if counted + running >= spec.max_trials:
+        return None
+    stamp = now()
+    row = TrialRunRow(
+        study_id=study_id,
+        state=ACTIVE_STATE,
+        params_json="{}",
+        problems_json="[]",
+        worker=worker,
+        started_at=stamp,
+        heartbeat_at=stamp,
+    )
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def attach_trial(
+    session: Session,
+    run_id: int,
+    *,
+    number: int,
+    optuna_trial_id: int,
+    params: dict[str, Any],
+    output_dir: str,
+    log_path: str,
+) -> None:
+    session.execute(
+        update(TrialRunRow)
+        .where(TrialRunRow.id == run_id)
+        .values(
+            number=number,
+            optuna_trial_id=optuna_trial_id,
+            params_json=json.dumps(params),
+            output_dir=output_dir,
+            log_path=log_path,
+        )
+    )
+
+
+def drop_reservation(session: Session, run_id: int) -> None:
+    session.execute(delete(TrialRunRow).where(TrialRunRow.id == run_id))
+
+
+def set_pid(session: Session, run_id: int, pid: int) -> None:
+    session.execute(update(TrialRunRow).where(TrialRunRow.id == run_id).values(pid=pid))
+
+
+def heartbeat(session: Session, run_ids: Iterable[int]) -> None:
+    ids = list(run_ids)
+    if ids:
+        session.execute(
+            update(TrialRunRow).where(TrialRunRow.id.in_(ids)).values(heartbeat_at=now())
+        )
+
+
+def finish_run(
+    session: Session,
+    run_id: int,
+    *,
+    state: str,
+    exit_code: int | None = None,
+    reason: str | None = None,
+) -> None:
+    session.execute(
+        update(TrialRunRow)
+        .where(TrialRunRow.id == run_id)
+        .values(state=state, exit_code=exit_code, failure_reason=reason, ended_at=now())
+    )
+
+
+def add_problems(session: Session, run_id: int, problems: Sequence[str]) -> None:
+    if not problems:
+        return
+    row = session.get_one(TrialRunRow, run_id)
+    row.problems_json = json.dumps([*json.loads(row.problems_json or "[]"), *problems])
+
+
+def get_run(session: Session, run_id: int) -> TrialRun:
+    return _run(session.get_one(TrialRunRow, run_id))
+
+
+def get_run_by_number(session: Session, study_id: int, number: int) -> TrialRun:
+    row = session.scalar(
+        select(TrialRunRow).where(TrialRunRow.study_id == study_id, TrialRunRow.number == number)
+    )
+    if row is None:
+        raise TrialNotFoundError(f"trial {number} not found in study {study_id}")
+    return _run(row)
+
+
+def runs(session: Session, study_id: int, *, state: str | None = None) -> list[TrialRun]:
+    query = select(TrialRunRow).where(TrialRunRow.study_id == study_id)
+    if state:
+        query = query.where(TrialRunRow.state == state)
+    return [_run(r) for r in session.scalars(query.order_by(TrialRunRow.id)).all()]
+
+
+def stale_runs(session: Session, *, older_than: datetime) -> list[TrialRun]:
+    rows = session.scalars(
+        select(TrialRunRow).where(
+            TrialRunRow.state == ACTIVE_STATE, TrialRunRow.heartbeat_at < older_than
+        )
+    ).all()
+    return [_run(r) for r in rows]
+
+
+def active_runs(session: Session) -> list[TrialRun]:
+    rows = session.scalars(select(TrialRunRow).where(TrialRunRow.state == ACTIVE_STATE)).all()
+    return [_run(r) for r in rows]
+
+
+# -- eval metrics --------------------------------------------------------------------------------
+
+
+def event_offsets(session: Session, run_id: int) -> dict[str, int]:
+    rows = session.execute(
+        select(EventFileRow.path, EventFileRow.offset).where(EventFileRow.run_id == run_id)
+    ).all()
+    return {path: int(offset) for path, offset in rows}
+
+
+def record_eval_values(
+    session: Session,
+    run_id: int,
+    values: Sequence[ScalarValue | CheckpointPathValue],
+    offsets: dict[str, int],
+    *,
+    objective_tag: str,
+) -> list[Observation]:
+    """Store new eval values and file offsets together; return new objective observations.
+
+    Storing both in one transaction means a restarted manager neither loses nor doubles values.
+    """
+    steps: dict[tuple[str, int], EvalStepRow] = {}
+    observations: list[Observation] = []
+
+    def step_row(eval_name: str, step: int, wall_time: float) -> EvalStepRow:
+        key = (eval_name, step)
+        if key not in steps:
+            row = session.scalar(
+                select(EvalStepRow).where(
+                    EvalStepRow.run_id == run_id,
+                    EvalStepRow.eval_name == eval_name,
+                    EvalStepRow.step == step,
+                )
+            )
+            if row is None:
+                row = EvalStepRow(run_id=run_id, eval_name=eval_name, step=step, wall_time=wall_time)
+                session.add(row)
+                session.flush()
+            steps[key] = row
+        return steps[key]
+
+    objective_rows: list[tuple[EvalStepRow, float]] = []
+    for value in values:
+        row = step_row(value.eval_name, value.step, value.wall_time)
+        if isinstance(value, CheckpointPathValue):
+            row.checkpoint_path = value.path
+            continue
+        stored = None if math.isnan(value.value) else value.value
+        existing = session.scalar(
+            select(EvalMetricRow).where(
+                EvalMetricRow.eval_step_id == row.id, EvalMetricRow.tag == value.tag
+            )
+        )
+        if existing is None:
+            session.add(
+                EvalMetricRow(
+                    eval_step_id=row.id, tag=value.tag, value=stored, wall_time=value.wall_time
+                )
+            )
+        else:
+            existing.value = stored
+            existing.wall_time = value.wall_time
+        row.wall_time = max(row.wall_time, value.wall_time)
+        if value.tag == objective_tag:
+            objective_rows.append((row, value.value))
+    for row, objective in objective_rows:
+        observations.append(
+            Observation(
+                eval_step_id=row.id,
+                eval_name=row.eval_name,
+                step=row.step,
+                value=objective,
+                checkpoint_path=row.checkpoint_path,
+            )
+        )
+    save_offsets(session, run_id, offsets)
+    return observations
+
+
+def save_offsets(session: Session, run_id: int, offsets: dict[str, int]) -> None:
+    for path, offset in offsets.items():
+        row = session.scalar(
+            select(EventFileRow).where(EventFileRow.run_id == run_id, EventFileRow.path == path)
+        )
+        if row is None:
+            session.add(EventFileRow(run_id=run_id, path=path, offset=offset))
+        else:
+            row.offset = offset
+
+
+def checkpoint_path_of(session: Session, eval_step_id: int) -> str | None:
+    return session.scalar(
+        select(EvalStepRow.checkpoint_path).where(EvalStepRow.id == eval_step_id)
+    )
+
+
+def set_objective_steps(
+    session: Session, run_id: int, *, best_step_id: int | None, objective_step_id: int | None
+) -> None:
+    session.execute(
+        update(TrialRunRow)
+        .where(TrialRunRow.id == run_id)
+        .values(best_step_id=best_step_id, objective_step_id=objective_step_id)
+    )
+
+
+def tags_seen(session: Session, run_id: int) -> list[str]:
+    rows = session.scalars(
+        select(EvalMetricRow.tag)
+        .join(EvalStepRow, EvalStepRow.id == EvalMetricRow.eval_step_id)
+        .where(EvalStepRow.run_id == run_id)
+        .distinct()
+    ).all()
+    return sorted(rows)
+
+
+def eval_steps(session: Session, run_id: int) -> list[EvalStep]:
+    step_rows = session.scalars(
+        select(EvalStepRow)
+        .where(EvalStepRow.run_id == run_id)
+        .order_by(EvalStepRow.step, EvalStepRow.eval_name)
+    ).all()
+    metrics: dict[int, dict[str, float]] = {r.id: {} for r in step_rows}
+    if step_rows:
+        for step_id, tag, value in session.execute(
+            select(EvalMetricRow.eval_step_id, EvalMetricRow.tag, EvalMetricRow.value).where(
+                EvalMetricRow.eval_step_id.in_(list(metrics))
+            )
+        ):
+            metrics[step_id][tag] = math.nan if value is None else float(value)
+    return [
+        EvalStep(
+            id=r.id,
+            eval_name=r.eval_name,
+            step=r.step,
+            wall_time=r.wall_time,
+            checkpoint_path=r.checkpoint_path,
+            metrics=metrics[r.id],
+        )
+        for r in step_rows
+    ]
+
+
+# -- checkpoints and exports ---------------------------------------------------------------------
+
+
+def add_checkpoint(
+    session: Session, run_id: int, *, step: int, source_path: str, kept_path: str
+) -> None:
+    existing = session.scalar(
+        select(CheckpointRow).where(CheckpointRow.run_id == run_id, CheckpointRow.step == step)
+    )
+    if existing is None:
+        session.add(
+            CheckpointRow(
+                run_id=run_id,
+                step=step,
+                source_path=source_path,
+                kept_path=kept_path,
+                created_at=now(),
+            )
+        )
+
+
+def remove_checkpoints_except(session: Session, run_id: int, keep_step: int) -> list[Checkpoint]:
+    rows = session.scalars(
+        select(CheckpointRow).where(CheckpointRow.run_id == run_id, CheckpointRow.step != keep_step)
+    ).all()
+    removed = [_checkpoint(r) for r in rows]
+    for row in rows:
+        session.delete(row)
+    return removed
+
+
+def checkpoints(session: Session, run_id: int) -> list[Checkpoint]:
+    rows = session.scalars(
+        select(CheckpointRow).where(CheckpointRow.run_id == run_id).order_by(CheckpointRow.step)
+    ).all()
+    return [_checkpoint(r) for r in rows]
+
+
+def known_exports(session: Session, run_id: int) -> set[tuple[str, str]]:
+    rows = session.execute(
+        select(ExportRow.exporter, ExportRow.version).where(ExportRow.run_id == run_id)
+    ).all()
+    return {(e, v) for e, v in rows}
+
+
+def add_export(
+    session: Session, run_id: int, *, exporter: str, version: str, path: str, wall_time: float
+) -> None:
+    """Record an export, matched to the last eval step written at or before its timestamp."""
+    step_id = session.scalar(
+        select(EvalStepRow.id)
+        .where(EvalStepRow.run_id == run_id, EvalStepRow.wall_time < wall_time + 1.0)
+        .order_by(EvalStepRow.wall_time.desc(), EvalStepRow.step.desc())
+        .limit(1)
+    )
+    session.add(
+        ExportRow(
+            run_id=run_id, exporter=exporter, version=version, path=path, eval_step_id=step_id
+        )
+    )
+
+
+def exports(session: Session, run_id: int) -> list[Export]:
+    rows = session.execute(
+        select(ExportRow, EvalStepRow.step)
+        .outerjoin(EvalStepRow, EvalStepRow.id == ExportRow.eval_step_id)
+        .where(ExportRow.run_id == run_id)
+        .order_by(ExportRow.version, ExportRow.exporter)
+    ).all()
+    return [
+        Export(exporter=e.exporter, version=e.version, path=e.path, step=step) for e, step in rows
+    ]
+
+
+# -- leaderboard ---------------------------------------------------------------------------------
+
+
+def leaderboard(
+    session: Session,
+    study: Study,
+    *,
+    state: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[LeaderboardRow], int]:
+    """Trials sorted by objective in the goal's direction (trials without one last)."""
+    objective = aliased(EvalMetricRow)
+    best = aliased(EvalStepRow)
+    last_step = (
+        select(func.max(EvalStepRow.step))
+        .where(EvalStepRow.run_id == TrialRunRow.id)
+        .correlate(TrialRunRow)
+        .scalar_subquery()
+    )
+    value = objective.value
+    order = value.desc() if study.spec.goal is Goal.MAXIMIZE else value.asc()
+    query = (
+        select(TrialRunRow, value, best.step, last_step)
+        .outerjoin(
+            objective,
+            and_(
+                objective.eval_step_id == TrialRunRow.objective_step_id,
+                objective.tag == study.spec.metric_tag,
+            ),
+        )
+        .outerjoin(best, best.id == TrialRunRow.best_step_id)
+        .where(TrialRunRow.study_id == study.id, TrialRunRow.number.is_not(None))
+    )
+    count = select(func.count(TrialRunRow.id)).where(
+        TrialRunRow.study_id == study.id, TrialRunRow.number.is_not(None)
+    )
+    if state:
+        query = query.where(TrialRunRow.state == state)
+        count = count.where(TrialRunRow.state == state)
+    query = query.order_by(
+        case((value.is_(None), 1), else_=0), order, TrialRunRow.number
+    ).limit(limit).offset(offset)
+    rows = [
+        LeaderboardRow(
+            number=int(run.number),
+            state=run.state,
+            params=json.loads(run.params_json),
+            objective=None if obj is None else float(obj),
+            best_step=best_step,
+            last_step=last,
+            started_at=_aware(run.started_at),
+            ended_at=_aware(run.ended_at) if run.ended_at else None,
+            failure_reason=run.failure_reason,
+        )
+        for run, obj, best_step, last in session.execute(query).all()
+    ]
+    return rows, int(session.scalar(count) or 0)
+
+
+def objective_value(session: Session, run: TrialRun, tag: str) -> float | None:
+    if run.objective_step_id is None:
+        return None
+    value = session.scalar(
+        select(EvalMetricRow.value).where(
+            EvalMetricRow.eval_step_id == run.objective_step_id, EvalMetricRow.tag == tag
+        )
+    )
+    return None if value is None else float(value)
+
+
+def best_completed_run(session: Session, study: Study) -> TrialRun | None:
+    value = EvalMetricRow.value
+    order = value.desc() if study.spec.goal is Goal.MAXIMIZE else value.asc()
+    row = session.scalar(
+        select(TrialRunRow)
+        .join(
+            EvalMetricRow,
+            and_(
+                EvalMetricRow.eval_step_id == TrialRunRow.objective_step_id,
+                EvalMetricRow.tag == study.spec.metric_tag,
+            ),
+        )
+        .where(
+            TrialRunRow.study_id == study.id,
+            TrialRunRow.state == "COMPLETED",
+            value.is_not(None),
+        )
+        .order_by(order, TrialRunRow.number)
+        .limit(1)
+    )
+    return _run(row) if row else None
+
+
+def trial_detail(session: Session, study: Study, number: int) -> TrialDetail:
+    run = get_run_by_number(session, study.id, number)
+    steps = eval_steps(session, run.id)
+    best_step = next((s.step for s in steps if s.id == run.best_step_id), None)
+    return TrialDetail(
+        run=run,
+        objective=objective_value(session, run, study.spec.metric_tag),
+        steps=steps,
+        checkpoints=checkpoints(session, run.id),
+        exports=exports(session, run.id),
+        best_step=best_step,
+    )
+
+
+# -- conversions ---------------------------------------------------------------------------------
+
+
+def _study_row(session: Session, ref: str | int) -> StudyRow:
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        row = session.get(StudyRow, int(ref))
+        if row is not None:
+            return row
+    row = session.scalar(select(StudyRow).where(StudyRow.name == str(ref)))
+    if row is None:
+        raise StudyNotFoundError(f"study {ref!r} not found")
+    return row
+
+
+def _spec(row: StudyRow) -> StudySpec:
+    return parse_spec(json.loads(row.spec_json), source=f"study {row.name}")
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _study(row: StudyRow) -> Study:
+    return Study(
+        id=row.id,
+        name=row.name,
+        spec=_spec(row),
+        state=row.state,
+        state_reason=row.state_reason,
+        created_at=_aware(row.created_at),
+        updated_at=_aware(row.updated_at),
+    )
+
+
+def _run(row: TrialRunRow) -> TrialRun:
+    return TrialRun(
+        id=row.id,
+        study_id=row.study_id,
+        number=row.number,
+        optuna_trial_id=row.optuna_trial_id,
+        state=row.state,
+        params=json.loads(row.params_json or "{}"),
+        worker=row.worker,
+        output_dir=row.output_dir,
+        log_path=row.log_path,
+        pid=row.pid,
+        exit_code=row.exit_code,
+        failure_reason=row.failure_reason,
+        problems=json.loads(row.problems_json or "[]"),
+        started_at=_aware(row.started_at),
+        heartbeat_at=_aware(row.heartbeat_at),
+        ended_at=_aware(row.ended_at) if row.ended_at else None,
+        best_step_id=row.best_step_id,
+        objective_step_id=row.objective_step_id,
+    )
+
+
+def _checkpoint(row: CheckpointRow) -> Checkpoint:
+    return Checkpoint(step=row.step, source_path=row.source_path, kept_path=row.kept_path)

@@ -1,0 +1,220 @@
+"""Study operations shared by the CLI, the API and the manager: submit, resume, stop, best.
+
+This module pairs each of our study rows with its Optuna study (same name, same database), so
+Optuna's own tools (optuna-dashboard, `optuna.load_study`) can open every study.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+from tuner import sampling
+from tuner.entities import BestModel, Study
+from tuner.errors import DuplicateStudyError, SpecError, StudyNotFoundError, StudyStateError
+from tuner.persistence import Database, optuna_engine_kwargs
+from tuner.persistence import repository as repo
+from tuner.spec import StudySpec
+from tuner.trainers import TrainerRegistry
+
+logger = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass
+class Backend:
+    """The database (our tables) and Optuna's storage on the same URL."""
+
+    db: Database
+    storage: RDBStorage
+
+    @classmethod
+    def connect(cls, url: str, *, auto_init: bool = True) -> Backend:
+        db = Database(url)
+        db.prepare(auto_init=auto_init)
+        storage = RDBStorage(db.url, engine_kwargs=optuna_engine_kwargs(db.url))
+        return cls(db=db, storage=storage)
+
+    def close(self) -> None:
+        self.db.dispose()
+        self.storage.remove_session()
+        engine = getattr(self.storage, "engine", None)
+        if engine is not None:
+            engine.dispose()
+
+    def optuna_study(self, spec: StudySpec, *, seed_offset: int = 0) -> optuna.Study:
+        """The Optuna study of `spec`, with a sampler seeded so a resumed study does not repeat.
+
+        Samplers keep no state of their own: TPE and friends rebuild it from the storage, and
+        the seed is offset by the number of trials so far when a manager (re)opens the study.
+        """
+        seeded = spec
+        if spec.seed is not None and seed_offset:
+            seeded = spec.model_copy(update={"seed": spec.seed + seed_offset})
+        return optuna.load_study(
+            study_name=spec.name,
+            storage=self.storage,
+            sampler=sampling.make_sampler(seeded),
+            pruner=sampling.make_pruner(spec.pruner),
+        )
+
+
+def submit_study(backend: Backend, spec: StudySpec, registry: TrainerRegistry) -> Study:
+    """Create a study (ours and Optuna's); refuse unknown trainers and bad warm starts first."""
+    registry.get(spec.trainer)
+    previous = _previous_trials(backend, spec)
+    with backend.db.session() as session:
+        if repo.find_study(session, spec.name) is not None:
+            raise DuplicateStudyError(f"name: a study named {spec.name!r} already exists")
+    # Optuna's study first (its own transaction: SQLite has one writer at a time), then ours;
+    # if ours cannot be written, Optuna's is removed again.
+    try:
+        optuna_study = optuna.create_study(
+            study_name=spec.name, storage=backend.storage, direction=sampling.direction(spec.goal)
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        raise DuplicateStudyError(
+            f"name: an Optuna study named {spec.name!r} already exists in this database"
+        ) from None
+    try:
+        with backend.db.session() as session:
+            study = repo.create_study(session, spec)
+        optuna_study.set_user_attr("tuner_study_id", study.id)
+        if previous:
+            optuna_study.add_trials(previous)
+    except BaseException:
+        optuna.delete_study(study_name=spec.name, storage=backend.storage)
+        raise
+    return study
+
+
+def _previous_trials(backend: Backend, spec: StudySpec) -> list[optuna.trial.FrozenTrial]:
+    """Finished trials of `resumePreviousJobId`, checked against the new search space."""
+    previous_name = spec.hyperparameters.resume_previous_job_id
+    if not previous_name:
+        return []
+    field = "hyperparameters.resumePreviousJobId"
+    with backend.db.session() as session:
+        previous = repo.find_study(session, previous_name)
+    if previous is None:
+        raise SpecError([(field, f"no study named {previous_name!r} to resume from")])
+    if previous.spec.goal is not spec.goal:
+        raise SpecError([(field, f"study {previous_name!r} has goal {previous.spec.goal.value}")])
+    if previous.spec.metric_tag != spec.metric_tag:
+        raise SpecError(
+            [(field, f"study {previous_name!r} optimized {previous.spec.metric_tag!r}")]
+        )
+    space = sampling.search_space(spec)
+    old = optuna.load_study(study_name=previous_name, storage=backend.storage)
+    trials = old.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    for trial in trials:
+        if set(trial.params) != set(space):
+            raise SpecError(
+                [
+                    (
+                        field,
+                        f"incompatible search space: {previous_name!r} has params "
+                        f"{sorted(trial.params)}, this study {sorted(space)}",
+                    )
+                ]
+            )
+        for name, value in trial.params.items():
+            dist = space[name]
+            if not dist._contains(dist.to_internal_repr(value)):
+                raise SpecError(
+                    [
+                        (
+                            field,
+                            f"incompatible search space: trial {trial.number} of "
+                            f"{previous_name!r} has {name}={value!r}, outside this study's range",
+                        )
+                    ]
+                )
+    return [
+        optuna.trial.create_trial(
+            params=t.params,
+            distributions=space,
+            value=t.value,
+            intermediate_values=t.intermediate_values,
+            user_attrs={**t.user_attrs, "warm_start_from": f"{previous_name}#{t.number}"},
+        )
+        for t in trials
+    ]
+
+
+def resume_study(backend: Backend, ref: str | int, *, max_trials: int | None = None) -> Study:
+    """Set a stopped, failed or completed study running again, optionally with a larger budget."""
+    with backend.db.session() as session:
+        study = repo.get_study(session, ref)
+        if max_trials is not None:
+            if max_trials < study.spec.hyperparameters.max_trials:
+                raise SpecError(
+                    [("maxTrials", f"must be >= the current budget ({study.spec.max_trials})")]
+                )
+            hp = study.spec.hyperparameters.model_copy(update={"max_trials": max_trials})
+            spec = study.spec.model_copy(update={"hyperparameters": hp})
+            repo.update_study_spec(session, study.id, spec)
+        repo.set_study_state(session, study.id, "RUNNING", None)
+        return repo.get_study(session, study.id)
+
+
+def request_stop(backend: Backend, ref: str | int) -> Study:
+    """Mark a study STOPPED; the managers running its trials stop them within a tick."""
+    with backend.db.session() as session:
+        study = repo.get_study(session, ref)
+        if study.state == "RUNNING":
+            repo.set_study_state(session, study.id, "STOPPED", "stopped on request")
+        return repo.get_study(session, study.id)
+
+
+def delete_study(backend: Backend, ref: str | int) -> Study:
+    """Delete a study's records (ours and Optuna's); refused while any trial runs."""
+    with backend.db.session() as session:
+        study = repo.get_study(session, ref)
+        running = repo.trial_counts(session, study.id).get("RUNNING", 0)
+        if running:
+            raise StudyStateError(
+                f"study {study.name!r} has {running} running trial(s); stop it first"
+            )
+        repo.delete_study(session, study.id)
+    try:
+        optuna.delete_study(study_name=study.name, storage=backend.storage)
+    except KeyError:
+        pass
+    return study
+
+
+def best_model(backend: Backend, ref: str | int) -> BestModel:
+    """The best COMPLETED trial, its best eval step and that step's checkpoint and export."""
+    with backend.db.session() as session:
+        study = repo.get_study(session, ref)
+        run = repo.best_completed_run(session, study)
+        if run is None or run.number is None:
+            raise StudyNotFoundError(
+                f"study {study.name!r} has no completed trial with an objective yet"
+            )
+        detail = repo.trial_detail(session, study, run.number)
+    step = next(s for s in detail.steps if s.id == run.objective_step_id)
+    objective = step.metrics[study.spec.metric_tag]
+    best_step = detail.best_step if detail.best_step is not None else step.step
+    checkpoint = next((c for c in detail.checkpoints if c.step == best_step), None)
+    matching = [e for e in detail.exports if e.step == best_step]
+    export = matching[-1] if matching else None
+    return BestModel(
+        study=study,
+        run=run,
+        objective=objective,
+        step=best_step,
+        checkpoint=checkpoint,
+        export=export,
+        other_exports=[e for e in detail.exports if e is not export],
+    )
+
+
+def require_state(study: Study, *states: str) -> None:
+    if study.state not in states:
+        raise StudyStateError(f"study {study.name!r} is {study.state}")
