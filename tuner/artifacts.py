@@ -33,6 +33,8 @@ class FoundExport:
     exporter: str
     version: str
     path: Path
+    #: When the SavedModel was written (its `saved_model.pb`'s mtime), to match it to an eval.
+    written_at: float
 
 
 class ArtifactStore:
@@ -134,8 +136,12 @@ def find_exports(output_dir: Path) -> list[FoundExport]:
         for version in sorted(p for p in exporter.iterdir() if p.is_dir()):
             if not EXPORT_VERSION.match(version.name):
                 continue  # e.g. temp-<timestamp> while the exporter is still writing
-            if (version / "saved_model.pb").is_file() or (version / "saved_model.pbtxt").is_file():
-                found.append(FoundExport(exporter.name, version.name, version))
+            for name in ("saved_model.pb", "saved_model.pbtxt"):
+                model_file = version / name
+                if model_file.is_file():
+                    written = model_file.stat().st_mtime
+                    found.append(FoundExport(exporter.name, version.name, version, written))
+                    break
     return found
 
 

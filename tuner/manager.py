@@ -48,7 +48,7 @@ from tuner.execution import (
 from tuner.metrics import CheckpointPathValue, EvalDirWatcher, ScalarValue
 from tuner.persistence import repository as repo
 from tuner.spec import ObjectiveMode, StudySpec
-from tuner.studies import Backend
+from tuner.studies import Backend, tell
 from tuner.trainers import TrainerRegistry
 
 logger = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ class StudyManager:
         except OSError as exc:
             reason = f"could not start {command.argv[0]}: {exc.strerror or exc}"
             self.db.run(lambda s: repo.finish_run(s, run_id, state="FAILED", reason=reason))
-            optuna_study.tell(trial.number, state=TrialState.FAIL)
+            tell(optuna_study, trial.number, state=TrialState.FAIL)
             self._emit("state", study, trial.number, {"state": "FAILED", "reason": reason})
             return True
         self.db.run(lambda s: repo.set_pid(s, run_id, process.pid))
@@ -314,6 +314,7 @@ class StudyManager:
         del self.active[trial.run_id]
 
     def _ingest(self, trial: ActiveTrial) -> None:
+        polled_at = time.time()
         result = trial.watcher.poll()
         trial.pending_values.extend(result.values)
         trial.pending_offsets.update(result.changed_offsets)
@@ -337,7 +338,7 @@ class StudyManager:
                 logger.warning("study %s trial %d: %s", trial.study.name, trial.number, problem)
         for observation in observations:
             self._observe(trial, observation)
-        self._record_exports(trial)
+        self._record_exports(trial, polled_at)
 
     def _observe(self, trial: ActiveTrial, obs: Observation) -> None:
         """A new objective value: keep the best checkpoint, report it, maybe prune."""
@@ -421,8 +422,10 @@ class StudyManager:
         for old in self.db.run(record):
             drop_checkpoint(self.store.resolve(old.kept_path))
 
-    def _record_exports(self, trial: ActiveTrial) -> None:
-        found = find_exports(trial.paths.output_dir)
+    def _record_exports(self, trial: ActiveTrial, polled_at: float) -> None:
+        """Record new exports; one written after the event poll waits for the next tick, so
+        that the eval step it belongs to has been read first."""
+        found = [e for e in find_exports(trial.paths.output_dir) if e.written_at < polled_at]
         if not found:
             return
         known = self.db.run(lambda s: repo.known_exports(s, trial.run_id))
@@ -438,7 +441,7 @@ class StudyManager:
                     exporter=export.exporter,
                     version=export.version,
                     path=self.store.relative(export.path),
-                    wall_time=float(export.version),
+                    wall_time=export.written_at,
                 )
 
         self.db.run(record)
@@ -454,11 +457,11 @@ class StudyManager:
         )
         study = self._optuna_study(trial.study)
         if state == "COMPLETED":
-            study.tell(trial.number, value)
+            tell(study, trial.number, value)
         elif state == "PRUNED":
-            study.tell(trial.number, state=TrialState.PRUNED)
+            tell(study, trial.number, state=TrialState.PRUNED)
         else:
-            study.tell(trial.number, state=TrialState.FAIL)
+            tell(study, trial.number, state=TrialState.FAIL)
             if state == "STOPPED":
                 params = {k: v for k, v in study.trials[trial.number].params.items()}
                 study.enqueue_trial(params, user_attrs={"retry_of": trial.number})
@@ -492,7 +495,9 @@ class StudyManager:
                 f"(eval dirs {dirs}; tags seen: {tags}){log_part}",
                 None,
             )
-        if objective is None or not math.isfinite(objective.value):
+        if not trial.last.is_finite or objective is None:
+            # A diverged trial fails even when an earlier eval was finite (its best
+            # checkpoint and every metric are kept).
             bad = trial.last
             return (
                 "FAILED",
@@ -550,7 +555,7 @@ class StudyManager:
         optuna_study = self._optuna_study(study)
         frozen = self.backend.storage.get_trial(trial_id)
         if frozen.state is TrialState.RUNNING:
-            optuna_study.tell(number, state=TrialState.FAIL)
+            tell(optuna_study, number, state=TrialState.FAIL)
         optuna_study.enqueue_trial(frozen.params, user_attrs={"retry_of": number})
         logger.warning("study %s trial %d: %s", study.name, number, reason)
 

@@ -7,6 +7,7 @@ distribution: the sampler works on a log-scaled internal coordinate `z` and the 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -91,13 +92,15 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
         return optuna.samplers.GPSampler(seed=seed)
     if algorithm is Algorithm.QMC:
         return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
-    return optuna.samplers.TPESampler(
-        seed=seed,
-        multivariate=True,
-        group=True,
-        constant_liar=hp.max_parallel_trials > 1,
-        n_startup_trials=min(10, max(2, hp.max_trials // 4)),
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            multivariate=True,
+            group=True,
+            constant_liar=hp.max_parallel_trials > 1,
+            n_startup_trials=min(10, max(2, hp.max_trials // 4)),
+        )
 
 
 def make_pruner(pruner: PrunerSpec | None) -> optuna.pruners.BasePruner:

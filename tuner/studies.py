@@ -215,6 +215,29 @@ def best_model(backend: Backend, ref: str | int) -> BestModel:
     )
 
 
+def tell(
+    study: optuna.Study,
+    number: int,
+    value: float | None = None,
+    *,
+    state: TrialState | None = None,
+) -> None:
+    """`Study.tell` for trials run outside `optimize()`.
+
+    GridSampler calls `study.stop()` when its grid is exhausted, which Optuna refuses outside
+    `optimize()` (after the trial's state is stored); the tuner ends a grid study by its own
+    budget, so that refusal is ignored here.
+    """
+    try:
+        if state is None:
+            study.tell(number, value)
+        else:
+            study.tell(number, state=state)
+    except RuntimeError as exc:
+        if "Study.stop" not in str(exc):
+            raise
+
+
 def require_state(study: Study, *states: str) -> None:
     if study.state not in states:
         raise StudyStateError(f"study {study.name!r} is {study.state}")

@@ -48,8 +48,14 @@ def make_rows(n: int, rng: np.random.Generator) -> list[list[object]]:
     price = np.clip(price, 0.5, 12.0)
 
     return [
-        [f"{sqft[i]:.0f}", int(bedrooms[i]), f"{age[i]:.1f}", names[hood[i]], int(garage[i]),
-         f"{price[i]:.3f}"]
+        [
+            f"{sqft[i]:.0f}",
+            int(bedrooms[i]),
+            f"{age[i]:.1f}",
+            names[hood[i]],
+            int(garage[i]),
+            f"{price[i]:.3f}",
+        ]
         for i in range(n)
     ]
 

@@ -34,10 +34,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-file", type=Path, default=model.TRAIN_FILE)
     p.add_argument("--eval-file", type=Path, default=model.EVAL_FILE)
     p.add_argument("--train-steps", type=whole_number, default=300)
-    p.add_argument("--eval-every-steps", type=whole_number, default=50,
-                   help="checkpoint (and so evaluation) interval in steps")
-    p.add_argument("--eval-steps", type=whole_number, default=None,
-                   help="batches per evaluation (default: the whole eval file)")
+    p.add_argument(
+        "--eval-every-steps",
+        type=whole_number,
+        default=50,
+        help="checkpoint (and so evaluation) interval in steps",
+    )
+    p.add_argument(
+        "--eval-steps",
+        type=whole_number,
+        default=None,
+        help="batches per evaluation (default: the whole eval file)",
+    )
     p.add_argument("--batch-size", type=whole_number, default=64)
     p.add_argument("--seed", type=whole_number, default=42)
     # Hyperparameters.
@@ -52,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     """Run one trial: train with an evaluation and an export at every checkpoint."""
     args = parse_args(argv)
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.INFO)
+    # Seeds Python's and NumPy's RNGs too: Keras draws unseeded initializer seeds from them.
+    tf.keras.utils.set_random_seed(args.seed)
     hparams = model.HParams(
         learning_rate=args.learning_rate,
         hidden_units=args.hidden_units,

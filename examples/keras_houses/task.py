@@ -41,10 +41,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-file", type=Path, default=DATA_DIR / "houses_train.csv")
     p.add_argument("--eval-file", type=Path, default=DATA_DIR / "houses_eval.csv")
     p.add_argument("--train-steps", type=whole_number, default=300)
-    p.add_argument("--eval-every-steps", type=whole_number, default=50,
-                   help="checkpoint (and so evaluation) interval in steps")
-    p.add_argument("--eval-steps", type=whole_number, default=None,
-                   help="batches per evaluation (default: the whole eval file)")
+    p.add_argument(
+        "--eval-every-steps",
+        type=whole_number,
+        default=50,
+        help="checkpoint (and so evaluation) interval in steps",
+    )
+    p.add_argument(
+        "--eval-steps",
+        type=whole_number,
+        default=None,
+        help="batches per evaluation (default: the whole eval file)",
+    )
     p.add_argument("--batch-size", type=whole_number, default=64)
     p.add_argument("--seed", type=whole_number, default=42)
     # Hyperparameters.
@@ -145,6 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     """Run one trial: train with an evaluation and an export at every checkpoint."""
     args = parse_args(argv)
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.INFO)
+    # Seeds Python's and NumPy's RNGs too: Keras draws unseeded initializer seeds from them.
+    tf.keras.utils.set_random_seed(args.seed)
     config = tf.estimator.RunConfig(
         model_dir=args.job_dir,
         save_checkpoints_steps=args.eval_every_steps,
@@ -168,9 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         input_fn=lambda: input_fn(args.eval_file, args.batch_size, shuffle=False, repeat=False),
         steps=args.eval_steps,
         exporters=[
-            tf.estimator.LatestExporter(
-                "latest", serving_input_receiver_fn, exports_to_keep=None
-            )
+            tf.estimator.LatestExporter("latest", serving_input_receiver_fn, exports_to_keep=None)
         ],
         start_delay_secs=0,
         throttle_secs=0,

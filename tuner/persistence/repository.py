@@ -449,10 +449,14 @@ def known_exports(session: Session, run_id: int) -> set[tuple[str, str]]:
 def add_export(
     session: Session, run_id: int, *, exporter: str, version: str, path: str, wall_time: float
 ) -> None:
-    """Record an export, matched to the last eval step written at or before its timestamp."""
+    """Record an export, matched to the last eval step written before the export was.
+
+    Estimators export right after writing an eval's summaries and before training on, so the
+    eval step of an export is the latest one whose events precede its `saved_model.pb`.
+    """
     step_id = session.scalar(
         select(EvalStepRow.id)
-        .where(EvalStepRow.run_id == run_id, EvalStepRow.wall_time < wall_time + 1.0)
+        .where(EvalStepRow.run_id == run_id, EvalStepRow.wall_time <= wall_time)
         .order_by(EvalStepRow.wall_time.desc(), EvalStepRow.step.desc())
         .limit(1)
     )

@@ -1,0 +1,268 @@
+"""The study manager end to end with real trial processes (the cheap synthetic trainer).
+
+Every test runs on SQLite and on PostgreSQL (see `db_url` in conftest).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from tuner import studies as study_ops
+from tuner.config import Settings
+from tuner.manager import StudyManager
+from tuner.persistence import repository as repo
+from tuner.spec import StudySpec, parse_spec
+from tuner.studies import Backend
+from tuner.trainers import TrainerRegistry
+
+
+def make_spec(name: str = "s", *, args: list[str] | None = None, **hp: Any) -> StudySpec:
+    hyper: dict[str, Any] = {
+        "goal": "MINIMIZE",
+        "hyperparameterMetricTag": "rmse",
+        "maxTrials": 3,
+        "maxParallelTrials": 1,
+        "params": [
+            {"parameterName": "x", "type": "DOUBLE", "minValue": -1, "maxValue": 1},
+            {
+                "parameterName": "optimizer",
+                "type": "CATEGORICAL",
+                "categoricalValues": ["adam", "sgd", "with space"],
+            },
+        ],
+    }
+    hyper.update(hp)
+    return parse_spec(
+        {
+            "name": name,
+            "trainer": "synthetic",
+            "seed": 1,
+            "args": args if args is not None else ["--train-steps=60", "--eval-every-steps=20"],
+            "hyperparameters": hyper,
+        }
+    )
+
+
+def run_study(
+    backend: Backend, registry: TrainerRegistry, settings: Settings, spec: StudySpec
+) -> StudyManager:
+    study_ops.submit_study(backend, spec, registry)
+    manager = StudyManager(
+        backend, registry, settings, slots=spec.hyperparameters.max_parallel_trials,
+        studies=[spec.name],
+    )
+    manager.run()
+    return manager
+
+
+def test_study_runs_to_budget_and_ingests_every_eval(backend, registry, settings):
+    spec = make_spec(args=["--train-steps=60", "--eval-every-steps=20", "--export"])
+    run_study(backend, registry, settings, spec)
+
+    with backend.db.session() as s:
+        study = repo.get_study(s, "s")
+        rows, total = repo.leaderboard(s, study)
+        details = [repo.trial_detail(s, study, r.number) for r in rows]
+    assert study.state == "COMPLETED"
+    assert total == 3
+    assert [r.state for r in rows] == ["COMPLETED"] * 3
+    objectives = [r.objective for r in rows]
+    assert objectives == sorted(objectives)  # MINIMIZE: best first
+    for detail in details:
+        assert [st.step for st in detail.steps] == [20, 40, 60]
+        assert all(set(st.metrics) == {"rmse", "loss"} for st in detail.steps)
+        assert all(st.checkpoint_path and st.checkpoint_path.endswith(f"model.ckpt-{st.step}")
+                   for st in detail.steps)
+        # every eval step has its own export, matched to it
+        assert sorted(e.step for e in detail.exports) == [20, 40, 60]
+        assert detail.objective == min(st.metrics["rmse"] for st in detail.steps)
+
+    optuna_study = optuna.load_study(study_name="s", storage=backend.storage)
+    completed = [t for t in optuna_study.trials if t.state.name == "COMPLETE"]
+    assert len(completed) == 3
+    assert {t.number for t in completed} == {r.number for r in rows}
+    assert optuna_study.best_value == pytest.approx(rows[0].objective)
+    # intermediate values were reported at the global steps
+    assert set(completed[0].intermediate_values) == {20, 40, 60}
+
+
+def test_trial_command_follows_ai_platform_conventions(backend, registry, settings):
+    spec = make_spec(maxTrials=3, algorithm="GRID_SEARCH", params=[
+        {"parameterName": "optimizer", "type": "CATEGORICAL",
+         "categoricalValues": ["adam", "with space", "sgd"]},
+    ])
+    run_study(backend, registry, settings, spec)
+    logs = sorted((settings.artifact_root / "s").glob("trial-*.log"))
+    assert len(logs) == 3
+    texts = [p.read_text() for p in logs]
+    # the synthetic trainer prints TF_CONFIG; argparse would reject a split value
+    assert all('{"task": {"trial": "' in t for t in texts)
+    with backend.db.session() as s:
+        params = sorted(r.params["optimizer"] for r in repo.runs(s, repo.get_study(s, "s").id))
+    assert params == ["adam", "sgd", "with space"]
+
+
+def test_best_checkpoint_survives_rotation(backend, registry, settings):
+    # keep_checkpoint_max=1: the estimator-like trainer deletes every older checkpoint
+    spec = make_spec(
+        args=["--train-steps=100", "--eval-every-steps=20", "--keep-checkpoint-max=1",
+              "--step-seconds=0.5",
+              "--export"],
+        goal="MAXIMIZE", maxTrials=1,
+    )
+    run_study(backend, registry, settings, spec)
+    best = study_ops.best_model(backend, "s")
+    # MAXIMIZE on a decreasing curve: the best step is the first eval
+    assert best.step == 20
+    assert best.checkpoint is not None
+    kept = settings.artifact_root / best.checkpoint.kept_path
+    assert Path(f"{kept}.index").read_text() == "step 20\n"
+    assert not (settings.artifact_root / "s/trial-0000/model.ckpt-20.index").exists()
+    assert best.export is not None and best.export.step == 20
+    assert (settings.artifact_root / best.export.path / "saved_model.pb").read_text() == "step 20\n"
+
+
+def test_crashing_trainer_fails_with_exit_code_and_log(backend, registry, settings):
+    spec = make_spec(
+        args=["--train-steps=60", "--eval-every-steps=20", "--crash-at-step=40"],
+        maxTrials=2, maxFailedTrials=2,
+    )
+    run_study(backend, registry, settings, spec)
+    with backend.db.session() as s:
+        study = repo.get_study(s, "s")
+        runs = repo.runs(s, study.id)
+        steps = repo.eval_steps(s, runs[0].id)
+    assert study.state == "FAILED"
+    assert "2 trials failed (maxFailedTrials=2)" in (study.state_reason or "")
+    assert [r.state for r in runs] == ["FAILED", "FAILED"]
+    assert runs[0].exit_code == 3
+    assert "exited with code 3" in (runs[0].failure_reason or "")
+    assert "simulated crash at step 40" in (runs[0].failure_reason or "")
+    # what was evaluated before the crash is kept
+    assert [st.step for st in steps] == [20]
+
+
+def test_exit_zero_without_metric_fails_with_tags_seen(backend, registry, settings):
+    spec = make_spec(args=["--train-steps=40", "--eval-every-steps=20", "--tag=metrics/rmse"],
+                     maxTrials=1, maxFailedTrials=1)
+    run_study(backend, registry, settings, spec)
+    with backend.db.session() as s:
+        (run,) = repo.runs(s, repo.get_study(s, "s").id)
+    assert run.state == "FAILED"
+    assert run.exit_code == 0
+    reason = run.failure_reason or ""
+    assert "without writing the objective 'rmse'" in reason
+    assert "tags seen: loss, metrics/rmse" in reason  # exact tags, never prefix matches
+    assert "step 40: metrics/rmse=" in reason  # last log lines
+
+
+def test_nan_objective_fails_with_reason(backend, registry, settings):
+    spec = make_spec(args=["--train-steps=40", "--eval-every-steps=20", "--nan-at-step=20",
+                           "--nan-at-step=40"], maxTrials=1, maxFailedTrials=1)
+    run_study(backend, registry, settings, spec)
+    with backend.db.session() as s:
+        (run,) = repo.runs(s, repo.get_study(s, "s").id)
+        steps = repo.eval_steps(s, run.id)
+    assert run.state == "FAILED"
+    assert "objective 'rmse' is nan at step 40" in (run.failure_reason or "")
+    assert math.isnan(steps[-1].metrics["rmse"])
+
+
+def test_default_failure_limit_stops_a_broken_trainer_early(backend, registry, settings):
+    spec = make_spec(args=["--train-steps=40", "--crash-at-step=20"], maxTrials=10)
+    run_study(backend, registry, settings, spec)
+    with backend.db.session() as s:
+        study = repo.get_study(s, "s")
+        counts = repo.trial_counts(s, study.id)
+    assert study.state == "FAILED"
+    assert counts == {"FAILED": 3}
+    assert "first 3 trials all failed" in (study.state_reason or "")
+
+
+def test_parallel_trials_never_exceed_the_limit(backend, registry, settings):
+    spec = make_spec(args=["--train-steps=40", "--eval-every-steps=20", "--step-seconds=0.3"],
+                     maxTrials=4, maxParallelTrials=2)
+    study_ops.submit_study(backend, spec, registry)
+    # the manager has more slots than the study allows
+    manager = StudyManager(backend, registry, settings, slots=4, studies=["s"])
+    peak = 0
+    while manager.tick():
+        peak = max(peak, len(manager.active))
+    manager.shutdown()
+    assert peak == 2
+    with backend.db.session() as s:
+        assert repo.trial_counts(s, repo.get_study(s, "s").id) == {"COMPLETED": 4}
+
+
+def test_corrupt_event_file_is_reported_not_fatal(backend, registry, settings, tmp_path):
+    spec = make_spec(args=["--train-steps=40", "--eval-every-steps=20", "--step-seconds=0.5"],
+                     maxTrials=1)
+    study_ops.submit_study(backend, spec, registry)
+    manager = StudyManager(backend, registry, settings, slots=1, studies=["s"])
+    manager.tick()
+    (trial,) = manager.active.values()
+    eval_dir = trial.paths.output_dir / "eval"
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    bad = eval_dir / "events.out.tfevents.0.corrupt"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00" + b"\x00" * 4 + b"garbage!" * 3)
+    while manager.tick():
+        pass
+    manager.shutdown()
+    with backend.db.session() as s:
+        (run,) = repo.runs(s, repo.get_study(s, "s").id)
+    assert run.state == "COMPLETED"
+    assert any("events.out.tfevents.0.corrupt" in p and "CRC" in p for p in run.problems)
+
+
+def test_event_offsets_are_stored_with_the_values(backend, registry, settings):
+    spec = make_spec(maxTrials=1)
+    run_study(backend, registry, settings, spec)
+    with backend.db.session() as s:
+        (run,) = repo.runs(s, repo.get_study(s, "s").id)
+        offsets = repo.event_offsets(s, run.id)
+    (path, offset) = next(iter(offsets.items()))
+    assert path.startswith("eval/events.out.tfevents.")
+    assert offset == (settings.artifact_root / "s/trial-0000" / path).stat().st_size
+
+
+def test_stopped_study_stops_its_trials_and_resume_finishes_budget(backend, registry, settings):
+    spec = make_spec(args=["--train-steps=200", "--eval-every-steps=20", "--step-seconds=0.5"],
+                     maxTrials=2)
+    study_ops.submit_study(backend, spec, registry)
+    manager = StudyManager(backend, registry, settings, slots=1, studies=["s"])
+    manager.tick()
+    (trial,) = manager.active.values()
+    first_params = None
+    with backend.db.session() as s:
+        first_params = repo.get_run(s, trial.run_id).params
+    study_ops.request_stop(backend, "s")
+    while manager.tick():
+        pass
+    with backend.db.session() as s:
+        study = repo.get_study(s, "s")
+        (run,) = repo.runs(s, study.id)
+    assert study.state == "STOPPED"
+    assert run.state == "STOPPED"
+    assert run.exit_code is not None and run.exit_code != 0  # SIGTERM
+    # the process group is gone
+    assert trial.process.poll() is not None
+
+    study_ops.resume_study(backend, "s")
+    fast = spec.model_copy(update={"args": ["--train-steps=40", "--eval-every-steps=20"]})
+    with backend.db.session() as s:
+        repo.update_study_spec(s, repo.get_study(s, "s").id, fast)
+    StudyManager(backend, registry, settings, slots=1, studies=["s"]).run()
+    with backend.db.session() as s:
+        study = repo.get_study(s, "s")
+        runs = repo.runs(s, study.id)
+    assert study.state == "COMPLETED"
+    assert [r.state for r in runs] == ["STOPPED", "COMPLETED", "COMPLETED"]
+    # the stopped trial's params were run again first
+    assert runs[1].params == first_params
+    assert json.dumps(runs[1].params) == json.dumps(first_params)
