@@ -53,7 +53,9 @@ def write_spec(tmp_path: Path, *, args: str, max_trials: int) -> Path:
     return path
 
 
-def tuner(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def tuner(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*TUNER, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
     )
@@ -61,8 +63,9 @@ def tuner(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.C
 
 def test_run_then_inspect_best_and_export(db_url, tmp_path):
     env = env_for(db_url, tmp_path)
-    spec = write_spec(tmp_path, args='"--train-steps=40", "--eval-every-steps=20", "--export"',
-                      max_trials=3)
+    spec = write_spec(
+        tmp_path, args='"--train-steps=40", "--eval-every-steps=20", "--export"', max_trials=3
+    )
     done = tuner(env, "run", str(spec), "--no-view")
     assert done.returncode == 0, done.stderr
     assert "cli-study: COMPLETED" in done.stdout
@@ -102,8 +105,12 @@ def test_interrupt_stops_trials_and_rerun_resumes(db_url, tmp_path, sig):
     slow = '"--train-steps=100", "--eval-every-steps=20", "--step-seconds=0.5"'
     spec = write_spec(tmp_path, args=slow, max_trials=3)
     proc = subprocess.Popen(
-        [*TUNER, "run", str(spec), "--no-view"], env=env, cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [*TUNER, "run", str(spec), "--no-view"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     db = Database(db_url)
     pids: list[int] = []
@@ -121,7 +128,7 @@ def test_interrupt_stops_trials_and_rerun_resumes(db_url, tmp_path, sig):
         time.sleep(0.2)
     assert len(pids) == 2, "two trials should run in parallel"
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "Run the same command again to resume" in err
     for pid in pids:  # whole process groups are gone

@@ -54,7 +54,10 @@ def run_study(
 ) -> StudyManager:
     study_ops.submit_study(backend, spec, registry)
     manager = StudyManager(
-        backend, registry, settings, slots=spec.hyperparameters.max_parallel_trials,
+        backend,
+        registry,
+        settings,
+        slots=spec.hyperparameters.max_parallel_trials,
         studies=[spec.name],
     )
     manager.run()
@@ -77,8 +80,10 @@ def test_study_runs_to_budget_and_ingests_every_eval(backend, registry, settings
     for detail in details:
         assert [st.step for st in detail.steps] == [20, 40, 60]
         assert all(set(st.metrics) == {"rmse", "loss"} for st in detail.steps)
-        assert all(st.checkpoint_path and st.checkpoint_path.endswith(f"model.ckpt-{st.step}")
-                   for st in detail.steps)
+        assert all(
+            st.checkpoint_path and st.checkpoint_path.endswith(f"model.ckpt-{st.step}")
+            for st in detail.steps
+        )
         # every eval step has its own export, matched to it
         assert sorted(e.step for e in detail.exports) == [20, 40, 60]
         assert detail.objective == min(st.metrics["rmse"] for st in detail.steps)
@@ -93,10 +98,17 @@ def test_study_runs_to_budget_and_ingests_every_eval(backend, registry, settings
 
 
 def test_trial_command_follows_ai_platform_conventions(backend, registry, settings):
-    spec = make_spec(maxTrials=3, algorithm="GRID_SEARCH", params=[
-        {"parameterName": "optimizer", "type": "CATEGORICAL",
-         "categoricalValues": ["adam", "with space", "sgd"]},
-    ])
+    spec = make_spec(
+        maxTrials=3,
+        algorithm="GRID_SEARCH",
+        params=[
+            {
+                "parameterName": "optimizer",
+                "type": "CATEGORICAL",
+                "categoricalValues": ["adam", "with space", "sgd"],
+            },
+        ],
+    )
     run_study(backend, registry, settings, spec)
     logs = sorted((settings.artifact_root / "s").glob("trial-*.log"))
     assert len(logs) == 3
@@ -111,10 +123,15 @@ def test_trial_command_follows_ai_platform_conventions(backend, registry, settin
 def test_best_checkpoint_survives_rotation(backend, registry, settings):
     # keep_checkpoint_max=1: the estimator-like trainer deletes every older checkpoint
     spec = make_spec(
-        args=["--train-steps=100", "--eval-every-steps=20", "--keep-checkpoint-max=1",
-              "--step-seconds=0.5",
-              "--export"],
-        goal="MAXIMIZE", maxTrials=1,
+        args=[
+            "--train-steps=100",
+            "--eval-every-steps=20",
+            "--keep-checkpoint-max=1",
+            "--step-seconds=0.5",
+            "--export",
+        ],
+        goal="MAXIMIZE",
+        maxTrials=1,
     )
     run_study(backend, registry, settings, spec)
     best = study_ops.best_model(backend, "s")
@@ -131,7 +148,8 @@ def test_best_checkpoint_survives_rotation(backend, registry, settings):
 def test_crashing_trainer_fails_with_exit_code_and_log(backend, registry, settings):
     spec = make_spec(
         args=["--train-steps=60", "--eval-every-steps=20", "--crash-at-step=40"],
-        maxTrials=2, maxFailedTrials=2,
+        maxTrials=2,
+        maxFailedTrials=2,
     )
     run_study(backend, registry, settings, spec)
     with backend.db.session() as s:
@@ -149,8 +167,11 @@ def test_crashing_trainer_fails_with_exit_code_and_log(backend, registry, settin
 
 
 def test_exit_zero_without_metric_fails_with_tags_seen(backend, registry, settings):
-    spec = make_spec(args=["--train-steps=40", "--eval-every-steps=20", "--tag=metrics/rmse"],
-                     maxTrials=1, maxFailedTrials=1)
+    spec = make_spec(
+        args=["--train-steps=40", "--eval-every-steps=20", "--tag=metrics/rmse"],
+        maxTrials=1,
+        maxFailedTrials=1,
+    )
     run_study(backend, registry, settings, spec)
     with backend.db.session() as s:
         (run,) = repo.runs(s, repo.get_study(s, "s").id)
@@ -163,8 +184,11 @@ def test_exit_zero_without_metric_fails_with_tags_seen(backend, registry, settin
 
 
 def test_nan_objective_fails_with_reason(backend, registry, settings):
-    spec = make_spec(args=["--train-steps=40", "--eval-every-steps=20", "--nan-at-step=20",
-                           "--nan-at-step=40"], maxTrials=1, maxFailedTrials=1)
+    spec = make_spec(
+        args=["--train-steps=40", "--eval-every-steps=20", "--nan-at-step=20", "--nan-at-step=40"],
+        maxTrials=1,
+        maxFailedTrials=1,
+    )
     run_study(backend, registry, settings, spec)
     with backend.db.session() as s:
         (run,) = repo.runs(s, repo.get_study(s, "s").id)
@@ -186,8 +210,11 @@ def test_default_failure_limit_stops_a_broken_trainer_early(backend, registry, s
 
 
 def test_parallel_trials_never_exceed_the_limit(backend, registry, settings):
-    spec = make_spec(args=["--train-steps=40", "--eval-every-steps=20", "--step-seconds=0.3"],
-                     maxTrials=4, maxParallelTrials=2)
+    spec = make_spec(
+        args=["--train-steps=40", "--eval-every-steps=20", "--step-seconds=0.3"],
+        maxTrials=4,
+        maxParallelTrials=2,
+    )
     study_ops.submit_study(backend, spec, registry)
     # the manager has more slots than the study allows
     manager = StudyManager(backend, registry, settings, slots=4, studies=["s"])
@@ -201,8 +228,9 @@ def test_parallel_trials_never_exceed_the_limit(backend, registry, settings):
 
 
 def test_corrupt_event_file_is_reported_not_fatal(backend, registry, settings, tmp_path):
-    spec = make_spec(args=["--train-steps=40", "--eval-every-steps=20", "--step-seconds=0.5"],
-                     maxTrials=1)
+    spec = make_spec(
+        args=["--train-steps=40", "--eval-every-steps=20", "--step-seconds=0.5"], maxTrials=1
+    )
     study_ops.submit_study(backend, spec, registry)
     manager = StudyManager(backend, registry, settings, slots=1, studies=["s"])
     manager.tick()
@@ -232,8 +260,9 @@ def test_event_offsets_are_stored_with_the_values(backend, registry, settings):
 
 
 def test_stopped_study_stops_its_trials_and_resume_finishes_budget(backend, registry, settings):
-    spec = make_spec(args=["--train-steps=200", "--eval-every-steps=20", "--step-seconds=0.5"],
-                     maxTrials=2)
+    spec = make_spec(
+        args=["--train-steps=200", "--eval-every-steps=20", "--step-seconds=0.5"], maxTrials=2
+    )
     study_ops.submit_study(backend, spec, registry)
     manager = StudyManager(backend, registry, settings, slots=1, studies=["s"])
     manager.tick()

@@ -147,9 +147,10 @@ def find_exports(output_dir: Path) -> list[FoundExport]:
 
 def copy_for_serving(export_dir: Path, destination: Path, *, model_name: str) -> Path:
     """Copy a SavedModel into TF Serving's layout: `<destination>/<model>/<version>/`."""
-    if not (export_dir / "saved_model.pb").is_file() and not (
-        export_dir / "saved_model.pbtxt"
-    ).is_file():
+    if (
+        not (export_dir / "saved_model.pb").is_file()
+        and not (export_dir / "saved_model.pbtxt").is_file()
+    ):
         raise ArtifactNotFoundError(f"{export_dir}: no saved_model.pb")
     target = destination / model_name / export_dir.name
     if target.exists():

@@ -6,9 +6,11 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +19,7 @@ from rich.live import Live
 from tuner import studies as study_ops
 from tuner.artifacts import ArtifactStore, copy_for_serving
 from tuner.config import Settings, get_settings
+from tuner.entities import Study
 from tuner.errors import SpecError, StudyNotFoundError, TunerError
 from tuner.execution import describe_exit
 from tuner.manager import StudyManager
@@ -27,7 +30,12 @@ from tuner.studies import Backend
 from tuner.trainers import TrainerRegistry
 from tuner.view import best_model_text, fmt_value, leaderboard_table, live_view
 
-app = typer.Typer(help="Hyperparameter tuning for TensorFlow Estimator trainers.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+app = typer.Typer(
+    help="Hyperparameter tuning for TensorFlow Estimator trainers.", no_args_is_help=True
+)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
@@ -38,7 +46,9 @@ err = Console(stderr=True, soft_wrap=True)
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(levelname)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        if verbose
+        else "%(levelname)s: %(message)s",
     )
 
 
@@ -57,7 +67,9 @@ def _registry(settings: Settings) -> TrainerRegistry:
 
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what the manager does.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log what the manager does.")
+    ] = False,
 ) -> None:
     _setup_logging(verbose)
 
@@ -87,7 +99,9 @@ def run(
         raise _fail(str(exc)) from None
     try:
         study = _submit_or_resume(backend, spec, registry)
-        _run_manager(backend, registry, settings, study.name, spec.hyperparameters.max_parallel_trials, view)
+        _run_manager(
+            backend, registry, settings, study.name, spec.hyperparameters.max_parallel_trials, view
+        )
         with backend.db.session() as session:
             final = repo.get_study(session, study.name)
             rows, _ = repo.leaderboard(session, final, limit=10)
@@ -109,15 +123,20 @@ def run(
         backend.close()
 
 
-def _submit_or_resume(backend: Backend, spec: StudySpec, registry: TrainerRegistry) -> object:
+def _submit_or_resume(backend: Backend, spec: StudySpec, registry: TrainerRegistry) -> Study:
     with backend.db.session() as session:
         existing = repo.find_study(session, spec.name)
     if existing is None:
         return study_ops.submit_study(backend, spec, registry)
     if _search_part(existing.spec) != _search_part(spec):
         raise SpecError(
-            [("name", f"a study named {spec.name!r} exists with a different spec; "
-              "choose another name to start a new study")]
+            [
+                (
+                    "name",
+                    f"a study named {spec.name!r} exists with a different spec; "
+                    "choose another name to start a new study",
+                )
+            ]
         )
     if existing.state != "COMPLETED" or spec.max_trials > existing.spec.max_trials:
         err.print(f"resuming study {spec.name!r} ({existing.state})")
@@ -168,8 +187,10 @@ def _run_manager(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if stop["signal"]:
-        err.print(f"interrupted ({signal.Signals(stop['signal']).name}); running trials stopped. "
-                  "Run the same command again to resume.")
+        err.print(
+            f"interrupted ({signal.Signals(stop['signal']).name}); running trials stopped. "
+            "Run the same command again to resume."
+        )
         raise typer.Exit(130)
 
 
@@ -181,7 +202,7 @@ def leaderboard(
 ) -> None:
     """Trials sorted by objective in the goal's direction."""
     settings = get_settings()
-    with _session(settings) as (backend, session):
+    with _session(settings) as session:
         found = repo.get_study(session, study)
         rows, total = repo.leaderboard(session, found, state=state, limit=limit)
         counts = repo.trial_counts(session, found.id)
@@ -194,7 +215,7 @@ def leaderboard(
 def trials(study: Annotated[str, typer.Argument(help="Study name or id.")]) -> None:
     """Every trial in the order it started, with its failure reason."""
     settings = get_settings()
-    with _session(settings) as (backend, session):
+    with _session(settings) as session:
         found = repo.get_study(session, study)
         runs = [r for r in repo.runs(session, found.id) if r.number is not None]
         values = {r.id: repo.objective_value(session, r, found.spec.metric_tag) for r in runs}
@@ -206,7 +227,9 @@ def trials(study: Annotated[str, typer.Argument(help="Study name or id.")]) -> N
             highlight=False,
         )
         if r.failure_reason:
-            console.print("  " + r.failure_reason.replace("\n", "\n  "), style="dim", highlight=False)
+            console.print(
+                "  " + r.failure_reason.replace("\n", "\n  "), style="dim", highlight=False
+            )
         for problem in r.problems:
             console.print(f"  problem: {problem}", style="yellow", highlight=False)
 
@@ -279,24 +302,17 @@ def _connect(settings: Settings) -> Backend:
         raise _fail(str(exc)) from None
 
 
-class _session:
-    """`with _session(settings) as (backend, session)`: read-only CLI commands."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def __enter__(self) -> tuple[Backend, object]:
-        self.backend = _connect(self.settings)
-        self._cm = self.backend.db.session()
-        return self.backend, self._cm.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self._cm.__exit__(*exc)  # type: ignore[arg-type]
-        finally:
-            self.backend.close()
-        if exc[0] is not None and isinstance(exc[1], TunerError):
-            raise _fail(str(exc[1])) from None
+@contextmanager
+def _session(settings: Settings) -> Iterator[Session]:
+    """A read-only CLI command's transaction; tuner errors become a clear exit."""
+    backend = _connect(settings)
+    try:
+        with backend.db.session() as session:
+            yield session
+    except TunerError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        backend.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,6 @@ The manager never imports TensorFlow; event files are read by `tuner.metrics`.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import socket
@@ -19,7 +18,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -133,7 +131,9 @@ class StudyManager:
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def run(self, *, until_done: bool = True, should_stop: Callable[[], bool] | None = None) -> None:
+    def run(
+        self, *, until_done: bool = True, should_stop: Callable[[], bool] | None = None
+    ) -> None:
         """Tick until the manager's studies are all finished (or `should_stop()`)."""
         try:
             while not (should_stop and should_stop()):
@@ -390,7 +390,9 @@ class StudyManager:
             trial.outcome_reason = (
                 f"stopped early at step {obs.step} ({trial.spec.metric_tag}={obs.value:.6g})"
             )
-            logger.info("study %s trial %d: pruned at step %d", trial.study.name, trial.number, obs.step)
+            logger.info(
+                "study %s trial %d: pruned at step %d", trial.study.name, trial.number, obs.step
+            )
             trial.process.request_stop()
 
     def _event_time(self, trial: ActiveTrial, obs: Observation) -> float:
@@ -409,7 +411,8 @@ class StudyManager:
         try:
             kept = keep_checkpoint(prefix, trial.paths.kept_dir)
         except ArtifactNotFoundError as exc:
-            self.db.run(lambda s: repo.add_problems(s, trial.run_id, [str(exc)]))
+            problem = str(exc)
+            self.db.run(lambda s: repo.add_problems(s, trial.run_id, [problem]))
             return
         relative = self.store.relative(kept)
 
@@ -448,9 +451,9 @@ class StudyManager:
 
     def _finish(self, trial: ActiveTrial, code: int) -> None:
         """Decide and record the trial's outcome, and tell Optuna."""
-        for problem in trial.watcher.finish():
-            message = f"{problem.path}: {problem.reason}"
-            self.db.run(lambda s, m=message: repo.add_problems(s, trial.run_id, [m]))
+        messages = [f"{p.path}: {p.reason}" for p in trial.watcher.finish()]
+        if messages:
+            self.db.run(lambda s: repo.add_problems(s, trial.run_id, messages))
         state, reason, value = self._outcome(trial, code)
         self.db.run(
             lambda s: repo.finish_run(s, trial.run_id, state=state, exit_code=code, reason=reason)
@@ -529,9 +532,7 @@ class StudyManager:
                 continue
             worker_host, _, worker_pid = run.worker.rpartition(":")
             local_dead = (
-                worker_host == host
-                and worker_pid.isdigit()
-                and not process_exists(int(worker_pid))
+                worker_host == host and worker_pid.isdigit() and not process_exists(int(worker_pid))
             )
             if not local_dead and run.heartbeat_at >= cutoff:
                 continue
@@ -565,4 +566,3 @@ class StudyManager:
                 self.listener(TrialEvent(kind=kind, study=study.name, number=number, data=data))
             except Exception:  # a broken view must not stop trials
                 logger.exception("trial event listener failed")
-

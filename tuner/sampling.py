@@ -7,6 +7,7 @@ distribution: the sampler works on a log-scaled internal coordinate `z` and the 
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +20,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from tuner.errors import SpecError
 from tuner.spec import Algorithm, Goal, ParameterSpec, ParamType, PrunerSpec, ScaleType, StudySpec
 
 
@@ -53,8 +55,9 @@ def trainer_values(spec: StudySpec, sampled: Mapping[str, Any]) -> dict[str, Any
         ):
             assert param.min_value is not None and param.max_value is not None
             value = param.min_value + param.max_value - value
+            value = min(max(value, param.min_value), param.max_value)  # float rounding
             if param.type is ParamType.INTEGER:
-                value = int(value)
+                value = round(value)
         out[name] = value
     return out
 
@@ -66,6 +69,25 @@ def format_flag_value(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     return str(value)
+
+
+#: Algorithms whose Optuna sampler needs an optional package, by import name.
+OPTIONAL_PACKAGES = {Algorithm.GP: ("torch", "gp")}
+
+
+def check_available(spec: StudySpec) -> None:
+    """Refuse an algorithm whose sampler cannot run here, before anything runs."""
+    needed = OPTIONAL_PACKAGES.get(spec.hyperparameters.algorithm)
+    if needed and importlib.util.find_spec(needed[0]) is None:
+        raise SpecError(
+            [
+                (
+                    "hyperparameters.algorithm",
+                    f"{spec.hyperparameters.algorithm.value} needs the '{needed[0]}' package: "
+                    f"pip install 'estimator-tuner[{needed[1]}]'",
+                )
+            ]
+        )
 
 
 def direction(goal: Goal) -> optuna.study.StudyDirection:
@@ -89,9 +111,12 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
             seed=seed, warn_independent_sampling=False, independent_sampler=None
         )
     if algorithm is Algorithm.GP:
-        return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.GPSampler(seed=seed, deterministic_objective=False)
     if algorithm is Algorithm.QMC:
-        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+        # Scrambling is what makes a QMC sequence depend on the seed.
+        return optuna.samplers.QMCSampler(
+            seed=seed, scramble=True, warn_independent_sampling=False
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(

@@ -8,13 +8,14 @@ UNIT_LOG_SCALE`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -65,6 +66,7 @@ IGNORED_JOB_FILE_KEYS = frozenset({"jobId", "labels", "etag", "predictionInput"}
 
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+MAX_GRID = 100_000
 FLAG = re.compile(r"^--?[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -123,7 +125,7 @@ class ParameterSpec(_Model):
     @field_validator("parameter_name")
     @classmethod
     def _name_is_a_flag(cls, value: str) -> str:
-        if not PARAM_NAME.match(value):
+        if not PARAM_NAME.fullmatch(value):
             raise ValueError(
                 "must start with a letter or '_' and hold only letters, digits, '_', '.', '-' "
                 "(it becomes the trainer's --flag)"
@@ -154,12 +156,15 @@ class ParameterSpec(_Model):
             else:
                 if any(not math.isfinite(v) for v in values):
                     problems.append(("discreteValues", "values must be finite numbers"))
-                elif any(b <= a for a, b in zip(values, values[1:], strict=False)):
+                elif any(b <= a for a, b in itertools.pairwise(values)):
                     problems.append(("discreteValues", "values must be strictly increasing"))
             problems += self._forbid("minValue", "maxValue", "categoricalValues")
             if self.scale_type not in (None, ScaleType.NONE, ScaleType.UNIT_LINEAR_SCALE):
                 problems.append(
-                    ("scaleType", "DISCRETE values are sampled from the list; leave scaleType unset")
+                    (
+                        "scaleType",
+                        "DISCRETE values are sampled from the list; leave scaleType unset",
+                    )
                 )
         if problems:
             raise _FieldProblems(problems)
@@ -202,6 +207,13 @@ class ParameterSpec(_Model):
     def is_finite(self) -> bool:
         """Whether the parameter takes finitely many values (it can be part of a grid)."""
         return self.type is not ParamType.DOUBLE
+
+    def grid_count(self) -> int:
+        """How many values a finite parameter takes (without listing them)."""
+        if self.type is ParamType.INTEGER:
+            assert self.min_value is not None and self.max_value is not None
+            return int(self.max_value) - int(self.min_value) + 1
+        return len(self.grid_values())
 
     def grid_values(self) -> list[Any]:
         """Every value of a finite parameter, in order."""
@@ -268,8 +280,10 @@ class HyperparameterSpec(_Model):
                 )
             seen.setdefault(p.parameter_name, i)
         if self.algorithm is Algorithm.GRID_SEARCH:
+            infinite = False
             for i, p in enumerate(self.params):
                 if not p.is_finite:
+                    infinite = True
                     problems.append(
                         (
                             f"params[{i}].type",
@@ -277,6 +291,10 @@ class HyperparameterSpec(_Model):
                             "infinite (use DISCRETE with discreteValues)",
                         )
                     )
+            if not infinite and not problems and self.grid_size > MAX_GRID:
+                problems.append(
+                    ("params", f"GRID_SEARCH grid has {self.grid_size} points (limit {MAX_GRID})")
+                )
         if problems:
             raise _FieldProblems(problems)
         return self
@@ -285,7 +303,7 @@ class HyperparameterSpec(_Model):
     def grid_size(self) -> int:
         size = 1
         for p in self.params:
-            size *= len(p.grid_values())
+            size *= p.grid_count()
         return size
 
 
@@ -305,7 +323,7 @@ class StudySpec(_Model):
     @field_validator("name")
     @classmethod
     def _name_is_safe(cls, value: str) -> str:
-        if not STUDY_NAME.match(value):
+        if not STUDY_NAME.fullmatch(value):
             raise ValueError(
                 "must be 1-128 letters, digits, '_', '.', '-', starting with a letter or digit"
             )
@@ -314,7 +332,7 @@ class StudySpec(_Model):
     @field_validator("output_dir_flag")
     @classmethod
     def _flag_is_a_flag(cls, value: str) -> str:
-        if not FLAG.match(value):
+        if not FLAG.fullmatch(value):
             raise ValueError("must look like --job-dir or --output_dir")
         return value
 
@@ -389,7 +407,12 @@ def load_spec_text(
     complete an AI Platform file that names neither.
     """
     try:
-        document = yaml.safe_load(text)
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    try:
+        if document is None:
+            document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -397,9 +420,7 @@ def load_spec_text(
     return parse_spec(document, source=source, warnings=warnings, **overrides)
 
 
-def load_spec_file(
-    path: Path, *, warnings: list[str] | None = None, **overrides: Any
-) -> StudySpec:
+def load_spec_file(path: Path, *, warnings: list[str] | None = None, **overrides: Any) -> StudySpec:
     """Read and parse a spec file."""
     try:
         text = path.read_text(encoding="utf-8")

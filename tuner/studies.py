@@ -6,6 +6,7 @@ Optuna's own tools (optuna-dashboard, `optuna.load_study`) can open every study.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -66,6 +67,7 @@ class Backend:
 def submit_study(backend: Backend, spec: StudySpec, registry: TrainerRegistry) -> Study:
     """Create a study (ours and Optuna's); refuse unknown trainers and bad warm starts first."""
     registry.get(spec.trainer)
+    sampling.check_available(spec)
     previous = _previous_trials(backend, spec)
     with backend.db.session() as session:
         if repo.find_study(session, spec.name) is not None:
@@ -181,10 +183,8 @@ def delete_study(backend: Backend, ref: str | int) -> Study:
                 f"study {study.name!r} has {running} running trial(s); stop it first"
             )
         repo.delete_study(session, study.id)
-    try:
+    with contextlib.suppress(KeyError):
         optuna.delete_study(study_name=study.name, storage=backend.storage)
-    except KeyError:
-        pass
     return study
 
 

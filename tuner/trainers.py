@@ -91,7 +91,9 @@ class TrainerRegistry:
             )
             raise TrainerRegistryError(f"{path}: invalid trainer registry: {problems}") from None
         base = path.resolve().parent
-        return cls({name: _to_trainer(name, entry, base) for name, entry in parsed.trainers.items()})
+        return cls(
+            {name: _to_trainer(name, entry, base) for name, entry in parsed.trainers.items()}
+        )
 
     def register_module(
         self,

@@ -154,8 +154,7 @@ class Database:
         if current is None:
             raise SchemaOutdatedError(f"the database has no tuner schema; {UPGRADE_HINT}")
         raise SchemaOutdatedError(
-            f"the database schema is at revision {current}, this tuner needs {head}; "
-            f"{UPGRADE_HINT}"
+            f"the database schema is at revision {current}, this tuner needs {head}; {UPGRADE_HINT}"
         )
 
     def upgrade(self, revision: str = "head") -> None:

@@ -126,9 +126,7 @@ class EvalMetricRow(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    eval_step_id: Mapped[int] = mapped_column(
-        ForeignKey("tuner_eval_steps.id", ondelete="CASCADE")
-    )
+    eval_step_id: Mapped[int] = mapped_column(ForeignKey("tuner_eval_steps.id", ondelete="CASCADE"))
     tag: Mapped[str] = mapped_column(String(255))
     #: Null stands for NaN (SQLite cannot store NaN).
     value: Mapped[float | None] = mapped_column(Float)

@@ -293,7 +293,9 @@ def record_eval_values(
                 )
             )
             if row is None:
-                row = EvalStepRow(run_id=run_id, eval_name=eval_name, step=step, wall_time=wall_time)
+                row = EvalStepRow(
+                    run_id=run_id, eval_name=eval_name, step=step, wall_time=wall_time
+                )
                 session.add(row)
                 session.flush()
             steps[key] = row
@@ -349,9 +351,7 @@ def save_offsets(session: Session, run_id: int, offsets: dict[str, int]) -> None
 
 
 def checkpoint_path_of(session: Session, eval_step_id: int) -> str | None:
-    return session.scalar(
-        select(EvalStepRow.checkpoint_path).where(EvalStepRow.id == eval_step_id)
-    )
+    return session.scalar(select(EvalStepRow.checkpoint_path).where(EvalStepRow.id == eval_step_id))
 
 
 def set_objective_steps(
@@ -519,9 +519,11 @@ def leaderboard(
     if state:
         query = query.where(TrialRunRow.state == state)
         count = count.where(TrialRunRow.state == state)
-    query = query.order_by(
-        case((value.is_(None), 1), else_=0), order, TrialRunRow.number
-    ).limit(limit).offset(offset)
+    query = (
+        query.order_by(case((value.is_(None), 1), else_=0), order, TrialRunRow.number)
+        .limit(limit)
+        .offset(offset)
+    )
     rows = [
         LeaderboardRow(
             number=int(run.number),
