@@ -114,9 +114,7 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
         return optuna.samplers.GPSampler(seed=seed, deterministic_objective=False)
     if algorithm is Algorithm.QMC:
         # Scrambling is what makes a QMC sequence depend on the seed.
-        return optuna.samplers.QMCSampler(
-            seed=seed, scramble=True, warn_independent_sampling=False
-        )
+        return optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(
