@@ -1,0 +1,1 @@
+"""The tuner's REST API (FastAPI)."""

@@ -64,7 +64,7 @@ def encode_scalar_event(wall_time: float, step: int, tag: str, value: float) -> 
 
 
 def _masked_crc(data: bytes) -> bytes:
-    crc = google_crc32c.value(data)
+    crc: int = google_crc32c.value(data)
     return ((((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF).to_bytes(4, "little")
 
 

@@ -38,6 +38,15 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+ServerOpt = Annotated[
+    str, typer.Option("--server", envvar="TUNER_SERVER", help="Base URL of a tuner server.")
+]
+TokenOpt = Annotated[
+    str | None, typer.Option("--token", envvar="TUNER_TOKEN", help="Bearer token.")
+]
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -270,6 +279,195 @@ def export(
     finally:
         backend.close()
     console.print(f"exported trial {found.run.number} step {found.step} to {target}")
+
+
+@app.command()
+def retry(
+    study: Annotated[str, typer.Argument(help="Study name or id.")],
+    failed: Annotated[bool, typer.Option("--failed", help="Retry the failed trials.")] = False,
+) -> None:
+    """Enqueue the params of the failed trials as new trials (run them with `tuner run`)."""
+    if not failed:
+        raise _fail("say what to retry: --failed")
+    settings = get_settings()
+    backend = _connect(settings)
+    try:
+        found = study_ops.retry_failed(backend, study)
+    except TunerError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        backend.close()
+    console.print(f"study {found.name}: {found.state_reason}; budget now {found.spec.max_trials}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    slots: Annotated[
+        int, typer.Option(min=0, help="Local trial slots of the embedded manager (0: API only).")
+    ] = 2,
+    root_path: Annotated[str, typer.Option(help="Path prefix behind a reverse proxy.")] = "",
+    public_reads: Annotated[
+        bool | None, typer.Option("--public-reads", help="Serve reads without a token.")
+    ] = None,
+) -> None:
+    """Serve the REST API, with an embedded study manager running trials here."""
+    from tuner.serve import serve as run_server
+
+    settings = get_settings()
+    if public_reads is not None:
+        settings = settings.model_copy(update={"public_reads": public_reads})
+    try:
+        run_server(settings, host=host, port=port, slots=slots, root_path=root_path)
+    except TunerError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def worker(
+    slots: Annotated[int, typer.Option(min=1, help="Local trial slots.")] = 1,
+    study: Annotated[
+        list[str] | None, typer.Option(help="Only these studies (repeatable).")
+    ] = None,
+) -> None:
+    """Run a study manager alone: claim and run trials of every running study."""
+    settings = get_settings()
+    backend = _connect(settings)
+    manager = StudyManager(
+        backend, _registry(settings), settings, slots=slots, studies=study or None
+    )
+    stop = {"signal": 0}
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop["signal"] = signum
+        manager.stop_requested()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    err.print(f"worker {manager.worker_id}: {slots} slot(s); Ctrl-C stops its trials")
+    try:
+        manager.run(until_done=False, should_stop=lambda: bool(stop["signal"]))
+    finally:
+        backend.close()
+
+
+@token_app.command("create")
+def token_create(
+    scope: Annotated[str, typer.Option(help="read or write (write may also read).")] = "read",
+    name: Annotated[str, typer.Option(help="A label for the token.")] = "",
+) -> None:
+    """Create an API token; it is shown once and only its hash is stored."""
+    from tuner.auth import SCOPES, create_token
+
+    if scope not in SCOPES:
+        raise _fail(f"--scope: must be one of {', '.join(SCOPES)}")
+    settings = get_settings()
+    backend = _connect(settings)
+    try:
+        token = create_token(backend.db, scope=scope, name=name)
+    finally:
+        backend.close()
+    print(token)
+    err.print(f"{scope} token created; it is shown only now.")
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """Tokens (ids, labels, scopes; never the tokens themselves)."""
+    with _session(get_settings()) as session:
+        tokens = repo.list_tokens(session)
+    for token_id, label, scope, created, revoked in tokens:
+        state = f"revoked {revoked:%Y-%m-%d %H:%M}" if revoked else "active"
+        console.print(f"{token_id}\t{scope}\t{label}\t{created:%Y-%m-%d %H:%M}\t{state}")
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(help="Id from `tuner token list`.")],
+) -> None:
+    """Revoke a token."""
+    with _session(get_settings()) as session:
+        if not repo.revoke_token(session, token_id):
+            raise _fail(f"no active token with id {token_id}")
+    console.print(f"token {token_id} revoked")
+
+
+@app.command()
+def submit(
+    spec_file: Annotated[Path, typer.Argument(help="Study spec (YAML or JSON).")],
+    server: ServerOpt = "http://127.0.0.1:8000",
+    token: TokenOpt = None,
+) -> None:
+    """Submit a study to a server."""
+    from tuner.client import Client
+
+    try:
+        text = spec_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"{spec_file}: {exc.strerror}") from None
+    try:
+        with Client(server, token=token) as client:
+            study = client.submit(text)
+    except (TunerError, httpx_errors()) as exc:
+        raise _fail(f"{spec_file}: {exc}") from None
+    for warning in study.get("warnings", []):
+        err.print(f"warning: {warning}")
+    console.print(f"submitted study {study['name']} (id {study['id']}, {study['state']})")
+
+
+@app.command()
+def watch(
+    study: Annotated[str, typer.Argument(help="Study name or id.")],
+    server: ServerOpt = "http://127.0.0.1:8000",
+    token: TokenOpt = None,
+) -> None:
+    """Live leaderboard of a study on a server, fed by its event stream."""
+    from tuner.client import Client
+    from tuner.remote_view import watch_study
+
+    try:
+        with Client(server, token=token) as client:
+            final = watch_study(client, study, console)
+    except (TunerError, httpx_errors()) as exc:
+        raise _fail(str(exc)) from None
+    if final not in ("COMPLETED", "RUNNING"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def pull(
+    study: Annotated[str, typer.Argument(help="Study name or id.")],
+    to: Annotated[Path, typer.Option("--to", help="TF Serving model base path.")],
+    server: ServerOpt = "http://127.0.0.1:8000",
+    token: TokenOpt = None,
+    trial: Annotated[int | None, typer.Option(help="This trial's best step, not the best.")] = None,
+    model_name: Annotated[str | None, typer.Option(help="Model dir name (default: study).")] = None,
+    check: Annotated[bool, typer.Option(help="Load the SavedModel with TensorFlow.")] = True,
+) -> None:
+    """Download the best SavedModel into DIR/<model>/<version>/ and check that it loads."""
+    from tuner.client import Client
+    from tuner.savedmodel import describe_signatures
+
+    try:
+        with Client(server, token=token) as client:
+            info = client.best(study) if trial is None else client.trial(study, trial)
+            name = model_name or (info.get("study") or study)
+            target = client.download_model(study, to / str(name), number=trial)
+    except (TunerError, httpx_errors()) as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"saved model: {target}")
+    if check:
+        try:
+            console.print(describe_signatures(target), highlight=False)
+        except TunerError as exc:
+            raise _fail(str(exc)) from None
+
+
+def httpx_errors() -> type[Exception]:
+    import httpx
+
+    return httpx.HTTPError
 
 
 @db_app.command("upgrade")

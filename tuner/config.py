@@ -38,6 +38,15 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="A running trial whose heartbeat is older is taken over."
     )
     log_tail_lines: int = Field(default=20, ge=1, description="Log lines kept in a failure reason.")
+    public_reads: bool = Field(
+        default=False, description="Serve GET endpoints without a token (writes still need one)."
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="Largest request body the API accepts."
+    )
+    events_poll_interval: float = Field(
+        default=0.5, gt=0, description="Seconds between database checks of an event stream."
+    )
 
 
 @lru_cache

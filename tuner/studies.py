@@ -164,6 +164,34 @@ def resume_study(backend: Backend, ref: str | int, *, max_trials: int | None = N
         return repo.get_study(session, study.id)
 
 
+def retry_failed(backend: Backend, ref: str | int) -> Study:
+    """Enqueue the params of every FAILED trial as new trials, extending the budget to fit.
+
+    The study runs again (a study that failed on `maxFailedTrials` gets that many more).
+    """
+    with backend.db.session() as session:
+        study = repo.get_study(session, ref)
+        failed = [r for r in repo.runs(session, study.id, state="FAILED") if r.number is not None]
+    if not failed:
+        raise StudyStateError(f"study {study.name!r} has no failed trials to retry")
+    optuna_study = optuna.load_study(study_name=study.name, storage=backend.storage)
+    frozen = {t.number: t for t in optuna_study.get_trials(deepcopy=False)}
+    for run in failed:
+        assert run.number is not None
+        optuna_study.enqueue_trial(frozen[run.number].params, user_attrs={"retry_of": run.number})
+    hp = study.spec.hyperparameters
+    update = {
+        "max_trials": hp.max_trials + len(failed),
+        # Room for every retried trial to fail once more before the study fails again.
+        "max_failed_trials": (hp.max_failed_trials or len(failed)) + len(failed),
+    }
+    spec = study.spec.model_copy(update={"hyperparameters": hp.model_copy(update=update)})
+    with backend.db.session() as session:
+        repo.update_study_spec(session, study.id, spec)
+        repo.set_study_state(session, study.id, "RUNNING", f"retrying {len(failed)} failed trials")
+        return repo.get_study(session, study.id)
+
+
 def request_stop(backend: Backend, ref: str | int) -> Study:
     """Mark a study STOPPED; the managers running its trials stop them within a tick."""
     with backend.db.session() as session:

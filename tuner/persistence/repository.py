@@ -25,6 +25,7 @@ from tuner.entities import (
 from tuner.errors import DuplicateStudyError, StudyNotFoundError, TrialNotFoundError
 from tuner.metrics import CheckpointPathValue, ScalarValue
 from tuner.persistence.models import (
+    ApiTokenRow,
     CheckpointRow,
     EvalMetricRow,
     EvalStepRow,
@@ -593,11 +594,12 @@ def trial_detail(session: Session, study: Study, number: int) -> TrialDetail:
 
 
 def _study_row(session: Session, ref: str | int) -> StudyRow:
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+    if (isinstance(ref, int) or ref.isdigit()) and 0 < int(ref) < 2**31:
         row = session.get(StudyRow, int(ref))
         if row is not None:
             return row
-    row = session.scalar(select(StudyRow).where(StudyRow.name == str(ref)))
+    name = str(ref)
+    row = None if len(name) > 128 else session.scalar(select(StudyRow).where(StudyRow.name == name))
     if row is None:
         raise StudyNotFoundError(f"study {ref!r} not found")
     return row
@@ -648,3 +650,110 @@ def _run(row: TrialRunRow) -> TrialRun:
 
 def _checkpoint(row: CheckpointRow) -> Checkpoint:
     return Checkpoint(step=row.step, source_path=row.source_path, kept_path=row.kept_path)
+
+
+# -- API tokens ----------------------------------------------------------------------------------
+
+
+def create_token(session: Session, *, name: str, token_hash: str, scope: str) -> int:
+    row = ApiTokenRow(name=name, token_hash=token_hash, scope=scope, created_at=now())
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def token_scope(session: Session, token_hash: str) -> str | None:
+    """The scope of a live token with this hash, or None."""
+    return session.scalar(
+        select(ApiTokenRow.scope).where(
+            ApiTokenRow.token_hash == token_hash, ApiTokenRow.revoked_at.is_(None)
+        )
+    )
+
+
+def revoke_token(session: Session, token_id: int) -> bool:
+    result = session.execute(
+        update(ApiTokenRow)
+        .where(ApiTokenRow.id == token_id, ApiTokenRow.revoked_at.is_(None))
+        .values(revoked_at=now())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def list_tokens(session: Session) -> list[tuple[int, str, str, datetime, datetime | None]]:
+    rows = session.execute(
+        select(
+            ApiTokenRow.id,
+            ApiTokenRow.name,
+            ApiTokenRow.scope,
+            ApiTokenRow.created_at,
+            ApiTokenRow.revoked_at,
+        ).order_by(ApiTokenRow.id)
+    ).all()
+    return [(i, n, s, _aware(c), _aware(r) if r else None) for i, n, s, c, r in rows]
+
+
+# -- change feed (event streams) -----------------------------------------------------------------
+
+
+def max_eval_step_id(session: Session, study_id: int) -> int:
+    value = session.scalar(
+        select(func.max(EvalStepRow.id))
+        .join(TrialRunRow, TrialRunRow.id == EvalStepRow.run_id)
+        .where(TrialRunRow.study_id == study_id)
+    )
+    return int(value or 0)
+
+
+def runs_changed_since(session: Session, study_id: int, since: datetime) -> list[TrialRun]:
+    """Runs that started or ended at or after `since`, or are still running."""
+    rows = session.scalars(
+        select(TrialRunRow)
+        .where(
+            TrialRunRow.study_id == study_id,
+            TrialRunRow.number.is_not(None),
+            (TrialRunRow.state == ACTIVE_STATE)
+            | (TrialRunRow.started_at >= since)
+            | (TrialRunRow.ended_at >= since),
+        )
+        .order_by(TrialRunRow.number)
+    ).all()
+    return [_run(r) for r in rows]
+
+
+def eval_steps_after(
+    session: Session, study_id: int, after_id: int, *, limit: int = 1000
+) -> list[tuple[int, int, EvalStep]]:
+    """New eval steps of a study: (step id, trial number, step with metrics), oldest first."""
+    rows = session.execute(
+        select(EvalStepRow, TrialRunRow.number)
+        .join(TrialRunRow, TrialRunRow.id == EvalStepRow.run_id)
+        .where(TrialRunRow.study_id == study_id, EvalStepRow.id > after_id)
+        .order_by(EvalStepRow.id)
+        .limit(limit)
+    ).all()
+    if not rows:
+        return []
+    ids = [step.id for step, _ in rows]
+    metrics: dict[int, dict[str, float]] = {i: {} for i in ids}
+    for step_id, tag, value in session.execute(
+        select(EvalMetricRow.eval_step_id, EvalMetricRow.tag, EvalMetricRow.value).where(
+            EvalMetricRow.eval_step_id.in_(ids)
+        )
+    ):
+        metrics[step_id][tag] = math.nan if value is None else float(value)
+    return [
+        (
+            step.id,
+            int(number or 0),
+            EvalStep(
+                id=step.id,
+                eval_name=step.eval_name,
+                step=step.step,
+                wall_time=step.wall_time,
+                checkpoint_path=step.checkpoint_path,
+                metrics=metrics[step.id],
+            ),
+        )
+        for step, number in rows
+    ]

@@ -1,0 +1,87 @@
+"""Typed dependencies of the routes: settings, storage, sessions, access control."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from tuner.artifacts import ArtifactStore
+from tuner.auth import allows, scope_of
+from tuner.config import Settings
+from tuner.studies import Backend
+from tuner.trainers import TrainerRegistry
+
+bearer = HTTPBearer(auto_error=False, description="A token from `tuner token create`.")
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_backend(request: Request) -> Backend:
+    backend: Backend = request.app.state.backend
+    return backend
+
+
+def get_registry(request: Request) -> TrainerRegistry:
+    registry: TrainerRegistry = request.app.state.registry
+    return registry
+
+
+def get_store(settings: Annotated[Settings, Depends(get_settings)]) -> ArtifactStore:
+    return ArtifactStore(settings.artifact_root)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+BackendDep = Annotated[Backend, Depends(get_backend)]
+RegistryDep = Annotated[TrainerRegistry, Depends(get_registry)]
+StoreDep = Annotated[ArtifactStore, Depends(get_store)]
+
+
+def get_session(backend: BackendDep) -> Iterator[Session]:
+    with backend.db.session() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+TrialNumber = Annotated[int, Path(ge=0, le=2**31 - 1, description="The trial's number.")]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def _check(backend: Backend, credentials: HTTPAuthorizationCredentials | None, needed: str) -> None:
+    if credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing bearer token: send 'Authorization: Bearer <token>' "
+            "(create one with `tuner token create`)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    scope = scope_of(backend.db, credentials.credentials)
+    if scope is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="invalid or revoked token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not allows(scope, needed):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, detail=f"this token has scope '{scope}'; '{needed}' needed"
+        )
+
+
+def require_read(settings: SettingsDep, backend: BackendDep, credentials: Credentials) -> None:
+    if not settings.public_reads:
+        _check(backend, credentials, "read")
+
+
+def require_write(backend: BackendDep, credentials: Credentials) -> None:
+    _check(backend, credentials, "write")
+
+
+ReadAccess = Depends(require_read)
+WriteAccess = Depends(require_write)

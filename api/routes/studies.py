@@ -1,0 +1,166 @@
+"""Studies: submit, list, inspect, stop, resume, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+
+from api.deps import BackendDep, ReadAccess, RegistryDep, SessionDep, StoreDep, WriteAccess
+from api.schemas import ErrorResponse, Page, ResumeRequest, StudyPublic
+from tuner import studies as study_ops
+from tuner.entities import Study
+from tuner.errors import SpecError
+from tuner.persistence import repository as repo
+from tuner.spec import StudySpec, load_spec_text
+from tuner.studies import Backend
+
+router = APIRouter(prefix="/studies", tags=["studies"])
+
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+STUDY_STATES = ("RUNNING", "COMPLETED", "FAILED", "STOPPED")
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse},
+    403: {"model": ErrorResponse},
+    404: {"model": ErrorResponse},
+    409: {"model": ErrorResponse},
+    422: {"model": ErrorResponse},
+}
+SPEC_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "A study spec: AI Platform's hyperparameter config plus the trainer.",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/yaml": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+def overview(backend: Backend, study: Study, warnings: list[str] | None = None) -> StudyPublic:
+    with backend.db.session() as session:
+        counts = repo.trial_counts(session, study.id)
+        best_run = repo.best_completed_run(session, study)
+        best = None
+        if best_run is not None and best_run.number is not None:
+            rows, _ = repo.leaderboard(session, study, state="COMPLETED", limit=1)
+            best = rows[0] if rows else None
+    return StudyPublic.build(study, counts, best, warnings)
+
+
+def _parse_body(body: bytes, content_type: str) -> tuple[StudySpec, list[str]]:
+    warnings: list[str] = []
+    if not body.strip():
+        raise SpecError([("", "the request body is empty: send a study spec")])
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError([("", "the request body is not UTF-8 text")]) from None
+    kind = content_type.split(";")[0].strip().lower()
+    if kind in YAML_TYPES or kind == "application/json" or not kind:
+        spec = load_spec_text(text, source="request body", warnings=warnings)
+    else:
+        raise SpecError([("", f"unsupported Content-Type {kind!r}: send JSON or YAML")])
+    return spec, warnings
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=StudyPublic,
+    responses=ERRORS,
+    openapi_extra=SPEC_BODY,
+    dependencies=[WriteAccess],
+    summary="Submit a study",
+)
+async def create_study(
+    request: Request, response: Response, backend: BackendDep, registry: RegistryDep
+) -> StudyPublic:
+    """Validate the spec once, here; 422 names each bad field, 409 a duplicate name."""
+    body = await request.body()
+    spec, warnings = _parse_body(body, request.headers.get("content-type", ""))
+
+    def submit() -> StudyPublic:
+        study = study_ops.submit_study(backend, spec, registry)
+        return overview(backend, study, warnings)
+
+    created = await run_in_threadpool(submit)
+    response.headers["Location"] = f"{request.url.path.rstrip('/')}/{created.id}"
+    return created
+
+
+@router.get("", response_model=Page[StudyPublic], dependencies=[ReadAccess], responses=ERRORS)
+def list_studies(
+    backend: BackendDep,
+    state: Annotated[str | None, Query(pattern="^(RUNNING|COMPLETED|FAILED|STOPPED)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> Page[StudyPublic]:
+    with backend.db.session() as session:
+        found, total = repo.list_studies(session, state=state, limit=limit, offset=offset)
+    return Page[StudyPublic](data=[overview(backend, s) for s in found], count=total)
+
+
+@router.get("/{study_id}", response_model=StudyPublic, dependencies=[ReadAccess], responses=ERRORS)
+def get_study(study_id: str, session: SessionDep, backend: BackendDep) -> StudyPublic:
+    """Spec, state, trial counts by state, best so far. `study_id` is the id or the name."""
+    study = repo.get_study(session, _ref(study_id))
+    return overview(backend, study)
+
+
+@router.post(
+    "/{study_id}/stop", response_model=StudyPublic, dependencies=[WriteAccess], responses=ERRORS
+)
+def stop_study(study_id: str, backend: BackendDep) -> StudyPublic:
+    """Stop running trials cleanly (SIGTERM, then SIGKILL after the grace); state STOPPED."""
+    return overview(backend, study_ops.request_stop(backend, _ref(study_id)))
+
+
+@router.post(
+    "/{study_id}/resume", response_model=StudyPublic, dependencies=[WriteAccess], responses=ERRORS
+)
+def resume_study(
+    study_id: str,
+    backend: BackendDep,
+    request: Annotated[ResumeRequest | None, Body()] = None,
+) -> StudyPublic:
+    """Run a stopped, failed or finished study again, optionally with a larger `maxTrials`."""
+    max_trials = request.max_trials if request else None
+    return overview(backend, study_ops.resume_study(backend, _ref(study_id), max_trials=max_trials))
+
+
+@router.post(
+    "/{study_id}/retry", response_model=StudyPublic, dependencies=[WriteAccess], responses=ERRORS
+)
+def retry_failed(study_id: str, backend: BackendDep) -> StudyPublic:
+    """Enqueue the params of every failed trial as new trials (and extend the budget)."""
+    return overview(backend, study_ops.retry_failed(backend, _ref(study_id)))
+
+
+@router.delete(
+    "/{study_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[WriteAccess],
+    responses=ERRORS,
+)
+def delete_study(
+    study_id: str,
+    backend: BackendDep,
+    store: StoreDep,
+    delete_artifacts: Annotated[bool, Query(alias="deleteArtifacts")] = False,
+) -> Response:
+    """Delete the study's records; its artifacts only with `deleteArtifacts=true`.
+
+    Refused (409) while any of its trials runs.
+    """
+    study = study_ops.delete_study(backend, _ref(study_id))
+    if delete_artifacts:
+        store.delete_study(study.name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _ref(study_id: str) -> str:
+    """A study's id or name, as the client sent it (looked up only in the database)."""
+    return study_id

@@ -1,0 +1,238 @@
+"""Public shapes of the REST API: one model per use, built from `tuner.entities`."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from tuner.entities import (
+    BestModel,
+    Checkpoint,
+    EvalStep,
+    Export,
+    LeaderboardRow,
+    Study,
+    TrialDetail,
+)
+
+T = TypeVar("T")
+
+
+class Public(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class Page(Public, Generic[T]):
+    data: list[T]
+    count: int = Field(description="Total number of items matching the filter.")
+
+
+class ErrorDetail(Public):
+    loc: str = Field(description="Field path, e.g. params[2].minValue")
+    msg: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str | list[ErrorDetail]
+
+
+def finite(value: float | None) -> float | None:
+    """JSON has no NaN: non-finite values are sent as null."""
+    if value is None or not math.isfinite(value):
+        return None
+    return value
+
+
+class BestSummary(Public):
+    number: int
+    objective: float | None
+    best_step: int | None
+
+
+class StudyPublic(Public):
+    id: int
+    name: str
+    state: str
+    state_reason: str | None
+    trainer: str
+    goal: str
+    metric: str
+    max_trials: int
+    counts: dict[str, int]
+    best: BestSummary | None
+    spec: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    warnings: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def build(
+        cls,
+        study: Study,
+        counts: dict[str, int],
+        best: LeaderboardRow | None,
+        warnings: list[str] | None = None,
+    ) -> StudyPublic:
+        return cls(
+            id=study.id,
+            name=study.name,
+            state=study.state,
+            state_reason=study.state_reason,
+            trainer=study.spec.trainer,
+            goal=study.spec.goal.value,
+            metric=study.spec.metric_tag,
+            max_trials=study.spec.max_trials,
+            counts=counts,
+            best=(
+                BestSummary(
+                    number=best.number, objective=finite(best.objective), best_step=best.best_step
+                )
+                if best
+                else None
+            ),
+            spec=study.spec.to_document(),
+            created_at=study.created_at,
+            updated_at=study.updated_at,
+            warnings=warnings or [],
+        )
+
+
+class TrialRowPublic(Public):
+    number: int
+    state: str
+    params: dict[str, Any]
+    objective: float | None
+    best_step: int | None
+    last_step: int | None
+    duration_seconds: float | None
+    started_at: datetime
+    ended_at: datetime | None
+
+    @classmethod
+    def build(cls, row: LeaderboardRow) -> TrialRowPublic:
+        return cls(
+            number=row.number,
+            state=row.state,
+            params=row.params,
+            objective=finite(row.objective),
+            best_step=row.best_step,
+            last_step=row.last_step,
+            duration_seconds=row.duration_seconds,
+            started_at=row.started_at,
+            ended_at=row.ended_at,
+        )
+
+
+class EvalStepPublic(Public):
+    step: int
+    eval_name: str
+    wall_time: float
+    metrics: dict[str, float | None]
+
+    @classmethod
+    def build(cls, step: EvalStep) -> EvalStepPublic:
+        return cls(
+            step=step.step,
+            eval_name=step.eval_name,
+            wall_time=step.wall_time,
+            metrics={k: finite(v) for k, v in step.metrics.items()},
+        )
+
+
+class CheckpointPublic(Public):
+    step: int
+    path: str = Field(description="Relative to the artifact store.")
+
+    @classmethod
+    def build(cls, checkpoint: Checkpoint) -> CheckpointPublic:
+        return cls(step=checkpoint.step, path=checkpoint.kept_path)
+
+
+class ExportPublic(Public):
+    exporter: str
+    version: str
+    step: int | None
+    path: str = Field(description="Relative to the artifact store.")
+
+    @classmethod
+    def build(cls, export: Export) -> ExportPublic:
+        return cls(
+            exporter=export.exporter, version=export.version, step=export.step, path=export.path
+        )
+
+
+class TrialDetailPublic(TrialRowPublic):
+    failure_reason: str | None
+    problems: list[str]
+    exit_code: int | None
+    worker: str
+    steps: list[EvalStepPublic]
+    checkpoints: list[CheckpointPublic]
+    exports: list[ExportPublic]
+    log_tail: list[str]
+
+    @classmethod
+    def from_detail(cls, detail: TrialDetail, log_tail: list[str]) -> TrialDetailPublic:
+        run = detail.run
+        assert run.number is not None
+        duration = (run.ended_at - run.started_at).total_seconds() if run.ended_at else None
+        return cls(
+            number=run.number,
+            state=run.state,
+            params=run.params,
+            objective=finite(detail.objective),
+            best_step=detail.best_step,
+            last_step=max((s.step for s in detail.steps), default=None),
+            duration_seconds=duration,
+            started_at=run.started_at,
+            ended_at=run.ended_at,
+            failure_reason=run.failure_reason,
+            problems=run.problems,
+            exit_code=run.exit_code,
+            worker=run.worker,
+            steps=[EvalStepPublic.build(s) for s in detail.steps],
+            checkpoints=[CheckpointPublic.build(c) for c in detail.checkpoints],
+            exports=[ExportPublic.build(e) for e in detail.exports],
+            log_tail=log_tail,
+        )
+
+
+class BestPublic(Public):
+    study: str
+    number: int
+    state: str
+    params: dict[str, Any]
+    objective: float | None
+    step: int
+    checkpoint: CheckpointPublic | None
+    export: ExportPublic | None
+    other_exports: list[ExportPublic]
+
+    @classmethod
+    def build(cls, best: BestModel) -> BestPublic:
+        assert best.run.number is not None
+        return cls(
+            study=best.study.name,
+            number=best.run.number,
+            state=best.run.state,
+            params=best.run.params,
+            objective=finite(best.objective),
+            step=best.step,
+            checkpoint=CheckpointPublic.build(best.checkpoint) if best.checkpoint else None,
+            export=ExportPublic.build(best.export) if best.export else None,
+            other_exports=[ExportPublic.build(e) for e in best.other_exports],
+        )
+
+
+class ResumeRequest(Public):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    max_trials: int | None = Field(default=None, ge=1, le=100_000)
+
+
+class Health(BaseModel):
+    status: str
