@@ -73,3 +73,26 @@ class BodySizeLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+class StripRootPath:
+    """Accept requests with or without the `--root-path` prefix.
+
+    Proxies differ: some strip the prefix before forwarding (the app sees `/api/v1/...`),
+    others forward the path unchanged (`/prefix/api/v1/...`). Both reach the same routes.
+    """
+
+    def __init__(self, app: ASGIApp, *, root_path: str) -> None:
+        self.app = app
+        self.root_path = root_path.rstrip("/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.root_path and scope["type"] in ("http", "websocket"):
+            path: str = scope["path"]
+            if path == self.root_path or path.startswith(self.root_path + "/"):
+                scope = dict(scope)
+                scope["path"] = path[len(self.root_path) :] or "/"
+                raw = scope.get("raw_path")
+                if isinstance(raw, bytes) and raw.startswith(self.root_path.encode()):
+                    scope["raw_path"] = raw[len(self.root_path) :] or b"/"
+        await self.app(scope, receive, send)

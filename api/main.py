@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from api import errors
-from api.limits import BodySizeLimit
+from api.limits import BodySizeLimit, StripRootPath
 from api.routes import events, health, models, studies, trials
 from tuner import __version__
 from tuner.config import Settings
@@ -53,6 +53,8 @@ def create_app(
     app.state.registry = registry or TrainerRegistry.from_file(settings.trainers_file)
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if root_path:
+        app.add_middleware(StripRootPath, root_path=root_path)
 
     v1 = APIRouter(prefix=API_PREFIX)
     for module in (studies, trials, models, events):

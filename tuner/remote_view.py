@@ -113,14 +113,39 @@ def watch_study(client: Client, study: str, console: Console) -> str:
             item["bestStep"],
             item["lastStep"],
         )
-    with Live(
-        board.render(), console=console, refresh_per_second=4, auto_refresh=console.is_terminal
-    ) as live:
-        for event in client.events(study):
-            board.apply(event.kind, event.data)
-            if event.kind == "snapshot":
-                board.state = event.data["state"]
-            live.update(board.render())
-    if not console.is_terminal:
-        console.print(board.render())
+    if console.is_terminal:
+        with Live(board.render(), console=console, refresh_per_second=4) as live:
+            for event in client.events(study):
+                _apply(board, event.kind, event.data)
+                live.update(board.render())
+        return board.state
+    for event in client.events(study):  # a log, not a screen: one line per change
+        _apply(board, event.kind, event.data)
+        line = _log_line(board, event.kind, event.data)
+        if line:
+            console.print(line, highlight=False)
+    console.print(board.render())
     return board.state
+
+
+def _apply(board: Board, kind: str, data: dict[str, Any]) -> None:
+    if kind == "snapshot":
+        board.state = data["state"]
+    else:
+        board.apply(kind, data)
+
+
+def _log_line(board: Board, kind: str, data: dict[str, Any]) -> str | None:
+    if kind == "created":
+        return f"trial {data['number']} started: {fmt_params(data['params'])}"
+    if kind == "eval":
+        value = fmt_value(data.get("objective"))
+        return f"trial {data['number']} step {data['step']}: {board.metric}={value}"
+    if kind == "state":
+        row = board.rows.get(data["number"])
+        value = fmt_value(row.objective if row else None)
+        reason = f" ({data['reason'].splitlines()[0]})" if data.get("reason") else ""
+        return f"trial {data['number']} {data['state']}: best {board.metric}={value}{reason}"
+    if kind == "study":
+        return f"study {board.name} {data['state']}: {data.get('reason') or ''}"
+    return None
