@@ -112,3 +112,80 @@ def test_keras_and_premade_examples(example, sqlite_url, registry, tmp_path):
         assert (settings.artifact_root / best.export.path / "saved_model.pb").is_file()
     finally:
         backend.close()
+
+
+def test_server_runs_estimators_and_serves_a_model_that_predicts(db_url, tmp_path):
+    """Submit over HTTP, trials train, the leaderboard fills, the model downloads and predicts."""
+    from tests.server import start_server
+    from tuner.client import Client
+
+    text = (REPO / "examples/house_prices/spec.yaml").read_text()
+    text = text.replace(
+        'args: ["--train-steps=300", "--eval-every-steps=50"]',
+        'args: ["--train-steps=100", "--eval-every-steps=50"]',
+    )
+    text = text.replace("maxTrials: 6", "maxTrials: 2")
+    assert '"--train-steps=100"' in text and "maxTrials: 2" in text
+    server = start_server(db_url, tmp_path, slots=2)
+    try:
+        with Client(server.url, token=server.write_token) as client:
+            client.submit(text)
+            kinds = [e.kind for e in client.events("house-prices-demo")]
+            assert kinds.count("eval") == 4 and kinds[-1] == "end"
+            board = client.trials("house-prices-demo")
+            assert [r["state"] for r in board["data"]] == ["COMPLETED", "COMPLETED"]
+            best = client.best("house-prices-demo")
+            target = client.download_model("house-prices-demo", tmp_path / "serving" / "houses")
+        assert target.name == best["export"]["version"]
+        predicted = subprocess.run(
+            [sys.executable, "-c", PREDICT, str(target)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"},
+        )
+        assert predicted.returncode == 0, predicted.stderr[-2000:]
+        prices = json.loads(predicted.stdout.strip().splitlines()[-1])
+        assert len(prices) == 2 and all(0 < p < 100 for p in prices)
+    finally:
+        server.stop()
+
+
+def test_pull_command_checks_the_saved_model(sqlite_url, tmp_path):
+    """`tuner pull` downloads into TF Serving's layout and lists the serving signature."""
+    from tests.server import start_server
+
+    text = (REPO / "examples/house_prices/spec.yaml").read_text()
+    text = text.replace(
+        '"--train-steps=300", "--eval-every-steps=50"',
+        '"--train-steps=50", "--eval-every-steps=50"',
+    )
+    text = text.replace("maxTrials: 6", "maxTrials: 1")
+    server = start_server(sqlite_url, tmp_path, slots=1)
+    try:
+        spec_path = tmp_path / "spec.yaml"
+        spec_path.write_text(text)
+        cli = [sys.executable, "-m", "tuner.cli"]
+        auth = ["--server", server.url, "--token", server.write_token]
+        done = subprocess.run(
+            [*cli, "submit", str(spec_path), *auth], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        watched = subprocess.run(
+            [*cli, "watch", "house-prices-demo", *auth], capture_output=True, text=True, timeout=300
+        )
+        assert watched.returncode == 0, watched.stderr
+        assert "trial 0 COMPLETED" in watched.stdout
+        pulled = subprocess.run(
+            [*cli, "pull", "house-prices-demo", "--to", str(tmp_path / "models"), *auth],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert pulled.returncode == 0, pulled.stderr
+        assert "signature serving_default:" in pulled.stdout
+        assert "input  neighborhood: string" in pulled.stdout
+        (version,) = (tmp_path / "models" / "house-prices-demo").iterdir()
+        assert (version / "saved_model.pb").is_file()
+    finally:
+        server.stop()
