@@ -77,6 +77,8 @@ class Observation:
     step: int
     value: float
     checkpoint_path: str | None
+    #: When the trainer wrote the value (the event's wall time).
+    wall_time: float
 
     @property
     def is_finite(self) -> bool:

@@ -80,11 +80,18 @@ class TrialProcess:
     def poll(self) -> int | None:
         return self._popen.poll()
 
-    def request_stop(self) -> None:
-        """Send SIGTERM to the process group (once); `enforce_stop` kills it after the grace."""
-        if self.stop_requested_at is None and self.poll() is None:
-            self.stop_requested_at = time.monotonic()
-            signal_group(self.pid, signal.SIGTERM)
+    def request_stop(self) -> bool:
+        """Send SIGTERM to the process group (once); `enforce_stop` kills it after the grace.
+
+        Returns whether the process was still running (a stop was, or had been, requested).
+        """
+        if self.stop_requested_at is not None:
+            return True
+        if self.poll() is not None:
+            return False
+        self.stop_requested_at = time.monotonic()
+        signal_group(self.pid, signal.SIGTERM)
+        return True
 
     def enforce_stop(self, grace_seconds: float) -> None:
         """SIGKILL the group if it outlived the grace period after SIGTERM."""

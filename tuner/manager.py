@@ -384,8 +384,13 @@ class StudyManager:
         if trial.spec.pruner is None:
             return
         prune = handle.should_prune()
-        self.prune_latencies.append(max(0.0, time.time() - self._event_time(trial, obs)))
-        if prune:
+        latency = max(0.0, time.time() - obs.wall_time)
+        self.prune_latencies.append(latency)
+        logger.debug(
+            "trial %d step %d: prune decision %.3fs after the eval", trial.number, obs.step, latency
+        )
+        if prune and trial.process.request_stop():
+            # (a trial that already exited on its own has finished, whatever the pruner says)
             trial.outcome = "PRUNED"
             trial.outcome_reason = (
                 f"stopped early at step {obs.step} ({trial.spec.metric_tag}={obs.value:.6g})"
@@ -393,14 +398,6 @@ class StudyManager:
             logger.info(
                 "study %s trial %d: pruned at step %d", trial.study.name, trial.number, obs.step
             )
-            trial.process.request_stop()
-
-    def _event_time(self, trial: ActiveTrial, obs: Observation) -> float:
-        steps = self.db.run(lambda s: repo.eval_steps(s, trial.run_id))
-        for step in steps:
-            if step.id == obs.eval_step_id:
-                return step.wall_time
-        return time.time()
 
     def _keep_checkpoint(self, trial: ActiveTrial, obs: Observation) -> None:
         """Protect the checkpoint of a new best step from the estimator's rotation."""

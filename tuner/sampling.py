@@ -98,6 +98,12 @@ def direction(goal: Goal) -> optuna.study.StudyDirection:
 
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     """The sampler for the spec's `algorithm`, seeded by the spec's `seed`."""
+    with warnings.catch_warnings():  # several samplers are marked experimental by Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _make_sampler(spec)
+
+
+def _make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     hp = spec.hyperparameters
     seed = spec.seed
     algorithm = hp.algorithm
@@ -115,15 +121,13 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     if algorithm is Algorithm.QMC:
         # Scrambling is what makes a QMC sequence depend on the seed.
         return optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(
-            seed=seed,
-            multivariate=True,
-            group=True,
-            constant_liar=hp.max_parallel_trials > 1,
-            n_startup_trials=min(10, max(2, hp.max_trials // 4)),
-        )
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        multivariate=True,
+        group=True,
+        constant_liar=hp.max_parallel_trials > 1,
+        n_startup_trials=min(10, max(2, hp.max_trials // 4)),
+    )
 
 
 def make_pruner(pruner: PrunerSpec | None) -> optuna.pruners.BasePruner:

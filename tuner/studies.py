@@ -172,10 +172,13 @@ def retry_failed(backend: Backend, ref: str | int) -> Study:
     with backend.db.session() as session:
         study = repo.get_study(session, ref)
         failed = [r for r in repo.runs(session, study.id, state="FAILED") if r.number is not None]
+    optuna_study = optuna.load_study(study_name=study.name, storage=backend.storage)
+    trials = optuna_study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    failed = [r for r in failed if r.number not in retried]
     if not failed:
         raise StudyStateError(f"study {study.name!r} has no failed trials to retry")
-    optuna_study = optuna.load_study(study_name=study.name, storage=backend.storage)
-    frozen = {t.number: t for t in optuna_study.get_trials(deepcopy=False)}
+    frozen = {t.number: t for t in trials}
     for run in failed:
         assert run.number is not None
         optuna_study.enqueue_trial(frozen[run.number].params, user_attrs={"retry_of": run.number})

@@ -302,7 +302,7 @@ def record_eval_values(
             steps[key] = row
         return steps[key]
 
-    objective_rows: list[tuple[EvalStepRow, float]] = []
+    objective_rows: list[tuple[EvalStepRow, float, float]] = []
     for value in values:
         row = step_row(value.eval_name, value.step, value.wall_time)
         if isinstance(value, CheckpointPathValue):
@@ -325,8 +325,8 @@ def record_eval_values(
             existing.wall_time = value.wall_time
         row.wall_time = max(row.wall_time, value.wall_time)
         if value.tag == objective_tag:
-            objective_rows.append((row, value.value))
-    for row, objective in objective_rows:
+            objective_rows.append((row, value.value, value.wall_time))
+    for row, objective, wall_time in objective_rows:
         observations.append(
             Observation(
                 eval_step_id=row.id,
@@ -334,6 +334,7 @@ def record_eval_values(
                 step=row.step,
                 value=objective,
                 checkpoint_path=row.checkpoint_path,
+                wall_time=wall_time,
             )
         )
     save_offsets(session, run_id, offsets)
