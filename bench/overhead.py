@@ -32,6 +32,7 @@ import os
 import pstats
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -511,30 +512,45 @@ def run_benchmark(
 
 def format_table(totals: dict[str, Totals], plain: str, floor: str) -> str:
     header = (
-        f"{'contender':<20} {'trials':>6} {'total s':>8} {'ms/trial':>9} {'chunks ms/trial':>16} "
-        f"{'over floor':>10} {'cpu ms':>7} {'SQL/trial':>9} {'commits':>7} {'checkouts':>9} "
-        f"{'ratio':>6}"
+        f"{'contender':<20} {'trials':>6} {'total s':>8} {'ms/trial':>9} {'over floor':>10} "
+        f"{'cpu ms':>7} {'SQL':>6} {'commits':>7} {'checkouts':>9} {'ratio':>6}"
     )
     lines = [header, "-" * len(header)]
     base = totals[plain].ms_per_trial
     floor_ms = totals[floor].ms_per_trial
     for label, t in totals.items():
-        chunks = "/".join(f"{ms:.1f}" for ms in t.chunk_ms)
         ratio = "" if label == floor else f"{t.ms_per_trial / base:.3f}"
         lines.append(
-            f"{label:<20} {t.trials:>6} {t.seconds:>8.2f} {t.ms_per_trial:>9.1f} {chunks:>16} "
+            f"{label:<20} {t.trials:>6} {t.seconds:>8.2f} {t.ms_per_trial:>9.1f} "
             f"{t.ms_per_trial - floor_ms:>10.1f} {t.per_trial(t.cpu_seconds * 1000):>7.1f} "
-            f"{t.per_trial(t.statements):>9.1f} {t.per_trial(t.commits):>7.1f} "
+            f"{t.per_trial(t.statements):>6.1f} {t.per_trial(t.commits):>7.1f} "
             f"{t.per_trial(t.checkouts):>9.1f} {ratio:>6}"
         )
     lines += [
         "",
-        "ms/trial: wall time of the contender's chunks / trials; chunks: each chunk's ms/trial in",
-        "run order; over floor: ms/trial minus `subprocess only`; cpu ms: this process's CPU per",
-        "trial (trainers and the database server not included); SQL, commits, checkouts: per",
-        f"trial, on the contender's engines; ratio: ms/trial / {plain!r} (target <= "
-        f"{TARGET_RATIO:.2f}).",
+        "ms/trial: the contender's wall time / trials; over floor: ms/trial minus `subprocess "
+        "only`;",
+        "cpu ms: this process's CPU per trial (trainers and the database server not included);",
+        "SQL, commits, checkouts: statements, commits and pool checkouts per trial on the "
+        "contender's",
+        f"engines; ratio: ms/trial / {plain!r} (target <= {TARGET_RATIO:.2f}).",
+        "",
+        "per round: ms/trial (ratio to the plain loop in the same round)",
     ]
+    rounds = len(totals[plain].chunk_ms)
+    for label, t in totals.items():
+        cells = []
+        ratios = []
+        for index, ms in enumerate(t.chunk_ms):
+            if label in (plain, floor):
+                cells.append(f"{ms:6.1f}       ")
+            else:
+                ratios.append(ms / totals[plain].chunk_ms[index])
+                cells.append(f"{ms:6.1f} ({ratios[-1]:.2f})")
+        median = f"  median ratio {statistics.median(ratios):.3f}" if ratios else ""
+        lines.append(f"{label:<20} " + " ".join(cells) + median)
+    if rounds > 1:
+        lines.append("(rounds alternate the order: S A B | B A S ...)")
     return "\n".join(lines)
 
 

@@ -34,7 +34,7 @@ from tuner.artifacts import (
 )
 from tuner.config import Settings
 from tuner.entities import Observation, Study
-from tuner.errors import ArtifactNotFoundError, StorageUnavailableError, TunerError
+from tuner.errors import ArtifactNotFoundError, TunerError
 from tuner.execution import (
     TrialProcess,
     build_command,
@@ -44,6 +44,7 @@ from tuner.execution import (
     tail_lines,
 )
 from tuner.metrics import CheckpointPathValue, EvalDirWatcher, ScalarValue
+from tuner.persistence import is_unavailable
 from tuner.persistence import repository as repo
 from tuner.spec import ObjectiveMode, StudySpec
 from tuner.studies import Backend, tell
@@ -53,6 +54,11 @@ logger = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 5.0
 REAP_EVERY = 10.0
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def default_worker_id() -> str:
@@ -79,6 +85,10 @@ class ActiveTrial:
     #: Values read but not yet stored (the database was unavailable): stored on the next tick.
     pending_values: list[ScalarValue | CheckpointPathValue] = field(default_factory=list)
     pending_offsets: dict[str, int] = field(default_factory=dict)
+    #: The outcome once decided (state, reason, objective, event-file problems).
+    decision: tuple[str, str | None, float | None, list[str]] | None = None
+    #: Writes of the outcome already done (so a retried `_finish` does them once).
+    recorded: set[str] = field(default_factory=set)
 
     @property
     def spec(self) -> StudySpec:
@@ -122,6 +132,8 @@ class StudyManager:
         self.listener = listener
         self.store = ArtifactStore(settings.artifact_root)
         self.active: dict[int, ActiveTrial] = {}
+        #: Claims cut short by a database error: (run id, study, Optuna trial number or None).
+        self._abandoned: list[tuple[int, Study, int | None]] = []
         self._optuna: dict[int, optuna.Study] = {}
         self._last_heartbeat = 0.0
         self._last_reap = 0.0
@@ -151,6 +163,7 @@ class StudyManager:
             if now - self._last_reap >= REAP_EVERY:
                 self._reap_stale()
                 self._last_reap = now
+            self._clean_abandoned()
             for trial in list(self.active.values()):
                 self._service(trial)
             running = self._running_studies()
@@ -160,9 +173,11 @@ class StudyManager:
                 self.db.run(lambda s: repo.heartbeat(s, list(self.active)))
                 self._last_heartbeat = time.monotonic()
             return more or bool(self.active)
-        except StorageUnavailableError as exc:
-            # Trials keep running; their event files are read from the stored offsets later.
-            logger.warning("database unavailable, retrying: %s", exc)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            # Trials keep running; what they write is read (and buffered) until it comes back.
+            logger.warning("database unavailable, retrying: %s", _first_line(exc))
             return True
 
     def shutdown(self, reason: str = "interrupted") -> None:
@@ -245,21 +260,25 @@ class StudyManager:
             optuna_study = self._optuna_study(study)
             trial = optuna_study.ask(sampling.search_space(study.spec))
         except Exception:
-            self.db.run(lambda s: repo.drop_reservation(s, run_id))
+            self._abandoned.append((run_id, study, None))
             raise
         params = sampling.trainer_values(study.spec, trial.params)
         paths = self.store.trial_paths(study.name, trial.number)
-        self.db.run(
-            lambda s: repo.attach_trial(
-                s,
-                run_id,
-                number=trial.number,
-                optuna_trial_id=trial._trial_id,
-                params=params,
-                output_dir=self.store.relative(paths.output_dir),
-                log_path=self.store.relative(paths.log_path),
+        try:
+            self.db.run(
+                lambda s: repo.attach_trial(
+                    s,
+                    run_id,
+                    number=trial.number,
+                    optuna_trial_id=trial._trial_id,
+                    params=params,
+                    output_dir=self.store.relative(paths.output_dir),
+                    log_path=self.store.relative(paths.log_path),
+                )
             )
-        )
+        except Exception:
+            self._abandoned.append((run_id, study, trial.number))
+            raise
         trainer = self.registry.get(study.spec.trainer)
         paths.output_dir.mkdir(parents=True, exist_ok=True)
         command = build_command(
@@ -291,6 +310,15 @@ class StudyManager:
         logger.info("study %s: trial %d started (pid %d)", study.name, trial.number, process.pid)
         self._emit("created", study, trial.number, {"params": params, "state": "RUNNING"})
         return True
+
+    def _clean_abandoned(self) -> None:
+        """Undo claims cut short by a database error: drop the slot, fail the Optuna trial."""
+        while self._abandoned:
+            run_id, study, number = self._abandoned[0]
+            if number is not None:
+                tell(self._optuna_study(study), number, state=TrialState.FAIL)
+            self.db.run(lambda s: repo.drop_reservation(s, run_id))
+            self._abandoned.pop(0)
 
     def _optuna_study(self, study: Study) -> optuna.Study:
         if study.id not in self._optuna:
@@ -447,14 +475,18 @@ class StudyManager:
         self.db.run(record)
 
     def _finish(self, trial: ActiveTrial, code: int) -> None:
-        """Decide and record the trial's outcome, and tell Optuna."""
-        messages = [f"{p.path}: {p.reason}" for p in trial.watcher.finish()]
-        if messages:
-            self.db.run(lambda s: repo.add_problems(s, trial.run_id, messages))
-        state, reason, value = self._outcome(trial, code)
-        self.db.run(
-            lambda s: repo.finish_run(s, trial.run_id, state=state, exit_code=code, reason=reason)
-        )
+        """Decide and record the trial's outcome, and tell Optuna.
+
+        Safe to call again after a database error: the decision is made once, and each write
+        is either idempotent or done once.
+        """
+        if trial.decision is None:
+            problems = [f"{p.path}: {p.reason}" for p in trial.watcher.finish()]
+            trial.decision = (*self._outcome(trial, code), problems)
+        state, reason, value, problems = trial.decision
+        if problems and "problems" not in trial.recorded:
+            self.db.run(lambda s: repo.add_problems(s, trial.run_id, problems))
+            trial.recorded.add("problems")
         study = self._optuna_study(trial.study)
         if state == "COMPLETED":
             tell(study, trial.number, value)
@@ -462,9 +494,13 @@ class StudyManager:
             tell(study, trial.number, state=TrialState.PRUNED)
         else:
             tell(study, trial.number, state=TrialState.FAIL)
-            if state == "STOPPED":
-                params = {k: v for k, v in study.trials[trial.number].params.items()}
-                study.enqueue_trial(params, user_attrs={"retry_of": trial.number})
+        if state == "STOPPED" and "requeued" not in trial.recorded:
+            params = self.backend.storage.get_trial(trial.optuna_trial_id).params
+            study.enqueue_trial(params, user_attrs={"retry_of": trial.number})
+            trial.recorded.add("requeued")
+        self.db.run(
+            lambda s: repo.finish_run(s, trial.run_id, state=state, exit_code=code, reason=reason)
+        )
         logger.info("study %s trial %d: %s %s", trial.study.name, trial.number, state, reason or "")
         self._emit(
             "state",

@@ -261,9 +261,9 @@ def tell(
     """
     try:
         if state is None:
-            study.tell(number, value)
+            study.tell(number, value, skip_if_finished=True)
         else:
-            study.tell(number, state=state)
+            study.tell(number, state=state, skip_if_finished=True)
     except RuntimeError as exc:
         if "Study.stop" not in str(exc):
             raise

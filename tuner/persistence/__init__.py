@@ -8,8 +8,16 @@ from tuner.persistence.database import (
     Database,
     head_revision,
     is_sqlite,
+    is_unavailable,
     normalize_url,
     optuna_engine_kwargs,
 )
 
-__all__ = ["Database", "head_revision", "is_sqlite", "normalize_url", "optuna_engine_kwargs"]
+__all__ = [
+    "Database",
+    "head_revision",
+    "is_sqlite",
+    "is_unavailable",
+    "normalize_url",
+    "optuna_engine_kwargs",
+]

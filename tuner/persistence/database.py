@@ -190,6 +190,23 @@ def head_revision() -> str:
     return heads[0]
 
 
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether an error (or one it was raised from) means the database is unreachable for now.
+
+    Covers our own `StorageUnavailableError` and driver errors raised through Optuna's storage.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StorageUnavailableError):
+            return True
+        if isinstance(current, DBAPIError) and _is_unavailable(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _is_unavailable(exc: DBAPIError) -> bool:
     if exc.connection_invalidated:
         return True
@@ -205,6 +222,10 @@ def _is_unavailable(exc: DBAPIError) -> bool:
         "connection timed out",
         "consuming input failed",
         "ssl connection has been closed",
+        "not currently accepting connections",
+        "does not allow connections",
+        "server closed",
+        "connection failed",
     )
     return any(signal in message for signal in signals)
 
