@@ -317,8 +317,11 @@ class StudyManager:
             run_id, study, number = self._abandoned[0]
             if number is not None:
                 tell(self._optuna_study(study), number, state=TrialState.FAIL)
-            self.db.run(lambda s: repo.drop_reservation(s, run_id))
+            self._drop_reservation(run_id)
             self._abandoned.pop(0)
+
+    def _drop_reservation(self, run_id: int) -> None:
+        self.db.run(lambda s: repo.drop_reservation(s, run_id))
 
     def _optuna_study(self, study: Study) -> optuna.Study:
         if study.id not in self._optuna:
