@@ -129,6 +129,7 @@ def test_best_checkpoint_survives_rotation(backend, registry, settings):
             "--keep-checkpoint-max=1",
             "--step-seconds=0.5",
             "--export",
+            "--exports-to-keep=1",
         ],
         goal="MAXIMIZE",
         maxTrials=1,
@@ -141,8 +142,15 @@ def test_best_checkpoint_survives_rotation(backend, registry, settings):
     kept = settings.artifact_root / best.checkpoint.kept_path
     assert Path(f"{kept}.index").read_text() == "step 20\n"
     assert not (settings.artifact_root / "s/trial-0000/model.ckpt-20.index").exists()
+    # the exporter deleted that export itself (exports_to_keep=1); the kept copy survives
     assert best.export is not None and best.export.step == 20
+    assert ".kept/export/latest/" in best.export.path
     assert (settings.artifact_root / best.export.path / "saved_model.pb").read_text() == "step 20\n"
+    kept_vars = settings.artifact_root / best.export.path / "variables" / "variables.index"
+    assert kept_vars.read_text() == "step 20\n"
+    assert len(list((settings.artifact_root / "s/trial-0000/export/latest").iterdir())) == 1
+    # only the best step's copy is kept
+    assert len(list((settings.artifact_root / "s/trial-0000.kept/export/latest").iterdir())) == 1
 
 
 def test_crashing_trainer_fails_with_exit_code_and_log(backend, registry, settings):

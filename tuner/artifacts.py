@@ -105,6 +105,31 @@ def keep_checkpoint(prefix: Path, kept_dir: Path) -> Path:
     return kept_prefix
 
 
+def keep_export(export_dir: Path, kept_dir: Path) -> Path:
+    """Hard-link (or copy) a SavedModel directory into `kept_dir/export/<exporter>/<version>`.
+
+    Exporters delete old exports themselves (`exports_to_keep`); the linked copy survives.
+    """
+    target = kept_dir / "export" / export_dir.parent.name / export_dir.name
+    if not export_dir.is_dir():
+        raise ArtifactNotFoundError(f"{export_dir}: export not found (already cleaned up?)")
+    shutil.copytree(export_dir, target, copy_function=_link_or_copy, dirs_exist_ok=True)
+    return target
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        pass
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def drop_export(kept_export: Path) -> None:
+    shutil.rmtree(kept_export, ignore_errors=True)
+
+
 def drop_checkpoint(kept_prefix: Path) -> None:
     for path in checkpoint_files(kept_prefix):
         path.unlink(missing_ok=True)

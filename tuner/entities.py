@@ -64,6 +64,7 @@ class Checkpoint:
 class Export:
     exporter: str
     version: str
+    #: Relative to the artifact root: the kept copy when there is one, else the original.
     path: str
     step: int | None
 

@@ -29,8 +29,10 @@ from tuner.artifacts import (
     TrialPaths,
     checkpoint_prefix_for,
     drop_checkpoint,
+    drop_export,
     find_exports,
     keep_checkpoint,
+    keep_export,
 )
 from tuner.config import Settings
 from tuner.entities import Observation, Study
@@ -134,6 +136,7 @@ class StudyManager:
         self.active: dict[int, ActiveTrial] = {}
         #: Claims cut short by a database error: (run id, study, Optuna trial number or None).
         self._abandoned: list[tuple[int, Study, int | None]] = []
+        self._unrunnable: set[int] = set()
         self._optuna: dict[int, optuna.Study] = {}
         self._last_heartbeat = 0.0
         self._last_reap = 0.0
@@ -212,6 +215,15 @@ class StudyManager:
         """Fill free slots; return whether any of this manager's studies has work left."""
         more = False
         for study in studies:
+            if study.spec.trainer not in self.registry:
+                if study.id not in self._unrunnable:
+                    self._unrunnable.add(study.id)
+                    logger.warning(
+                        "study %s: trainer %r is not in this manager's registry; left to others",
+                        study.name,
+                        study.spec.trainer,
+                    )
+                continue
             if self._study_is_over(study):
                 continue
             more = True
@@ -340,6 +352,8 @@ class StudyManager:
         if code is None:
             trial.process.enforce_stop(self.settings.stop_grace_seconds)
             return
+        # Children that outlived the trainer (e.g. ones that ignored SIGTERM) go with it.
+        signal_group(trial.process.pid, signal.SIGKILL)
         self._ingest(trial)  # what was written between the poll above and the exit
         self._finish(trial, code)
         del self.active[trial.run_id]
@@ -369,7 +383,8 @@ class StudyManager:
                 logger.warning("study %s trial %d: %s", trial.study.name, trial.number, problem)
         for observation in observations:
             self._observe(trial, observation)
-        self._record_exports(trial, polled_at)
+        if self._record_exports(trial, polled_at) or observations:
+            self._keep_best_export(trial)
 
     def _observe(self, trial: ActiveTrial, obs: Observation) -> None:
         """A new objective value: keep the best checkpoint, report it, maybe prune."""
@@ -439,8 +454,7 @@ class StudyManager:
         try:
             kept = keep_checkpoint(prefix, trial.paths.kept_dir)
         except ArtifactNotFoundError as exc:
-            problem = str(exc)
-            self.db.run(lambda s: repo.add_problems(s, trial.run_id, [problem]))
+            self._add_problems(trial, [str(exc)])
             return
         relative = self.store.relative(kept)
 
@@ -453,16 +467,37 @@ class StudyManager:
         for old in self.db.run(record):
             drop_checkpoint(self.store.resolve(old.kept_path))
 
-    def _record_exports(self, trial: ActiveTrial, polled_at: float) -> None:
+    def _keep_best_export(self, trial: ActiveTrial) -> None:
+        """Keep a linked copy of the best step's export; drop copies of former best steps."""
+        best_id = trial.best.eval_step_id if trial.best else None
+        keep, drop = self.db.run(lambda s: repo.exports_to_keep(s, trial.run_id, best_id))
+        for export_id, path in keep:
+            try:
+                kept = keep_export(self.store.resolve(path), trial.paths.kept_dir)
+            except ArtifactNotFoundError as exc:
+                self._add_problems(trial, [str(exc)])
+                continue
+            self._set_export_kept(export_id, self.store.relative(kept))
+        for export_id, kept_path in drop:
+            self._set_export_kept(export_id, None)
+            drop_export(self.store.resolve(kept_path))
+
+    def _add_problems(self, trial: ActiveTrial, problems: list[str]) -> None:
+        self.db.run(lambda s: repo.add_problems(s, trial.run_id, problems))
+
+    def _set_export_kept(self, export_id: int, kept_path: str | None) -> None:
+        self.db.run(lambda s: repo.set_export_kept(s, export_id, kept_path))
+
+    def _record_exports(self, trial: ActiveTrial, polled_at: float) -> bool:
         """Record new exports; one written after the event poll waits for the next tick, so
         that the eval step it belongs to has been read first."""
         found = [e for e in find_exports(trial.paths.output_dir) if e.written_at < polled_at]
         if not found:
-            return
+            return False
         known = self.db.run(lambda s: repo.known_exports(s, trial.run_id))
         new = [e for e in found if (e.exporter, e.version) not in known]
         if not new:
-            return
+            return False
 
         def record(session: Any) -> None:
             for export in new:
@@ -476,6 +511,7 @@ class StudyManager:
                 )
 
         self.db.run(record)
+        return True
 
     def _finish(self, trial: ActiveTrial, code: int) -> None:
         """Decide and record the trial's outcome, and tell Optuna.

@@ -249,8 +249,18 @@ class PrunerSpec(_Model):
     min_resource: int | Literal["auto"] = "auto"
     max_resource: int | Literal["auto"] = "auto"
     reduction_factor: int = Field(default=3, ge=2)
-    #: Report only every Nth eval to the pruner (median, percentile).
+    #: Median, percentile: prune only at the first eval in each window of this many global
+    #: steps (every eval is reported; this thins out the decisions).
     interval_steps: int = Field(default=1, ge=1)
+
+    @field_validator("min_resource", "max_resource", mode="before")
+    @classmethod
+    def _resource(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError("must be a whole number >= 1 (global steps), or 'auto'")
+        return value
 
 
 class HyperparameterSpec(_Model):
@@ -315,7 +325,7 @@ class StudySpec(_Model):
     args: list[str] = Field(default_factory=list)
     output_dir_flag: str = "--job-dir"
     objective: ObjectiveMode = ObjectiveMode.BEST
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, lt=2**32)
     eval_dirs: list[str] = Field(default_factory=lambda: ["eval", "eval_*"], min_length=1)
     early_stopping: PrunerSpec | None = None
     hyperparameters: HyperparameterSpec
@@ -340,6 +350,8 @@ class StudySpec(_Model):
     @classmethod
     def _eval_dirs_stay_inside(cls, value: list[str]) -> list[str]:
         for pattern in value:
+            if not pattern.strip():
+                raise ValueError("patterns must not be empty")
             if pattern.startswith(("/", "\\")) or ".." in Path(pattern).parts:
                 raise ValueError(f"{pattern!r} must be relative to the trial's output dir")
         return value

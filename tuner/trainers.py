@@ -1,8 +1,9 @@
 """The server-side trainer registry: the only source of commands the tuner ever runs.
 
 A spec names a trainer; the registry (a YAML file chosen by whoever runs the server) says what
-that name runs. Nothing a client sends becomes part of a command except hyperparameter values,
-each passed as one `--name=value` argument (no shell is involved).
+that name runs. What a client sends reaches the command only as arguments to that program (the
+spec's fixed `args`, one `--name=value` per hyperparameter, the output-dir flag), each one argv
+element; no shell is involved, so nothing a client sends can choose the program.
 
 ```yaml
 trainers:

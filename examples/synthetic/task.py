@@ -13,6 +13,7 @@ import argparse
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-checkpoint-max", type=int, default=2)
     parser.add_argument("--step-seconds", type=float, default=0.0, help="sleep per eval step")
     parser.add_argument("--export", action="store_true", help="export after every eval")
+    parser.add_argument(
+        "--exports-to-keep", type=int, default=0, help="delete older exports (0: keep all)"
+    )
     parser.add_argument("--tag", default="rmse", help="tag of the main metric")
     parser.add_argument("--crash-at-step", type=int, default=-1)
     parser.add_argument("--nan-at-step", type=int, default=-1)
@@ -126,7 +130,13 @@ def main(argv: list[str] | None = None) -> int:
                 version = int(time.time())
                 export_dir = job_dir / "export" / "latest" / str(version)
             export_dir.mkdir(parents=True)
+            (export_dir / "variables").mkdir()
+            (export_dir / "variables" / "variables.index").write_text(f"step {step}\n")
             (export_dir / "saved_model.pb").write_text(f"step {step}\n")
+            if args.exports_to_keep:
+                versions = sorted(export_dir.parent.iterdir(), key=lambda p: int(p.name))
+                for old in versions[: -args.exports_to_keep]:
+                    shutil.rmtree(old)
         print(f"step {step}: {args.tag}={loss:.5f}", flush=True)
     writer.close()
     return 0

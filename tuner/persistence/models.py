@@ -163,6 +163,9 @@ class ExportRow(Base):
     version: Mapped[str] = mapped_column(String(64))
     #: Relative to the artifact root.
     path: Mapped[str] = mapped_column(Text)
+    #: A hard-linked copy out of the exporter's own clean-up (`exports_to_keep`), kept while
+    #: this export belongs to the trial's best step; relative to the artifact root.
+    kept_path: Mapped[str | None] = mapped_column(Text)
     eval_step_id: Mapped[int | None] = mapped_column(
         ForeignKey("tuner_eval_steps.id", ondelete="SET NULL")
     )

@@ -469,6 +469,24 @@ def add_export(
     )
 
 
+def exports_to_keep(
+    session: Session, run_id: int, best_step_id: int | None
+) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """(exports of the best step not yet kept, kept copies of other steps), as (id, path)."""
+    rows = session.execute(
+        select(ExportRow.id, ExportRow.path, ExportRow.kept_path, ExportRow.eval_step_id).where(
+            ExportRow.run_id == run_id
+        )
+    ).all()
+    keep = [(i, p) for i, p, k, step in rows if step == best_step_id and k is None]
+    drop = [(i, k) for i, _, k, step in rows if step != best_step_id and k is not None]
+    return keep, drop
+
+
+def set_export_kept(session: Session, export_id: int, kept_path: str | None) -> None:
+    session.execute(update(ExportRow).where(ExportRow.id == export_id).values(kept_path=kept_path))
+
+
 def exports(session: Session, run_id: int) -> list[Export]:
     rows = session.execute(
         select(ExportRow, EvalStepRow.step)
@@ -477,7 +495,8 @@ def exports(session: Session, run_id: int) -> list[Export]:
         .order_by(ExportRow.version, ExportRow.exporter)
     ).all()
     return [
-        Export(exporter=e.exporter, version=e.version, path=e.path, step=step) for e, step in rows
+        Export(exporter=e.exporter, version=e.version, path=e.kept_path or e.path, step=step)
+        for e, step in rows
     ]
 
 
