@@ -170,14 +170,7 @@ def _run_manager(
     view: bool,
 ) -> None:
     manager = StudyManager(backend, registry, settings, slots=slots, studies=[study_name])
-    stop = {"signal": 0}
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stop["signal"] = signum
-        manager.stop_requested()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with _stop_on_signals(manager) as stop:
         if view and console.is_terminal:
             with Live(console=console, refresh_per_second=2, transient=False) as live:
 
@@ -187,20 +180,44 @@ def _run_manager(
                         counts = repo.trial_counts(session, study.id)
                         rows, _ = repo.leaderboard(session, study, limit=20)
                     live.update(live_view(study, counts, rows))
-                    return bool(stop["signal"])
+                    return stop()
 
                 manager.run(should_stop=refresh)
         else:
-            manager.run(should_stop=lambda: bool(stop["signal"]))
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if stop["signal"]:
+            manager.run(should_stop=stop)
+    if stop.received:
         err.print(
-            f"interrupted ({signal.Signals(stop['signal']).name}); running trials stopped. "
+            f"interrupted ({signal.Signals(stop.received).name}); running trials stopped. "
             "Run the same command again to resume."
         )
         raise typer.Exit(130)
+
+
+class _SignalStop:
+    """Set by SIGINT/SIGTERM; asks the manager's trials to stop at once."""
+
+    def __init__(self, manager: StudyManager) -> None:
+        self.manager = manager
+        self.received = 0
+
+    def handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.received = signum
+        self.manager.stop_requested()
+
+    def __call__(self) -> bool:
+        return bool(self.received)
+
+
+@contextmanager
+def _stop_on_signals(manager: StudyManager) -> Iterator[_SignalStop]:
+    """While inside, SIGINT and SIGTERM stop the manager cleanly instead of killing it."""
+    stop = _SignalStop(manager)
+    previous = {s: signal.signal(s, stop.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @app.command()
@@ -337,17 +354,10 @@ def worker(
     manager = StudyManager(
         backend, _registry(settings), settings, slots=slots, studies=study or None
     )
-    stop = {"signal": 0}
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stop["signal"] = signum
-        manager.stop_requested()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
     err.print(f"worker {manager.worker_id}: {slots} slot(s); Ctrl-C stops its trials")
     try:
-        manager.run(until_done=False, should_stop=lambda: bool(stop["signal"]))
+        with _stop_on_signals(manager) as stop:
+            manager.run(until_done=False, should_stop=stop)
     finally:
         backend.close()
 

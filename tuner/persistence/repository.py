@@ -382,6 +382,11 @@ def eval_steps(session: Session, run_id: int) -> list[EvalStep]:
         .where(EvalStepRow.run_id == run_id)
         .order_by(EvalStepRow.step, EvalStepRow.eval_name)
     ).all()
+    return _with_metrics(session, list(step_rows))
+
+
+def _with_metrics(session: Session, step_rows: list[EvalStepRow]) -> list[EvalStep]:
+    """Eval steps as entities, with every metric of each (one query for all of them)."""
     metrics: dict[int, dict[str, float]] = {r.id: {} for r in step_rows}
     if step_rows:
         for step_id, tag, value in session.execute(
@@ -752,28 +757,8 @@ def eval_steps_after(
         .order_by(EvalStepRow.id)
         .limit(limit)
     ).all()
-    if not rows:
-        return []
-    ids = [step.id for step, _ in rows]
-    metrics: dict[int, dict[str, float]] = {i: {} for i in ids}
-    for step_id, tag, value in session.execute(
-        select(EvalMetricRow.eval_step_id, EvalMetricRow.tag, EvalMetricRow.value).where(
-            EvalMetricRow.eval_step_id.in_(ids)
-        )
-    ):
-        metrics[step_id][tag] = math.nan if value is None else float(value)
+    steps = _with_metrics(session, [step for step, _ in rows])
     return [
-        (
-            step.id,
-            int(number or 0),
-            EvalStep(
-                id=step.id,
-                eval_name=step.eval_name,
-                step=step.step,
-                wall_time=step.wall_time,
-                checkpoint_path=step.checkpoint_path,
-                metrics=metrics[step.id],
-            ),
-        )
-        for step, number in rows
+        (step.id, int(number or 0), entity)
+        for (step, number), entity in zip(rows, steps, strict=True)
     ]
