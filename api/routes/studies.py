@@ -42,11 +42,8 @@ SPEC_BODY = {
 def overview(backend: Backend, study: Study, warnings: list[str] | None = None) -> StudyPublic:
     with backend.db.session() as session:
         counts = repo.trial_counts(session, study.id)
-        best_run = repo.best_completed_run(session, study)
-        best = None
-        if best_run is not None and best_run.number is not None:
-            rows, _ = repo.leaderboard(session, study, state="COMPLETED", limit=1)
-            best = rows[0] if rows else None
+        rows, _ = repo.leaderboard(session, study, state="COMPLETED", limit=1)
+    best = rows[0] if rows and rows[0].objective is not None else None
     return StudyPublic.build(study, counts, best, warnings)
 
 
