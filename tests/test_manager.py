@@ -303,3 +303,20 @@ def test_stopped_study_stops_its_trials_and_resume_finishes_budget(backend, regi
     # the stopped trial's params were run again first
     assert runs[1].params == first_params
     assert json.dumps(runs[1].params) == json.dumps(first_params)
+
+
+def test_leaderboard_pages_in_the_goals_direction(backend, registry, settings):
+    spec = make_spec(
+        args=["--train-steps=20", "--eval-every-steps=20"], maxTrials=4, goal="MAXIMIZE"
+    )
+    run_study(backend, registry, settings, spec)
+    with backend.db.session() as s:
+        study = repo.get_study(s, "s")
+        rows, total = repo.leaderboard(s, study)
+        pages = [repo.leaderboard(s, study, limit=1, offset=i)[0] for i in range(5)]
+        best = repo.best_completed_run(s, study)
+    objectives = [r.objective for r in rows]
+    assert total == 4 and objectives == sorted(objectives, reverse=True)
+    assert [p[0].number for p in pages[:4]] == [r.number for r in rows]
+    assert pages[4] == []
+    assert best is not None and best.number == rows[0].number

@@ -407,6 +407,9 @@ class StudyManager:
                 trial.run_id,
                 best_step_id=trial.best.eval_step_id if trial.best else None,
                 objective_step_id=objective.eval_step_id if objective else None,
+                objective_rank=repo.objective_rank(
+                    objective.value if objective else None, trial.spec.goal
+                ),
             )
         )
         self._emit(

@@ -73,6 +73,7 @@ class TrialRunRow(Base):
         CheckConstraint(_in("state", TRIAL_STATES), name="state"),
         UniqueConstraint("study_id", "number", name="uq_tuner_trial_runs_study_number"),
         Index("ix_tuner_trial_runs_study_state", "study_id", "state"),
+        Index("ix_tuner_trial_runs_study_rank", "study_id", "objective_rank", "number"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -99,6 +100,10 @@ class TrialRunRow(Base):
     best_step_id: Mapped[int | None] = mapped_column(Integer)
     #: The eval step whose value is the trial's objective (the best or the last, per spec).
     objective_step_id: Mapped[int | None] = mapped_column(Integer)
+    #: The objective step's value as a sort key, smaller is better (negated when the goal is
+    #: MAXIMIZE); null without a finite objective. Kept with `objective_step_id`, indexed with
+    #: the study so that a leaderboard page or the best trial costs its rows, not the study's.
+    objective_rank: Mapped[float | None] = mapped_column(Float)
 
     study: Mapped[StudyRow] = relationship(back_populates="runs")
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, select, update
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -356,13 +356,29 @@ def checkpoint_path_of(session: Session, eval_step_id: int) -> str | None:
     return session.scalar(select(EvalStepRow.checkpoint_path).where(EvalStepRow.id == eval_step_id))
 
 
+def objective_rank(value: float | None, goal: Goal) -> float | None:
+    """An objective as a sort key, smaller is better; None (ranked last) for none or NaN."""
+    if value is None or math.isnan(value):
+        return None
+    return -value if goal is Goal.MAXIMIZE else value
+
+
 def set_objective_steps(
-    session: Session, run_id: int, *, best_step_id: int | None, objective_step_id: int | None
+    session: Session,
+    run_id: int,
+    *,
+    best_step_id: int | None,
+    objective_step_id: int | None,
+    objective_rank: float | None,
 ) -> None:
     session.execute(
         update(TrialRunRow)
         .where(TrialRunRow.id == run_id)
-        .values(best_step_id=best_step_id, objective_step_id=objective_step_id)
+        .values(
+            best_step_id=best_step_id,
+            objective_step_id=objective_step_id,
+            objective_rank=objective_rank,
+        )
     )
 
 
@@ -516,7 +532,18 @@ def leaderboard(
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[LeaderboardRow], int]:
-    """Trials sorted by objective in the goal's direction (trials without one last)."""
+    """Trials sorted by objective in the goal's direction (trials without one last).
+
+    Ranked trials come from the (study, objective_rank, number) index in order, then the
+    unranked ones by number: a page reads its own rows, whatever the study's size.
+    """
+    filters = [TrialRunRow.study_id == study.id, TrialRunRow.number.is_not(None)]
+    if state:
+        filters.append(TrialRunRow.state == state)
+    rank = TrialRunRow.objective_rank
+    total, ranked = session.execute(
+        select(func.count(TrialRunRow.id), func.count(rank)).where(*filters)
+    ).one()
     objective = aliased(EvalMetricRow)
     best = aliased(EvalStepRow)
     last_step = (
@@ -525,10 +552,8 @@ def leaderboard(
         .correlate(TrialRunRow)
         .scalar_subquery()
     )
-    value = objective.value
-    order = value.desc() if study.spec.goal is Goal.MAXIMIZE else value.asc()
-    query = (
-        select(TrialRunRow, value, best.step, last_step)
+    page = (
+        select(TrialRunRow, objective.value, best.step, last_step)
         .outerjoin(
             objective,
             and_(
@@ -537,19 +562,23 @@ def leaderboard(
             ),
         )
         .outerjoin(best, best.id == TrialRunRow.best_step_id)
-        .where(TrialRunRow.study_id == study.id, TrialRunRow.number.is_not(None))
+        .where(*filters)
     )
-    count = select(func.count(TrialRunRow.id)).where(
-        TrialRunRow.study_id == study.id, TrialRunRow.number.is_not(None)
-    )
-    if state:
-        query = query.where(TrialRunRow.state == state)
-        count = count.where(TrialRunRow.state == state)
-    query = (
-        query.order_by(case((value.is_(None), 1), else_=0), order, TrialRunRow.number)
-        .limit(limit)
-        .offset(offset)
-    )
+    found: list[Any] = []
+    if offset < ranked:
+        found += session.execute(
+            page.where(rank.is_not(None))
+            .order_by(rank, TrialRunRow.number)
+            .limit(limit)
+            .offset(offset)
+        ).all()
+    if len(found) < limit and offset + len(found) < total:
+        found += session.execute(
+            page.where(rank.is_(None))
+            .order_by(TrialRunRow.number)
+            .limit(limit - len(found))
+            .offset(max(0, offset - ranked))
+        ).all()
     rows = [
         LeaderboardRow(
             number=int(run.number),
@@ -562,9 +591,9 @@ def leaderboard(
             ended_at=_aware(run.ended_at) if run.ended_at else None,
             failure_reason=run.failure_reason,
         )
-        for run, obj, best_step, last in session.execute(query).all()
+        for run, obj, best_step, last in found
     ]
-    return rows, int(session.scalar(count) or 0)
+    return rows, int(total or 0)
 
 
 def objective_value(session: Session, run: TrialRun, tag: str) -> float | None:
@@ -579,23 +608,15 @@ def objective_value(session: Session, run: TrialRun, tag: str) -> float | None:
 
 
 def best_completed_run(session: Session, study: Study) -> TrialRun | None:
-    value = EvalMetricRow.value
-    order = value.desc() if study.spec.goal is Goal.MAXIMIZE else value.asc()
+    rank = TrialRunRow.objective_rank
     row = session.scalar(
         select(TrialRunRow)
-        .join(
-            EvalMetricRow,
-            and_(
-                EvalMetricRow.eval_step_id == TrialRunRow.objective_step_id,
-                EvalMetricRow.tag == study.spec.metric_tag,
-            ),
-        )
         .where(
             TrialRunRow.study_id == study.id,
             TrialRunRow.state == "COMPLETED",
-            value.is_not(None),
+            rank.is_not(None),
         )
-        .order_by(order, TrialRunRow.number)
+        .order_by(rank, TrialRunRow.number)
         .limit(1)
     )
     return _run(row) if row else None
