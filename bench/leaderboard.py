@@ -4,10 +4,11 @@ A study of `--trials` finished trials (10,000 by default), each with `--steps` e
 metrics (one of them the objective tag), is written straight into a fresh database: the study by
 `tuner.studies.submit_study`, Optuna's trials by `Study.add_trials`, and the tuner's rows
 (`tuner_trial_runs` with `best_step_id`/`objective_step_id`, `tuner_eval_steps`,
-`tuner_eval_metrics`, the kept checkpoint, exports, event-file offsets) by bulk inserts of what the
-study manager writes for a completed trial. The leaderboard and the best trial are then computed
-by the real code paths, through a real server (`tuner serve --slots 0` in a subprocess, uvicorn on
-a loopback port, a read token from `tuner token create`) and a keep-alive httpx client:
+`tuner_eval_metrics`, the kept checkpoint, exports with the best one's kept copy, event-file
+offsets) by bulk inserts of what the study manager writes for a completed trial. The leaderboard
+and the best trial are then computed by the real code paths, through a real server (`tuner serve
+--slots 0` in a subprocess, uvicorn on a loopback port, a read token from `tuner token create`)
+and a keep-alive httpx client:
 
 - `GET /api/v1/studies/{name}/trials?limit=50`: the leaderboard's first page;
 - `GET /api/v1/studies/{name}/best`: the best completed trial, its step, checkpoint and exports.
@@ -47,13 +48,14 @@ from typing import Any
 import httpx
 import optuna
 import psycopg
-from sqlalchemy import Connection, Engine, bindparam, event, insert, select, text, update
+from sqlalchemy import Connection, Engine, Table, bindparam, event, insert, select, text, update
 from sqlalchemy.engine import make_url
 
 from tuner import sampling
 from tuner import studies as study_ops
 from tuner.persistence import repository as repo
 from tuner.persistence.models import (
+    Base,
     CheckpointRow,
     EvalMetricRow,
     EvalStepRow,
@@ -199,6 +201,11 @@ def add_optuna_trials(
     return {t.number: t._trial_id for t in frozen}
 
 
+def table(row_class: type[Base]) -> Table:
+    """The core table of an ORM class, for bulk inserts."""
+    return Base.metadata.tables[row_class.__tablename__]
+
+
 def insert_tuner_rows(
     conn: Connection,
     study_id: int,
@@ -208,13 +215,13 @@ def insert_tuner_rows(
     chunk: int,
 ) -> None:
     """The tuner's rows of completed trials, as `StudyManager` writes them (bulk inserts)."""
-    runs = TrialRunRow.__table__
-    steps_table = EvalStepRow.__table__
-    metrics_table = EvalMetricRow.__table__
+    runs = table(TrialRunRow)
+    steps_table = table(EvalStepRow)
+    metrics_table = table(EvalMetricRow)
 
-    def insert_chunked(table: Any, rows: list[dict[str, Any]]) -> None:
+    def insert_chunked(target: Table, rows: list[dict[str, Any]]) -> None:
         for begin in range(0, len(rows), chunk):
-            conn.execute(insert(table), rows[begin : begin + chunk])
+            conn.execute(insert(target), rows[begin : begin + chunk])
 
     def trial_dir(number: int) -> str:
         return f"{spec.name}/trial-{number:04d}"
@@ -296,7 +303,7 @@ def insert_tuner_rows(
         ],
     )
     insert_chunked(
-        CheckpointRow.__table__,
+        table(CheckpointRow),
         [
             {
                 "run_id": run_ids[t.number],
@@ -308,22 +315,23 @@ def insert_tuner_rows(
             for t in trials
         ],
     )
+
+    def export_row(t: SyntheticTrial, step: int) -> dict[str, Any]:
+        """A `latest` export after each eval; the best step's has a kept (linked) copy."""
+        version = str(int(wall_time(t, step)) + 1)
+        kept = f"{trial_dir(t.number)}.kept/export/latest/{version}"
+        return {
+            "run_id": run_ids[t.number],
+            "exporter": "latest",
+            "version": version,
+            "path": f"{trial_dir(t.number)}/export/latest/{version}",
+            "kept_path": kept if step == t.best_step else None,
+            "eval_step_id": step_ids[run_ids[t.number], step],
+        }
+
+    insert_chunked(table(ExportRow), [export_row(t, step) for t in trials for step in t.evals])
     insert_chunked(
-        ExportRow.__table__,
-        [
-            {
-                "run_id": run_ids[t.number],
-                "exporter": "latest",
-                "version": str(int(wall_time(t, step)) + 1),
-                "path": f"{trial_dir(t.number)}/export/latest/{int(wall_time(t, step)) + 1}",
-                "eval_step_id": step_ids[run_ids[t.number], step],
-            }
-            for t in trials
-            for step in t.evals
-        ],
-    )
-    insert_chunked(
-        EventFileRow.__table__,
+        table(EventFileRow),
         [
             {
                 "run_id": run_ids[t.number],
@@ -401,6 +409,7 @@ def tuner_env(url: str, workdir: Path) -> dict[str, str]:
 
 
 def tuner_command(*args: str) -> list[str]:
+    """The tuner CLI of this checkout (run with `cwd=REPO`, so `-m` imports this checkout)."""
     return [sys.executable, "-m", "tuner.cli", *args]
 
 
@@ -408,6 +417,7 @@ def create_read_token(env: dict[str, str]) -> str:
     done = subprocess.run(
         tuner_command("token", "create", "--scope", "read", "--name", "bench"),
         env=env,
+        cwd=REPO,
         check=True,
         capture_output=True,
         text=True,
@@ -424,6 +434,7 @@ def running_server(env: dict[str, str], log_path: Path) -> Iterator[str]:
         process = subprocess.Popen(
             tuner_command("serve", "--slots", "0", "--host", "127.0.0.1", "--port", str(port)),
             env=env,
+            cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -479,38 +490,62 @@ class Timing:
         return percentile(self.samples_ms, 99)
 
 
+def load_average() -> float:
+    """The 1-minute load average (other work on the machine skews every figure)."""
+    return os.getloadavg()[0]
+
+
 def timed(work: Callable[[], object]) -> float:
     start = time.perf_counter()
     work()
     return (time.perf_counter() - start) * 1000
 
 
-def measure_http(
-    base: str, token: str, *, requests: int, warmup: int
-) -> tuple[Timing, Timing, dict[str, Any], dict[str, Any]]:
-    """Leaderboard and best requests, alternating so that drift hits both alike."""
-    board_url = f"/api/v1/studies/{STUDY}/trials"
-    best_url = f"/api/v1/studies/{STUDY}/best"
-    board = Timing(f"GET .../trials?limit={PAGE}")
-    best = Timing("GET .../best")
+@dataclass
+class HttpResult:
+    board: Timing
+    best: Timing
+    overview: Timing
+    board_body: dict[str, Any]
+    best_body: dict[str, Any]
+    overview_body: dict[str, Any]
+
+
+def measure_http(base: str, token: str, *, requests: int, warmup: int) -> HttpResult:
+    """Leaderboard, best and study requests, interleaved so that drift hits all alike."""
+    paths = {
+        "board": (f"/api/v1/studies/{STUDY}/trials", {"limit": PAGE}),
+        "best": (f"/api/v1/studies/{STUDY}/best", {}),
+        "overview": (f"/api/v1/studies/{STUDY}", {}),
+    }
+    timings = {
+        "board": Timing(f"GET .../trials?limit={PAGE}"),
+        "best": Timing("GET .../best"),
+        "overview": Timing("GET /api/v1/studies/{name} (not a target)"),
+    }
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
 
-        def get_board() -> httpx.Response:
-            return client.get(board_url, params={"limit": PAGE}).raise_for_status()
+        def getter(key: str) -> Callable[[], httpx.Response]:
+            path, params = paths[key]
+            return lambda: client.get(path, params=params).raise_for_status()
 
-        def get_best() -> httpx.Response:
-            return client.get(best_url).raise_for_status()
-
+        calls = {key: getter(key) for key in paths}
         for _ in range(warmup):
-            get_board()
-            get_best()
+            for call in calls.values():
+                call()
         for _ in range(requests):
-            board.samples_ms.append(timed(get_board))
-            best.samples_ms.append(timed(get_best))
-        board_body: dict[str, Any] = get_board().json()
-        best_body: dict[str, Any] = get_best().json()
-    return board, best, board_body, best_body
+            for key, call in calls.items():
+                timings[key].samples_ms.append(timed(call))
+        bodies = {key: call().json() for key, call in calls.items()}
+    return HttpResult(
+        board=timings["board"],
+        best=timings["best"],
+        overview=timings["overview"],
+        board_body=bodies["board"],
+        best_body=bodies["best"],
+        overview_body=bodies["overview"],
+    )
 
 
 def top_by_value(trials: Sequence[optuna.trial.FrozenTrial], n: int) -> list[int]:
@@ -606,8 +641,9 @@ def measure_in_process(
             best_model()
         counts[best.label] = len(best_sql)
         if explain:
-            # The leaderboard page and its count; the best run (the rest are per-trial lookups).
-            for statement, params in (board_sql[1], board_sql[2], best_sql[1]):
+            # Every leaderboard statement after get_study, and /best's best-run query (its
+            # other statements read the one best trial).
+            for statement, params in [*board_sql[1:], best_sql[1]]:
                 plans.append(query_plan(backend.db.engine, statement, params))
     finally:
         backend.close()
@@ -663,12 +699,10 @@ def format_table(ours: Sequence[Timing], baseline: Timing, others: Sequence[Timi
 
 
 def check_answers(
-    board: dict[str, Any],
-    best: dict[str, Any],
-    optuna_top: list[int],
-    trials: Sequence[SyntheticTrial],
+    http: HttpResult, optuna_top: list[int], trials: Sequence[SyntheticTrial]
 ) -> None:
-    """Both endpoints and Optuna must agree with the synthetic data."""
+    """The endpoints and Optuna must agree with the synthetic data."""
+    board, best = http.board_body, http.best_body
     expected = sorted(trials, key=lambda t: (t.objective, t.number))[:PAGE]
     numbers = [row["number"] for row in board["data"]]
     if board["count"] != len(trials) or numbers != [t.number for t in expected]:
@@ -678,11 +712,18 @@ def check_answers(
     top = expected[0]
     if best["number"] != top.number or best["step"] != top.best_step:
         raise RuntimeError(f"/best says trial {best['number']} step {best['step']}")
-    if best["checkpoint"] is None or best["export"] is None:
-        raise RuntimeError("/best found no checkpoint or export")
+    if (
+        best["checkpoint"] is None
+        or best["export"] is None
+        or ".kept/" not in best["export"]["path"]
+    ):
+        raise RuntimeError(f"/best: checkpoint {best['checkpoint']}, export {best['export']}")
     first = board["data"][0]
     if first["bestStep"] != top.best_step or first["lastStep"] != max(top.evals):
         raise RuntimeError(f"leaderboard steps {first['bestStep']}/{first['lastStep']} are wrong")
+    overview_best = http.overview_body.get("best") or {}
+    if overview_best.get("number") != top.number:
+        raise RuntimeError(f"the study overview's best is {overview_best}")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -765,27 +806,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         env = tuner_env(url, workdir)
         token = create_read_token(env)
+        loads = [load_average()]
         with running_server(env, workdir / "server.log") as base:
-            board, best, board_body, best_body = measure_http(
-                base, token, requests=args.requests, warmup=args.warmup
-            )
+            http = measure_http(base, token, requests=args.requests, warmup=args.warmup)
+        loads.append(load_average())
         print("HTTP done; Optuna baselines...", file=sys.stderr)
         baselines, optuna_top = measure_optuna(url, args.baseline_repeats)
         in_process, statements, plans = measure_in_process(
             url, args.in_process_repeats, args.explain
         )
-        check_answers(board_body, best_body, optuna_top, trials)
+        loads.append(load_average())
+        check_answers(http, optuna_top, trials)
 
+    ours = [http.board, http.best, http.overview]
     print(f"\n{info}\n")
-    print(format_table([board, best], baselines[0], [*baselines[1:], *in_process]))
+    print(format_table(ours, baselines[0], [*baselines[1:], *in_process]))
     print(
         f"\nHTTP: `tuner serve --slots 0` (uvicorn, 1 process) on loopback, one keep-alive httpx "
-        f"client, {args.requests} requests per endpoint alternating, after {args.warmup} warm-ups;"
+        f"client, {args.requests} requests per endpoint interleaved, after {args.warmup} warm-ups;"
         f"\na read token is checked on every request. Optuna and in-process rows: this process."
         f"\nbaseline/ours: p50 and p99 of {baselines[0].label!r} over ours."
+        f"\n1-minute load average before HTTP, after HTTP, at the end: "
+        + ", ".join(f"{load:.2f}" for load in loads)
     )
     print("SQL statements per call: " + ", ".join(f"{k}: {v}" for k, v in statements.items()))
-    missed = [t.label for t in (board, best) if t.p99 >= TARGET_P99_MS]
+    missed = [t.label for t in (http.board, http.best) if t.p99 >= TARGET_P99_MS]
     verdict = "MISSED by " + ", ".join(missed) if missed else "met"
     print(f"target p99 < {TARGET_P99_MS:.0f} ms for both endpoints: {verdict}")
     for plan in plans:
