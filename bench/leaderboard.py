@@ -292,13 +292,22 @@ def insert_tuner_rows(
             for tag, value in values.items()
         ],
     )
-    # The objective is the best step (spec objective BEST): both pointers name it.
+    # The objective is the best step (spec objective BEST): both pointers name it, and the
+    # sort key is its value (MINIMIZE), as the manager writes them.
     conn.execute(
         update(runs)
         .where(runs.c.id == bindparam("run"))
-        .values(best_step_id=bindparam("best"), objective_step_id=bindparam("best")),
+        .values(
+            best_step_id=bindparam("best"),
+            objective_step_id=bindparam("best"),
+            objective_rank=bindparam("rank"),
+        ),
         [
-            {"run": run_ids[t.number], "best": step_ids[run_ids[t.number], t.best_step]}
+            {
+                "run": run_ids[t.number],
+                "best": step_ids[run_ids[t.number], t.best_step],
+                "rank": t.evals[t.best_step][OBJECTIVE],
+            }
             for t in trials
         ],
     )
