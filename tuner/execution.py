@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import time
@@ -57,6 +58,7 @@ class TrialProcess:
         self._popen = popen
         self.stop_requested_at: float | None = None
         self.killed = False
+        self._exit_fd: int | None = None
 
     @classmethod
     def start(cls, command: TrialCommand, log_path: Path) -> TrialProcess:
@@ -78,7 +80,26 @@ class TrialProcess:
         return self._popen.pid
 
     def poll(self) -> int | None:
-        return self._popen.poll()
+        code = self._popen.poll()
+        if code is not None and self._exit_fd is not None:
+            os.close(self._exit_fd)
+            self._exit_fd = None
+        return code
+
+    def exit_fd(self) -> int | None:
+        """A file descriptor that becomes readable when the process exits (Linux pidfd).
+
+        Lets the manager sleep until a trial ends instead of noticing it a poll interval later.
+        None where pidfds are not available, or once the process has been reaped.
+        """
+        if self._exit_fd is None and self._popen.returncode is None:
+            pidfd_open = getattr(os, "pidfd_open", None)
+            if pidfd_open is not None:
+                try:
+                    self._exit_fd = pidfd_open(self.pid)
+                except OSError:
+                    return None
+        return self._exit_fd
 
     def request_stop(self) -> bool:
         """Send SIGTERM to the process group (once); `enforce_stop` kills it after the grace.
@@ -113,6 +134,16 @@ class TrialProcess:
         finally:
             # Children that ignored SIGTERM but outlived the leader are killed too.
             signal_group(self.pid, signal.SIGKILL)
+            self.poll()
+
+
+def wait_for_exit(processes: list[TrialProcess], timeout: float) -> None:
+    """Sleep up to `timeout` seconds, waking as soon as one of `processes` exits."""
+    fds = [fd for fd in (p.exit_fd() for p in processes) if fd is not None]
+    if not fds:
+        time.sleep(timeout)
+        return
+    select.select(fds, [], [], timeout)
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> bool:

@@ -44,6 +44,7 @@ from tuner.execution import (
     process_exists,
     signal_group,
     tail_lines,
+    wait_for_exit,
 )
 from tuner.metrics import CheckpointPathValue, EvalDirWatcher, ScalarValue
 from tuner.persistence import is_unavailable
@@ -87,6 +88,7 @@ class ActiveTrial:
     #: Values read but not yet stored (the database was unavailable): stored on the next tick.
     pending_values: list[ScalarValue | CheckpointPathValue] = field(default_factory=list)
     pending_offsets: dict[str, int] = field(default_factory=dict)
+    has_exports: bool = False
     #: The outcome once decided (state, reason, objective, event-file problems).
     decision: tuple[str, str | None, float | None, list[str]] | None = None
     #: Writes of the outcome already done (so a retried `_finish` does them once).
@@ -155,7 +157,10 @@ class StudyManager:
                 busy = self.tick()
                 if until_done and not busy and not self.active:
                     break
-                time.sleep(self.settings.poll_interval)
+                # Wakes early when a trial exits, so the next one starts at once.
+                wait_for_exit(
+                    [t.process for t in self.active.values()], self.settings.poll_interval
+                )
         finally:
             self.shutdown()
 
@@ -169,9 +174,9 @@ class StudyManager:
             self._clean_abandoned()
             for trial in list(self.active.values()):
                 self._service(trial)
-            running = self._running_studies()
+            running, counts = self.db.run(self._running_studies_and_counts)
             self._stop_trials_of_inactive_studies(running)
-            more = self._launch(running)
+            more = self._launch(running, counts)
             if time.monotonic() - self._last_heartbeat >= HEARTBEAT_EVERY:
                 self.db.run(lambda s: repo.heartbeat(s, list(self.active)))
                 self._last_heartbeat = time.monotonic()
@@ -208,10 +213,13 @@ class StudyManager:
 
     # -- launching -------------------------------------------------------------------------------
 
-    def _running_studies(self) -> list[Study]:
-        return self.db.run(lambda s: repo.running_studies(s, self.study_names))
+    def _running_studies_and_counts(
+        self, session: Any
+    ) -> tuple[list[Study], dict[int, dict[str, int]]]:
+        studies = repo.running_studies(session, self.study_names)
+        return studies, {s.id: repo.trial_counts(session, s.id) for s in studies}
 
-    def _launch(self, studies: list[Study]) -> bool:
+    def _launch(self, studies: list[Study], counts: dict[int, dict[str, int]]) -> bool:
         """Fill free slots; return whether any of this manager's studies has work left."""
         more = False
         for study in studies:
@@ -224,7 +232,7 @@ class StudyManager:
                         study.spec.trainer,
                     )
                 continue
-            if self._study_is_over(study):
+            if self._study_is_over(study, counts[study.id]):
                 continue
             more = True
             while len(self.active) < self.slots and not self._stopping:
@@ -232,9 +240,8 @@ class StudyManager:
                     break
         return more
 
-    def _study_is_over(self, study: Study) -> bool:
+    def _study_is_over(self, study: Study, counts: dict[str, int]) -> bool:
         """End a study whose budget is spent or whose failures reached the limit."""
-        counts = self.db.run(lambda s: repo.trial_counts(s, study.id))
         spec = study.spec
         failed = counts.get("FAILED", 0)
         completed = counts.get("COMPLETED", 0) + counts.get("PRUNED", 0)
@@ -383,7 +390,10 @@ class StudyManager:
                 logger.warning("study %s trial %d: %s", trial.study.name, trial.number, problem)
         for observation in observations:
             self._observe(trial, observation)
-        if self._record_exports(trial, polled_at) or observations:
+        if self._record_exports(trial, polled_at):
+            trial.has_exports = True
+            self._keep_best_export(trial)
+        elif observations and trial.has_exports:
             self._keep_best_export(trial)
 
     def _observe(self, trial: ActiveTrial, obs: Observation) -> None:
@@ -428,11 +438,13 @@ class StudyManager:
     def _report_and_maybe_prune(self, trial: ActiveTrial, obs: Observation) -> None:
         trial.reported_steps.add(obs.step)
         study = self._optuna_study(trial.study)
-        handle = optuna.trial.Trial(study, trial.optuna_trial_id)
-        handle.report(obs.value, obs.step)
+        # What `Trial.report` / `Trial.should_prune` do, without building a `Trial` (which
+        # would run the sampler's relative sampling on every report).
+        storage = self.backend.storage
+        storage.set_trial_intermediate_value(trial.optuna_trial_id, obs.step, obs.value)
         if trial.spec.pruner is None:
             return
-        prune = handle.should_prune()
+        prune = study.pruner.prune(study, storage.get_trial(trial.optuna_trial_id))
         latency = max(0.0, time.time() - obs.wall_time)
         self.prune_latencies.append(latency)
         logger.debug(
@@ -450,10 +462,9 @@ class StudyManager:
 
     def _keep_checkpoint(self, trial: ActiveTrial, obs: Observation) -> None:
         """Protect the checkpoint of a new best step from the estimator's rotation."""
-        reported = obs.checkpoint_path or self.db.run(
-            lambda s: repo.checkpoint_path_of(s, obs.eval_step_id)
-        )
-        prefix = checkpoint_prefix_for(trial.paths.output_dir, obs.step, reported)
+        # The estimator's `checkpoint_path` summary when it was read with the value, else its
+        # own naming of the step's checkpoint.
+        prefix = checkpoint_prefix_for(trial.paths.output_dir, obs.step, obs.checkpoint_path)
         try:
             kept = keep_checkpoint(prefix, trial.paths.kept_dir)
         except ArtifactNotFoundError as exc:

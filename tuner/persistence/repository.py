@@ -352,10 +352,6 @@ def save_offsets(session: Session, run_id: int, offsets: dict[str, int]) -> None
             row.offset = offset
 
 
-def checkpoint_path_of(session: Session, eval_step_id: int) -> str | None:
-    return session.scalar(select(EvalStepRow.checkpoint_path).where(EvalStepRow.id == eval_step_id))
-
-
 def objective_rank(value: float | None, goal: Goal) -> float | None:
     """An objective as a sort key, smaller is better; None (ranked last) for none or NaN."""
     if value is None or math.isnan(value):
