@@ -389,7 +389,7 @@ class Breakdown:
         for method in (
             "run",
             "tick",
-            "_running_studies",
+            "_running_studies_and_counts",
             "_launch",
             "_study_is_over",
             "_claim_and_start",
@@ -398,6 +398,7 @@ class Breakdown:
             "_observe",
             "_report_and_maybe_prune",
             "_keep_checkpoint",
+            "_keep_best_export",
             "_record_exports",
             "_finish",
             "shutdown",
@@ -411,9 +412,10 @@ class Breakdown:
             "set_pid",
             "record_eval_values",
             "set_objective_steps",
-            "checkpoint_path_of",
             "add_problems",
             "add_checkpoint",
+            "remove_checkpoints_except",
+            "known_exports",
             "finish_run",
             "heartbeat",
         ):
@@ -422,11 +424,13 @@ class Breakdown:
         self.wrap(TrialProcess, "start", "TrialProcess.start (Popen)")
         self.wrap(EvalDirWatcher, "poll", "EvalDirWatcher.poll")
         self.wrap(tuner.manager, "find_exports", "artifacts.find_exports")
+        self.wrap(tuner.manager, "wait_for_exit", "execution.wait_for_exit (idle)")
         self.wrap(tuner.manager, "tell", "studies.tell")
         self.wrap(optuna.Study, "ask", "optuna Study.ask")
         self.wrap(optuna.Study, "tell", "optuna Study.tell")
         self.wrap(optuna.trial.Trial, "__init__", "optuna Trial.__init__")
         self.wrap(optuna.trial.Trial, "report", "optuna Trial.report")
+        self.wrap(RDBStorage, "set_trial_intermediate_value", "optuna set_trial_intermediate_value")
         module = sys.modules[__name__]
         self.wrap(module, "run_trainer", "subprocess.run(trainer)")
         self.wrap(module, "read_objective", "read_objective (event file)")
