@@ -438,8 +438,8 @@ class StudyManager:
     def _report_and_maybe_prune(self, trial: ActiveTrial, obs: Observation) -> None:
         trial.reported_steps.add(obs.step)
         study = self._optuna_study(trial.study)
-        # What `Trial.report` / `Trial.should_prune` do, without building a `Trial` (which
-        # would run the sampler's relative sampling on every report).
+        # What `Trial.report` / `Trial.should_prune` do, without building a `Trial` (whose
+        # constructor re-reads the trial from storage on every report).
         storage = self.backend.storage
         storage.set_trial_intermediate_value(trial.optuna_trial_id, obs.step, obs.value)
         if trial.spec.pruner is None:
