@@ -156,12 +156,21 @@ class ExportPublic(Public):
     exporter: str
     version: str
     step: int | None
+    matched_by: str | None = Field(
+        default=None,
+        description="How the export was tied to its step: 'global_step' (read from the "
+        "export's variables) or 'write_time' (the last eval written before it).",
+    )
     path: str = Field(description="Relative to the artifact store.")
 
     @classmethod
     def build(cls, export: Export) -> ExportPublic:
         return cls(
-            exporter=export.exporter, version=export.version, step=export.step, path=export.path
+            exporter=export.exporter,
+            version=export.version,
+            step=export.step,
+            matched_by=export.matched_by,
+            path=export.path,
         )
 
 

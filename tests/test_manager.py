@@ -17,7 +17,7 @@ from tuner import studies as study_ops
 from tuner.config import Settings
 from tuner.manager import StudyManager
 from tuner.persistence import repository as repo
-from tuner.spec import StudySpec, parse_spec
+from tuner.spec import Check, StudySpec, parse_spec
 from tuner.studies import Backend
 from tuner.trainers import TrainerRegistry
 
@@ -186,8 +186,10 @@ def test_exit_zero_without_metric_fails_with_tags_seen(backend, registry, settin
     assert run.state == "FAILED"
     assert run.exit_code == 0
     reason = run.failure_reason or ""
-    assert "without writing the objective 'rmse'" in reason
-    assert "tags seen: loss, metrics/rmse" in reason  # exact tags, never prefix matches
+    assert "without reporting the objective 'rmse'" in reason
+    assert "eval dirs read: eval, eval_*" in reason
+    assert "tags seen there: loss, metrics/rmse" in reason  # exact tags, never prefix matches
+    assert "set hyperparameterMetricTag to the tag your trainer writes" in reason
     assert "step 40: metrics/rmse=" in reason  # last log lines
 
 
@@ -235,10 +237,15 @@ def test_parallel_trials_never_exceed_the_limit(backend, registry, settings):
         assert repo.trial_counts(s, repo.get_study(s, "s").id) == {"COMPLETED": 4}
 
 
-def test_corrupt_event_file_is_reported_not_fatal(backend, registry, settings, tmp_path):
+@pytest.mark.parametrize("skip", [False, True])
+def test_corrupt_event_file_fails_the_trial_not_the_manager(
+    backend, registry, settings, tmp_path, skip
+):
     spec = make_spec(
         args=["--train-steps=40", "--eval-every-steps=20", "--step-seconds=0.5"], maxTrials=1
     )
+    if skip:
+        spec = spec.model_copy(update={"skip_checks": [Check.DAMAGED_EVENTS]})
     study_ops.submit_study(backend, spec, registry)
     manager = StudyManager(backend, registry, settings, slots=1, studies=["s"])
     manager.tick()
@@ -252,8 +259,16 @@ def test_corrupt_event_file_is_reported_not_fatal(backend, registry, settings, t
     manager.shutdown()
     with backend.db.session() as s:
         (run,) = repo.runs(s, repo.get_study(s, "s").id)
-    assert run.state == "COMPLETED"
+        steps = repo.eval_steps(s, run.id)
     assert any("events.out.tfevents.0.corrupt" in p and "CRC" in p for p in run.problems)
+    assert [st.step for st in steps] == [20, 40]  # what the good file held is kept
+    if skip:
+        assert run.state == "COMPLETED", run.failure_reason
+    else:
+        assert run.state == "FAILED"
+        reason = run.failure_reason or ""
+        assert reason.startswith("[check damaged-events]")
+        assert "eval/events.out.tfevents.0.corrupt" in reason
 
 
 def test_event_offsets_are_stored_with_the_values(backend, registry, settings):

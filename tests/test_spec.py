@@ -406,7 +406,10 @@ def test_defaults() -> None:
     assert spec.max_trials == 1
     assert spec.objective is ObjectiveMode.BEST
     assert spec.output_dir_flag == "--job-dir"
-    assert spec.eval_dirs == ["eval", "eval_*"]
+    assert spec.eval_dirs is None  # found in the model dir
+    assert spec.export_dirs is None
+    assert spec.metric_source == "auto"
+    assert spec.skip_checks == []
     assert spec.args == []
     assert spec.seed is None
     assert spec.early_stopping is None

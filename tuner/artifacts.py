@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tuner.errors import ArtifactNotFoundError, UnsafePathError
 
 EXPORT_VERSION = re.compile(r"^\d+$")
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
 
 @dataclass(frozen=True)
@@ -110,11 +112,20 @@ def keep_export(export_dir: Path, kept_dir: Path) -> Path:
 
     Exporters delete old exports themselves (`exports_to_keep`); the linked copy survives.
     """
-    target = kept_dir / "export" / export_dir.parent.name / export_dir.name
-    if not export_dir.is_dir():
+    if not export_dir.is_dir() or _saved_model_file(export_dir) is None:
         raise ArtifactNotFoundError(f"{export_dir}: export not found (already cleaned up?)")
+    target = kept_dir / "export" / "/".join(export_names(export_dir))
     shutil.copytree(export_dir, target, copy_function=_link_or_copy, dirs_exist_ok=True)
     return target
+
+
+def export_names(export_dir: Path) -> tuple[str, str]:
+    """(exporter, version) of a SavedModel dir: `<exporter>/<version>/`, or a plain dir whose
+    version is its `saved_model.pb`'s write time in seconds."""
+    if EXPORT_VERSION.match(export_dir.name):
+        return export_dir.parent.name, export_dir.name
+    model_file = _saved_model_file(export_dir) or export_dir
+    return export_dir.name, str(int(model_file.stat().st_mtime))
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -135,49 +146,123 @@ def drop_checkpoint(kept_prefix: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def checkpoint_prefix_for(output_dir: Path, step: int, reported: str | None) -> Path:
-    """The checkpoint an eval step evaluated: the path the estimator reported, else its default.
+def checkpoint_prefix_for(
+    output_dir: Path, step: int, reported: str | None, *, model_dir: Path | None = None
+) -> Path | None:
+    """The checkpoint an eval step evaluated: the path the estimator reported, else a guess.
 
-    A reported path is only trusted inside the trial's output dir.
+    A reported path is only trusted inside the trial's output dir (None if it is outside). The
+    guess, when nothing was reported, is the `checkpoint` state file's entry for the step, else
+    the estimator's own naming, `<model dir>/model.ckpt-<step>`.
     """
+    out = output_dir.resolve()
     if reported:
         path = Path(reported)
         if not path.is_absolute():
-            path = output_dir / path
+            path = (model_dir or output_dir) / path
         resolved = path.resolve()
-        out = output_dir.resolve()
-        if resolved == out or out in resolved.parents:
-            return resolved
-    return output_dir.resolve() / f"model.ckpt-{step}"
+        return resolved if resolved == out or out in resolved.parents else None
+    base = (model_dir or output_dir).resolve()
+    for listed in _listed_checkpoints(base):
+        if listed.name.rsplit("-", 1)[-1] == str(step):
+            return listed
+    return base / f"model.ckpt-{step}"
 
 
-def find_exports(output_dir: Path) -> list[FoundExport]:
-    """Complete SavedModel exports under `<output>/export/<exporter>/<timestamp>/`."""
-    export_root = output_dir / "export"
+_STATE_LINE = re.compile(r'^\s*all_model_checkpoint_paths:\s*"(.*)"\s*$')
+
+
+def _listed_checkpoints(model_dir: Path) -> list[Path]:
+    """The checkpoint prefixes a `checkpoint` state file lists (relative ones under its dir)."""
+    try:
+        text = (model_dir / "checkpoint").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    listed = []
+    for line in text.splitlines():
+        match = _STATE_LINE.match(line)
+        if match:
+            path = Path(match.group(1))
+            listed.append(path if path.is_absolute() else model_dir / path)
+    return listed
+
+
+def _saved_model_file(directory: Path) -> Path | None:
+    for name in SAVED_MODEL_FILES:
+        candidate = directory / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _subdirs(directory: Path) -> list[Path]:
+    try:
+        return sorted(p for p in directory.iterdir() if p.is_dir() and not p.is_symlink())
+    except OSError:
+        return []
+
+
+def _found(exporter: str, version: str, path: Path, model_file: Path) -> FoundExport | None:
+    try:
+        written = model_file.stat().st_mtime
+    except OSError:
+        return None
+    return FoundExport(exporter, version, path, written)
+
+
+def _saved_models_in(root: Path) -> list[FoundExport]:
+    """SavedModels at `root` itself, at `root/<version>/` or at `root/<exporter>/<version>/`.
+
+    Exporters write `<version>` dirs named by a timestamp (after a `temp-<ts>` dir is renamed);
+    a SavedModel saved straight into a dir (Keras' `model.save(AIP_MODEL_DIR)`) is named by its
+    dir, with the write time of its `saved_model.pb` as its version.
+    """
     found: list[FoundExport] = []
-    if not export_root.is_dir():
-        return found
-    for exporter in sorted(p for p in export_root.iterdir() if p.is_dir()):
-        for version in sorted(p for p in exporter.iterdir() if p.is_dir()):
-            if not EXPORT_VERSION.match(version.name):
+    direct = _saved_model_file(root)
+    if direct is not None:
+        try:
+            exporter, version = export_names(root)
+        except OSError:
+            return []
+        export = _found(exporter, version, root, direct)
+        return [export] if export else []
+    for child in _subdirs(root):
+        model_file = _saved_model_file(child)
+        if model_file is not None and EXPORT_VERSION.match(child.name):
+            export = _found(root.name, child.name, child, model_file)
+            if export:
+                found.append(export)
+            continue
+        for version_dir in _subdirs(child):
+            if not EXPORT_VERSION.match(version_dir.name):
                 continue  # e.g. temp-<timestamp> while the exporter is still writing
-            for name in ("saved_model.pb", "saved_model.pbtxt"):
-                model_file = version / name
-                if model_file.is_file():
-                    written = model_file.stat().st_mtime
-                    found.append(FoundExport(exporter.name, version.name, version, written))
-                    break
+            model_file = _saved_model_file(version_dir)
+            export = (
+                _found(child.name, version_dir.name, version_dir, model_file)
+                if model_file
+                else None
+            )
+            if export:
+                found.append(export)
     return found
+
+
+def find_exports(output_dir: Path, patterns: Sequence[str] = ("export",)) -> list[FoundExport]:
+    """Complete SavedModels in the dirs that `patterns` (relative to `output_dir`) match."""
+    found: dict[Path, FoundExport] = {}
+    for pattern in patterns:
+        for root in sorted(output_dir.glob(pattern)):
+            if root.is_dir():
+                for export in _saved_models_in(root):
+                    found.setdefault(export.path, export)
+    return list(found.values())
 
 
 def copy_for_serving(export_dir: Path, destination: Path, *, model_name: str) -> Path:
     """Copy a SavedModel into TF Serving's layout: `<destination>/<model>/<version>/`."""
-    if (
-        not (export_dir / "saved_model.pb").is_file()
-        and not (export_dir / "saved_model.pbtxt").is_file()
-    ):
+    if _saved_model_file(export_dir) is None:
         raise ArtifactNotFoundError(f"{export_dir}: no saved_model.pb")
-    target = destination / model_name / export_dir.name
+    target = destination / model_name / export_names(export_dir)[1]
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(export_dir, target)

@@ -67,6 +67,8 @@ class Export:
     #: Relative to the artifact root: the kept copy when there is one, else the original.
     path: str
     step: int | None
+    #: How the export was tied to `step`: "global_step", "write_time", or None (not tied).
+    matched_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class Observation:
     checkpoint_path: str | None
     #: When the trainer wrote the value (the event's wall time).
     wall_time: float
+    #: Every metric of the eval step is exactly 0: an eval that saw no batch.
+    all_zero: bool = False
 
     @property
     def is_finite(self) -> bool:

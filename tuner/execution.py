@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuner.hypertune import METRIC_FILE
+from tuner.layout import VERTEX_MODEL_DIR
 from tuner.sampling import format_flag_value
 from tuner.trainers import Trainer
 
@@ -38,6 +40,7 @@ def build_command(
     output_dir_flag: str,
     output_dir: Path,
     trial_number: int,
+    study_name: str = "",
     base_env: Mapping[str, str] | None = None,
 ) -> TrialCommand:
     """The argv and environment of one trial."""
@@ -46,9 +49,28 @@ def build_command(
     argv.append(f"{output_dir_flag}={output_dir}")
     env = dict(os.environ if base_env is None else base_env)
     env.update(trainer.env)
-    env["TF_CONFIG"] = json.dumps({"task": {"trial": str(trial_number)}})
+    env.update(cloud_ml_environment(output_dir, trial_number=trial_number, job_id=study_name))
     env.setdefault("PYTHONUNBUFFERED", "1")
     return TrialCommand(argv=argv, env=env, cwd=trainer.working_dir)
+
+
+def cloud_ml_environment(output_dir: Path, *, trial_number: int, job_id: str) -> dict[str, str]:
+    """What AI Platform and Vertex tell a trial through its environment, inside its own dir.
+
+    `cloudml-hypertune` writes to `CLOUD_ML_HP_METRIC_FILE` (default: one file shared by the
+    whole machine), so each trial gets its own; the `AIP_*` dirs follow Vertex's layout of a
+    tuning trial (`<base output dir>/<trial>/model`, `.../checkpoints`, `.../logs`).
+    """
+    trial = str(trial_number)
+    return {
+        "TF_CONFIG": json.dumps({"task": {"trial": trial}}),
+        "CLOUD_ML_TRIAL_ID": trial,
+        "CLOUD_ML_JOB_ID": job_id,
+        "CLOUD_ML_HP_METRIC_FILE": str(output_dir / METRIC_FILE),
+        "AIP_MODEL_DIR": str(output_dir / VERTEX_MODEL_DIR),
+        "AIP_CHECKPOINT_DIR": str(output_dir / "checkpoints"),
+        "AIP_TENSORBOARD_LOG_DIR": str(output_dir / "logs"),
+    }
 
 
 class TrialProcess:

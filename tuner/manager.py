@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -34,6 +35,7 @@ from tuner.artifacts import (
     keep_checkpoint,
     keep_export,
 )
+from tuner.bundle import savedmodel_global_step
 from tuner.config import Settings
 from tuner.entities import Observation, Study
 from tuner.errors import ArtifactNotFoundError, TunerError
@@ -46,10 +48,11 @@ from tuner.execution import (
     tail_lines,
     wait_for_exit,
 )
-from tuner.metrics import CheckpointPathValue, EvalDirWatcher, ScalarValue
+from tuner.metrics import CheckpointPathValue, ScalarValue
+from tuner.outputs import TrialOutputs, describe_missing_objective
 from tuner.persistence import is_unavailable
 from tuner.persistence import repository as repo
-from tuner.spec import ObjectiveMode, StudySpec
+from tuner.spec import Check, ObjectiveMode, StudySpec
 from tuner.studies import Backend, tell
 from tuner.trainers import TrainerRegistry
 
@@ -69,8 +72,18 @@ def default_worker_id() -> str:
 
 
 @dataclass
+class KeptCheckpoint:
+    """The checkpoint kept for a trial's best step, and whether its eval named it."""
+
+    step: int
+    source: Path
+    kept: Path
+    confirmed: bool
+
+
+@dataclass
 class ActiveTrial:
-    """A trial this manager runs: its process, its event watcher, and what it has seen."""
+    """A trial this manager runs: its process, what it writes, and what it has seen."""
 
     run_id: int
     study: Study
@@ -78,11 +91,20 @@ class ActiveTrial:
     optuna_trial_id: int
     paths: TrialPaths
     process: TrialProcess
-    watcher: EvalDirWatcher
+    outputs: TrialOutputs
     objective_dir: str | None = None
     best: Observation | None = None
     last: Observation | None = None
     reported_steps: set[int] = field(default_factory=set)
+    #: Steps of objective evals whose every metric was exactly 0 (check `empty-eval`).
+    empty_steps: list[int] = field(default_factory=list)
+    #: Whether an objective value came from an eval after training (global step > 0).
+    trained: bool = False
+    #: `checkpoint_path` summaries read, by (eval name, step): they may come after the metrics.
+    reported_checkpoints: dict[tuple[str, int], str] = field(default_factory=dict)
+    kept: KeptCheckpoint | None = None
+    #: Why the best step's checkpoint could not be kept yet (retried at every poll).
+    checkpoint_miss: str | None = None
     outcome: str | None = None  # PRUNED or STOPPED once decided; None while running normally
     outcome_reason: str | None = None
     #: Values read but not yet stored (the database was unavailable): stored on the next tick.
@@ -307,6 +329,7 @@ class StudyManager:
             output_dir_flag=study.spec.output_dir_flag,
             output_dir=paths.output_dir,
             trial_number=trial.number,
+            study_name=study.name,
         )
         try:
             process = TrialProcess.start(command, paths.log_path)
@@ -324,7 +347,7 @@ class StudyManager:
             optuna_trial_id=trial._trial_id,
             paths=paths,
             process=process,
-            watcher=EvalDirWatcher(paths.output_dir, study.spec.eval_dirs),
+            outputs=TrialOutputs(paths.output_dir, study.spec),
         )
         logger.info("study %s: trial %d started (pid %d)", study.name, trial.number, process.pid)
         self._emit("created", study, trial.number, {"params": params, "state": "RUNNING"})
@@ -361,16 +384,18 @@ class StudyManager:
             return
         # Children that outlived the trainer (e.g. ones that ignored SIGTERM) go with it.
         signal_group(trial.process.pid, signal.SIGKILL)
-        self._ingest(trial)  # what was written between the poll above and the exit
+        self._ingest(trial, final=True)  # what was written between the poll above and the exit
         self._finish(trial, code)
         del self.active[trial.run_id]
 
-    def _ingest(self, trial: ActiveTrial) -> None:
+    def _ingest(self, trial: ActiveTrial, *, final: bool = False) -> None:
         polled_at = time.time()
-        result = trial.watcher.poll()
+        result = trial.outputs.poll(final=final)
         trial.pending_values.extend(result.values)
         trial.pending_offsets.update(result.changed_offsets)
-        problems = [f"{p.path}: {p.reason}" for p in result.problems]
+        for value in result.values:
+            if isinstance(value, CheckpointPathValue):
+                trial.reported_checkpoints[(value.eval_name, value.step)] = value.path
         observations: list[Observation] = []
         if trial.pending_values or trial.pending_offsets:
             observations = self.db.run(
@@ -384,24 +409,41 @@ class StudyManager:
             )
             trial.pending_values = []
             trial.pending_offsets = {}
-        if problems:
-            self.db.run(lambda s: repo.add_problems(s, trial.run_id, problems))
-            for problem in problems:
+        if result.problems:
+            self._add_problems(trial, result.problems)
+            for problem in result.problems:
                 logger.warning("study %s trial %d: %s", trial.study.name, trial.number, problem)
         for observation in observations:
             self._observe(trial, observation)
-        if self._record_exports(trial, polled_at):
-            trial.has_exports = True
-            self._keep_best_export(trial)
-        elif observations and trial.has_exports:
+        self._keep_best_checkpoint(trial)
+        recorded = self._record_exports(trial, polled_at)
+        matched = bool(observations) and self.db.run(
+            lambda s: repo.match_exports_by_step(s, trial.run_id, trial.objective_dir)
+        )
+        trial.has_exports = trial.has_exports or recorded
+        if recorded or matched or (observations and trial.has_exports):
             self._keep_best_export(trial)
 
     def _observe(self, trial: ActiveTrial, obs: Observation) -> None:
         """A new objective value: keep the best checkpoint, report it, maybe prune."""
+        if not trial.outputs.accepts_objective_from(obs.eval_name):
+            return
         if trial.objective_dir is None:
             trial.objective_dir = obs.eval_name
+            trial.outputs.settle()
         if obs.eval_name != trial.objective_dir:
             return
+        if obs.all_zero and trial.spec.checks(Check.EMPTY_EVAL):
+            trial.empty_steps.append(obs.step)
+            logger.warning(
+                "study %s trial %d: eval at step %d has every metric exactly 0 (no data?); "
+                "not counted",
+                trial.study.name,
+                trial.number,
+                obs.step,
+            )
+            return
+        trial.trained = trial.trained or obs.step > 0
         if trial.last is None or obs.step >= trial.last.step:
             trial.last = obs
         improved = obs.is_finite and (
@@ -409,7 +451,6 @@ class StudyManager:
         )
         if improved:
             trial.best = obs
-            self._keep_checkpoint(trial, obs)
         objective = trial.best if trial.spec.objective is ObjectiveMode.BEST else trial.last
         self.db.run(
             lambda s: repo.set_objective_steps(
@@ -460,26 +501,51 @@ class StudyManager:
                 "study %s trial %d: pruned at step %d", trial.study.name, trial.number, obs.step
             )
 
-    def _keep_checkpoint(self, trial: ActiveTrial, obs: Observation) -> None:
-        """Protect the checkpoint of a new best step from the estimator's rotation."""
-        # The estimator's `checkpoint_path` summary when it was read with the value, else its
-        # own naming of the step's checkpoint.
-        prefix = checkpoint_prefix_for(trial.paths.output_dir, obs.step, obs.checkpoint_path)
-        try:
-            kept = keep_checkpoint(prefix, trial.paths.kept_dir)
-        except ArtifactNotFoundError as exc:
-            self._add_problems(trial, [str(exc)])
+    def _keep_best_checkpoint(self, trial: ActiveTrial) -> None:
+        """Protect the best step's checkpoint from the estimator's rotation, at every poll.
+
+        The eval's `checkpoint_path` summary names the checkpoint; it may be read a poll after
+        the metrics, so until then the estimator's own naming of the step's checkpoint is kept,
+        and replaced if the summary names another. A checkpoint not found yet is tried again.
+        """
+        best = trial.best
+        if best is None:
             return
-        relative = self.store.relative(kept)
+        reported = trial.reported_checkpoints.get((best.eval_name, best.step))
+        reported = reported or best.checkpoint_path
+        kept = trial.kept
+        if kept is not None and kept.step == best.step and (kept.confirmed or reported is None):
+            return
+        model_dir = trial.paths.output_dir / trial.outputs.layout.model_dir
+        prefix = checkpoint_prefix_for(
+            trial.paths.output_dir, best.step, reported, model_dir=model_dir
+        )
+        if prefix is None:
+            trial.checkpoint_miss = f"its checkpoint_path {reported!r} is outside the trial dir"
+            return
+        if kept is not None and kept.step == best.step and kept.source == prefix:
+            kept.confirmed = True
+            return
+        if kept is not None and kept.step == best.step:
+            drop_checkpoint(kept.kept)  # a guess that the step's summary contradicts
+            trial.kept = None
+        try:
+            kept_prefix = keep_checkpoint(prefix, trial.paths.kept_dir)
+        except ArtifactNotFoundError as exc:
+            trial.checkpoint_miss = str(exc)
+            return
+        relative = self.store.relative(kept_prefix)
 
         def record(session: Any) -> list[Any]:
             repo.add_checkpoint(
-                session, trial.run_id, step=obs.step, source_path=str(prefix), kept_path=relative
+                session, trial.run_id, step=best.step, source_path=str(prefix), kept_path=relative
             )
-            return repo.remove_checkpoints_except(session, trial.run_id, obs.step)
+            return repo.remove_checkpoints_except(session, trial.run_id, best.step)
 
         for old in self.db.run(record):
             drop_checkpoint(self.store.resolve(old.kept_path))
+        trial.kept = KeptCheckpoint(best.step, prefix, kept_prefix, confirmed=reported is not None)
+        trial.checkpoint_miss = None
 
     def _keep_best_export(self, trial: ActiveTrial) -> None:
         """Keep a linked copy of the best step's export; drop copies of former best steps."""
@@ -505,13 +571,18 @@ class StudyManager:
     def _record_exports(self, trial: ActiveTrial, polled_at: float) -> bool:
         """Record new exports; one written after the event poll waits for the next tick, so
         that the eval step it belongs to has been read first."""
-        found = [e for e in find_exports(trial.paths.output_dir) if e.written_at < polled_at]
+        patterns = trial.outputs.layout.export_patterns
+        found = [
+            e for e in find_exports(trial.paths.output_dir, patterns) if e.written_at < polled_at
+        ]
         if not found:
             return False
         known = self.db.run(lambda s: repo.known_exports(s, trial.run_id))
         new = [e for e in found if (e.exporter, e.version) not in known]
         if not new:
             return False
+
+        steps = {export.path: savedmodel_global_step(export.path) for export in new}
 
         def record(session: Any) -> None:
             for export in new:
@@ -522,6 +593,8 @@ class StudyManager:
                     version=export.version,
                     path=self.store.relative(export.path),
                     wall_time=export.written_at,
+                    global_step=steps[export.path],
+                    eval_name=trial.objective_dir,
                 )
 
         self.db.run(record)
@@ -534,8 +607,7 @@ class StudyManager:
         is either idempotent or done once.
         """
         if trial.decision is None:
-            problems = [f"{p.path}: {p.reason}" for p in trial.watcher.finish()]
-            trial.decision = (*self._outcome(trial, code), problems)
+            trial.decision = (*self._outcome(trial, code), self._final_problems(trial))
         state, reason, value, problems = trial.decision
         if problems and "problems" not in trial.recorded:
             self.db.run(lambda s: repo.add_problems(s, trial.run_id, problems))
@@ -563,6 +635,12 @@ class StudyManager:
         )
 
     def _outcome(self, trial: ActiveTrial, code: int) -> tuple[str, str | None, float | None]:
+        """The trial's state, the reason, and its objective if COMPLETED.
+
+        COMPLETED needs evidence that the trainer trained and evaluated: an exit code of 0 says
+        little (many trainers exit 0 on any error), so each check of `tuner.spec.Check` that the
+        spec does not skip must hold too.
+        """
         spec = trial.spec
         tag = spec.metric_tag
         objective = trial.best if spec.objective is ObjectiveMode.BEST else trial.last
@@ -574,14 +652,29 @@ class StudyManager:
         log_part = f"\nlast log lines:\n{log}" if log else "\n(the log is empty)"
         if code != 0:
             return "FAILED", f"trainer {describe_exit(code)}{log_part}", None
-        if trial.last is None:
-            seen = self.db.run(lambda s: repo.tags_seen(s, trial.run_id))
-            dirs = ", ".join(spec.eval_dirs)
-            tags = ", ".join(seen) if seen else "none"
+        damaged = trial.outputs.damaged.get(trial.objective_dir or "")
+        if trial.last is None and trial.empty_steps:
+            steps = ", ".join(str(step) for step in trial.empty_steps[:10])
             return (
                 "FAILED",
-                f"trainer exited 0 without writing the objective {tag!r} to its eval events "
-                f"(eval dirs {dirs}; tags seen: {tags}){log_part}",
+                f"[check {Check.EMPTY_EVAL}] every eval of {tag!r} (steps {steps}) had all its "
+                "metrics exactly 0: the eval saw no data? (an eval input, such as a file glob, "
+                f"that matches nothing); add {Check.EMPTY_EVAL!r} to skipChecks to count such "
+                f"evals{log_part}",
+                None,
+            )
+        if trial.last is None:
+            seen = self.db.run(lambda s: repo.tags_seen(s, trial.run_id))
+            hypertune = set(self.db.run(lambda s: repo.tags_seen(s, trial.run_id, "hypertune")))
+            read = [t for t in seen if t not in hypertune]
+            where = describe_missing_objective(trial.outputs, tag, hypertune, read)
+            lost = "".join(
+                f"; records were lost in {reason}" for reason in trial.outputs.damaged.values()
+            )
+            return (
+                "FAILED",
+                f"trainer exited 0 without reporting the objective {tag!r} ({where}{lost})"
+                f"{log_part}",
                 None,
             )
         if not trial.last.is_finite or objective is None:
@@ -593,7 +686,45 @@ class StudyManager:
                 f"objective {tag!r} is {bad.value} at step {bad.step}: not a finite number",
                 None,
             )
+        if not trial.trained and spec.checks(Check.UNTRAINED):
+            return (
+                "FAILED",
+                f"[check {Check.UNTRAINED}] every eval of {tag!r} is at global step 0: the "
+                "trainer never trained (a training input that matches nothing?); add "
+                f"{Check.UNTRAINED!r} to skipChecks to accept it{log_part}",
+                None,
+            )
+        if damaged is not None and spec.checks(Check.DAMAGED_EVENTS):
+            return (
+                "FAILED",
+                f"[check {Check.DAMAGED_EVENTS}] the objective's events lost records, which may "
+                f"have held its best value: {damaged}; add {Check.DAMAGED_EVENTS!r} to "
+                "skipChecks to rank the trial on what was read",
+                None,
+            )
         return "COMPLETED", None, objective.value
+
+    def _final_problems(self, trial: ActiveTrial) -> list[str]:
+        """What the trial's end shows is missing: the best step's checkpoint, export matches."""
+        problems: list[str] = []
+        best = trial.best
+        if best is not None and (trial.kept is None or trial.kept.step != best.step):
+            why = trial.checkpoint_miss or "no checkpoint was found for it"
+            problems.append(f"best step {best.step}: no checkpoint kept ({why})")
+        for exporter, version, step in self.db.run(
+            lambda s: repo.unmatched_exports(s, trial.run_id)
+        ):
+            if step is None:
+                problems.append(
+                    f"export {exporter}/{version}: not tied to an eval step (it was written "
+                    "before any eval, and its variables hold no global step)"
+                )
+            else:
+                problems.append(
+                    f"export {exporter}/{version}: made from global step {step}, which was "
+                    "never evaluated"
+                )
+        return problems
 
     def _stop_trials_of_inactive_studies(self, running: list[Study]) -> None:
         """Stop local trials of studies that were stopped (e.g. over the API) or deleted."""

@@ -304,15 +304,26 @@ class EvalDirWatcher:
         patterns: Sequence[str],
         offsets: Mapping[str, int] | None = None,
     ) -> None:
+        self._output_dir = output_dir
+        self._patterns: list[str] = []
+        self.patterns = patterns
+        self._offsets: dict[str, int] = dict(offsets or {})
+        self._readers: dict[str, EventFileReader] = {}
+        self._broken: set[str] = set()
+
+    @property
+    def patterns(self) -> list[str]:
+        """The eval dir globs, relative to the output dir (a copy)."""
+        return list(self._patterns)
+
+    @patterns.setter
+    def patterns(self, patterns: Sequence[str]) -> None:
+        """Read other dirs from now on (what was read of a file stays read)."""
         for pattern in patterns:
             parts = PurePosixPath(pattern).parts
             if not pattern or pattern.startswith(("/", "\\")) or ".." in parts:
                 raise ValueError(f"eval dir pattern must stay inside the output dir: {pattern!r}")
-        self._output_dir = output_dir
         self._patterns = list(patterns)
-        self._offsets: dict[str, int] = dict(offsets or {})
-        self._readers: dict[str, EventFileReader] = {}
-        self._broken: set[str] = set()
 
     @property
     def offsets(self) -> dict[str, int]:

@@ -105,6 +105,32 @@ class ObjectiveMode(StrEnum):
     FINAL = "final"
 
 
+class MetricSource(StrEnum):
+    """Where a trial's objective comes from."""
+
+    #: The first channel that delivers the objective tag: an eval dir or the hypertune file.
+    AUTO = "auto"
+    #: Only the estimator's eval event files.
+    EVENTS = "events"
+    #: Only the `cloudml-hypertune` metric file (`CLOUD_ML_HP_METRIC_FILE`).
+    HYPERTUNE = "hypertune"
+
+
+class Check(StrEnum):
+    """The evidence a trial must give before it may be COMPLETED; each can be skipped."""
+
+    #: An eval whose every metric is exactly 0 evaluated no batch: it is no objective value.
+    EMPTY_EVAL = "empty-eval"
+    #: Every objective value is at global step 0: the trainer never trained.
+    UNTRAINED = "untrained"
+    #: The objective's event file lost records (CRC mismatch, junk, truncation).
+    DAMAGED_EVENTS = "damaged-events"
+
+
+#: `evalDirs` of older specs, which meant what an unset `evalDirs` means now.
+DEFAULT_EVAL_DIRS = ("eval", "eval_*")
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
@@ -326,7 +352,12 @@ class StudySpec(_Model):
     output_dir_flag: str = "--job-dir"
     objective: ObjectiveMode = ObjectiveMode.BEST
     seed: int | None = Field(default=None, ge=0, lt=2**32)
-    eval_dirs: list[str] = Field(default_factory=lambda: ["eval", "eval_*"], min_length=1)
+    #: Unset: found in the estimator's model dir, wherever it is in the trial dir.
+    eval_dirs: list[str] | None = Field(default=None, min_length=1)
+    #: Unset: `<model dir>/export` and the Vertex model dir (`AIP_MODEL_DIR`).
+    export_dirs: list[str] | None = Field(default=None, min_length=1)
+    metric_source: MetricSource = MetricSource.AUTO
+    skip_checks: list[Check] = Field(default_factory=list)
     early_stopping: PrunerSpec | None = None
     hyperparameters: HyperparameterSpec
 
@@ -346,15 +377,28 @@ class StudySpec(_Model):
             raise ValueError("must look like --job-dir or --output_dir")
         return value
 
-    @field_validator("eval_dirs")
+    @field_validator("eval_dirs", "export_dirs")
     @classmethod
-    def _eval_dirs_stay_inside(cls, value: list[str]) -> list[str]:
+    def _dirs_stay_inside(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
         for pattern in value:
             if not pattern.strip():
                 raise ValueError("patterns must not be empty")
             if pattern.startswith(("/", "\\")) or ".." in Path(pattern).parts:
                 raise ValueError(f"{pattern!r} must be relative to the trial's output dir")
         return value
+
+    @field_validator("eval_dirs")
+    @classmethod
+    def _default_eval_dirs_mean_unset(cls, value: list[str] | None) -> list[str] | None:
+        # Specs stored before model dirs were found wrote the old default out in full.
+        return None if value is not None and tuple(value) == DEFAULT_EVAL_DIRS else value
+
+    @field_validator("skip_checks")
+    @classmethod
+    def _unique_checks(cls, value: list[Check]) -> list[Check]:
+        return list(dict.fromkeys(value))
 
     @property
     def goal(self) -> Goal:
@@ -380,6 +424,10 @@ class StudySpec(_Model):
         if hp.algorithm is Algorithm.GRID_SEARCH:
             return min(hp.max_trials, hp.grid_size)
         return hp.max_trials
+
+    def checks(self, check: Check) -> bool:
+        """Whether the named completion check applies to this study's trials."""
+        return check not in self.skip_checks
 
     def is_better(self, a: float, b: float) -> bool:
         """Whether objective value `a` beats `b` in the goal's direction."""

@@ -174,6 +174,10 @@ class ExportRow(Base):
     eval_step_id: Mapped[int | None] = mapped_column(
         ForeignKey("tuner_eval_steps.id", ondelete="SET NULL")
     )
+    #: The global step stored in the export's own variables (the checkpoint it was made from).
+    global_step: Mapped[int | None] = mapped_column(Integer)
+    #: How `eval_step_id` was found: `global_step` (evidence) or `write_time` (a guess).
+    matched_by: Mapped[str | None] = mapped_column(String(16))
 
 
 class EventFileRow(Base):

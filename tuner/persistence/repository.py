@@ -326,6 +326,7 @@ def record_eval_values(
         row.wall_time = max(row.wall_time, value.wall_time)
         if value.tag == objective_tag:
             objective_rows.append((row, value.value, value.wall_time))
+    session.flush()
     for row, objective, wall_time in objective_rows:
         observations.append(
             Observation(
@@ -335,10 +336,24 @@ def record_eval_values(
                 value=objective,
                 checkpoint_path=row.checkpoint_path,
                 wall_time=wall_time,
+                all_zero=_all_metrics_zero(session, row.id),
             )
         )
     save_offsets(session, run_id, offsets)
     return observations
+
+
+def _all_metrics_zero(session: Session, eval_step_id: int) -> bool:
+    """Whether every metric of an eval step is exactly 0 (what an eval of no batch writes)."""
+    values = session.scalars(
+        select(EvalMetricRow.value).where(EvalMetricRow.eval_step_id == eval_step_id)
+    ).all()
+    return bool(values) and all(v is not None and v == 0.0 for v in values)
+
+
+def step_checkpoint_path(session: Session, eval_step_id: int) -> str | None:
+    """The checkpoint an eval step reported it evaluated, once its summary has been read."""
+    return session.scalar(select(EvalStepRow.checkpoint_path).where(EvalStepRow.id == eval_step_id))
 
 
 def save_offsets(session: Session, run_id: int, offsets: dict[str, int]) -> None:
@@ -378,14 +393,16 @@ def set_objective_steps(
     )
 
 
-def tags_seen(session: Session, run_id: int) -> list[str]:
-    rows = session.scalars(
+def tags_seen(session: Session, run_id: int, eval_name: str | None = None) -> list[str]:
+    """Metric tags stored for a run (of one eval name, if given)."""
+    query = (
         select(EvalMetricRow.tag)
         .join(EvalStepRow, EvalStepRow.id == EvalMetricRow.eval_step_id)
         .where(EvalStepRow.run_id == run_id)
-        .distinct()
-    ).all()
-    return sorted(rows)
+    )
+    if eval_name is not None:
+        query = query.where(EvalStepRow.eval_name == eval_name)
+    return sorted(session.scalars(query.distinct()).all())
 
 
 def eval_steps(session: Session, run_id: int) -> list[EvalStep]:
@@ -429,7 +446,11 @@ def add_checkpoint(
     existing = session.scalar(
         select(CheckpointRow).where(CheckpointRow.run_id == run_id, CheckpointRow.step == step)
     )
-    if existing is None:
+    if existing is not None:
+        # The step's reported `checkpoint_path` replaces an earlier guess.
+        existing.source_path = source_path
+        existing.kept_path = kept_path
+    else:
         session.add(
             CheckpointRow(
                 run_id=run_id,
@@ -466,24 +487,76 @@ def known_exports(session: Session, run_id: int) -> set[tuple[str, str]]:
 
 
 def add_export(
-    session: Session, run_id: int, *, exporter: str, version: str, path: str, wall_time: float
+    session: Session,
+    run_id: int,
+    *,
+    exporter: str,
+    version: str,
+    path: str,
+    wall_time: float,
+    global_step: int | None,
+    eval_name: str | None,
 ) -> None:
-    """Record an export, matched to the last eval step written before the export was.
+    """Record an export, matched to the eval step it was made from.
 
-    Estimators export right after writing an eval's summaries and before training on, so the
-    eval step of an export is the latest one whose events precede its `saved_model.pb`.
+    With the global step read from the export's variables, that step (in the objective's eval
+    dir `eval_name` when it has one) is the match, now or once it is read. Without it, the
+    export goes to the last eval step written before it: estimators export right after an
+    eval's summaries and before training on.
     """
-    step_id = session.scalar(
-        select(EvalStepRow.id)
-        .where(EvalStepRow.run_id == run_id, EvalStepRow.wall_time <= wall_time)
-        .order_by(EvalStepRow.wall_time.desc(), EvalStepRow.step.desc())
-        .limit(1)
+    row = ExportRow(
+        run_id=run_id, exporter=exporter, version=version, path=path, global_step=global_step
     )
-    session.add(
-        ExportRow(
-            run_id=run_id, exporter=exporter, version=version, path=path, eval_step_id=step_id
+    session.add(row)
+    if global_step is None:
+        row.eval_step_id = session.scalar(
+            select(EvalStepRow.id)
+            .where(EvalStepRow.run_id == run_id, EvalStepRow.wall_time <= wall_time)
+            .order_by(EvalStepRow.wall_time.desc(), EvalStepRow.step.desc())
+            .limit(1)
         )
-    )
+        row.matched_by = "write_time" if row.eval_step_id is not None else None
+    else:
+        session.flush()
+        match_exports_by_step(session, run_id, eval_name)
+
+
+def match_exports_by_step(session: Session, run_id: int, eval_name: str | None) -> bool:
+    """Tie exports whose global step is known to that step's eval, once it has been read.
+
+    Returns whether any export was matched.
+    """
+    pending = session.scalars(
+        select(ExportRow).where(
+            ExportRow.run_id == run_id,
+            ExportRow.global_step.is_not(None),
+            ExportRow.matched_by.is_(None),
+        )
+    ).all()
+    matched = False
+    for export in pending:
+        candidates = session.execute(
+            select(EvalStepRow.id, EvalStepRow.eval_name).where(
+                EvalStepRow.run_id == run_id, EvalStepRow.step == export.global_step
+            )
+        ).all()
+        if not candidates:
+            continue
+        preferred = [i for i, name in candidates if name == eval_name]
+        export.eval_step_id = (preferred or [min(i for i, _ in candidates)])[0]
+        export.matched_by = "global_step"
+        matched = True
+    return matched
+
+
+def unmatched_exports(session: Session, run_id: int) -> list[tuple[str, str, int | None]]:
+    """(exporter, version, global step) of the exports tied to no eval step."""
+    rows = session.execute(
+        select(ExportRow.exporter, ExportRow.version, ExportRow.global_step).where(
+            ExportRow.run_id == run_id, ExportRow.eval_step_id.is_(None)
+        )
+    ).all()
+    return [(e, v, g) for e, v, g in rows]
 
 
 def exports_to_keep(
@@ -512,7 +585,13 @@ def exports(session: Session, run_id: int) -> list[Export]:
         .order_by(ExportRow.version, ExportRow.exporter)
     ).all()
     return [
-        Export(exporter=e.exporter, version=e.version, path=e.kept_path or e.path, step=step)
+        Export(
+            exporter=e.exporter,
+            version=e.version,
+            path=e.kept_path or e.path,
+            step=step,
+            matched_by=e.matched_by if step is not None else None,
+        )
         for e, step in rows
     ]
 
