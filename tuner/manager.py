@@ -659,8 +659,8 @@ class StudyManager:
                 "FAILED",
                 f"[check {Check.EMPTY_EVAL}] every eval of {tag!r} (steps {steps}) had all its "
                 "metrics exactly 0: the eval saw no data? (an eval input, such as a file glob, "
-                f"that matches nothing); add {Check.EMPTY_EVAL!r} to skipChecks to count such "
-                f"evals{log_part}",
+                f"that matches nothing); add '{Check.EMPTY_EVAL.value}' to skipChecks to count "
+                f"such evals{log_part}",
                 None,
             )
         if trial.last is None:
@@ -691,14 +691,14 @@ class StudyManager:
                 "FAILED",
                 f"[check {Check.UNTRAINED}] every eval of {tag!r} is at global step 0: the "
                 "trainer never trained (a training input that matches nothing?); add "
-                f"{Check.UNTRAINED!r} to skipChecks to accept it{log_part}",
+                f"'{Check.UNTRAINED.value}' to skipChecks to accept it{log_part}",
                 None,
             )
         if damaged is not None and spec.checks(Check.DAMAGED_EVENTS):
             return (
                 "FAILED",
                 f"[check {Check.DAMAGED_EVENTS}] the objective's events lost records, which may "
-                f"have held its best value: {damaged}; add {Check.DAMAGED_EVENTS!r} to "
+                f"have held its best value: {damaged}; add '{Check.DAMAGED_EVENTS.value}' to "
                 "skipChecks to rank the trial on what was read",
                 None,
             )

@@ -169,7 +169,10 @@ class EventFileReader:
         with self._path.open("rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size < self._offset:
-                reason = f"file shrank to {size} bytes, below the {self._offset} already read"
+                reason = (
+                    f"truncated: the file shrank to {size} bytes, "
+                    f"below the {self._offset} already read"
+                )
                 return records, EventFileError(str(self._path), self._offset, reason)
             f.seek(self._offset)
             while True:

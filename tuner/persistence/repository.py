@@ -210,11 +210,17 @@ def finish_run(
     exit_code: int | None = None,
     reason: str | None = None,
 ) -> None:
-    session.execute(
-        update(TrialRunRow)
-        .where(TrialRunRow.id == run_id)
-        .values(state=state, exit_code=exit_code, failure_reason=reason, ended_at=now())
-    )
+    """Record a run's end. A FAILED or STOPPED run has no objective and never ranks (its eval
+    steps, and the best step's checkpoint, stay for inspection)."""
+    values: dict[str, Any] = {
+        "state": state,
+        "exit_code": exit_code,
+        "failure_reason": reason,
+        "ended_at": now(),
+    }
+    if state in ("FAILED", "STOPPED"):
+        values.update(objective_step_id=None, objective_rank=None)
+    session.execute(update(TrialRunRow).where(TrialRunRow.id == run_id).values(**values))
 
 
 def add_problems(session: Session, run_id: int, problems: Sequence[str]) -> None:
