@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     heartbeat_timeout: float = Field(
         default=60.0, gt=0, description="A running trial whose heartbeat is older is taken over."
     )
+    trial_max_seconds: float | None = Field(
+        default=None, gt=0, description="Default per-trial deadline (a spec's own wins)."
+    )
     log_tail_lines: int = Field(default=20, ge=1, description="Log lines kept in a failure reason.")
     public_reads: bool = Field(
         default=False, description="Serve GET endpoints without a token (writes still need one)."

@@ -41,6 +41,16 @@ class TrialRun:
     ended_at: datetime | None
     best_step_id: int | None
     objective_step_id: int | None
+    lease_epoch: int = 0
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A manager's claim on a running trial run: valid while the row still carries it."""
+
+    run_id: int
+    worker: str
+    epoch: int
 
 
 @dataclass(frozen=True)

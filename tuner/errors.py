@@ -72,3 +72,11 @@ class ArtifactNotFoundError(TunerError):
 
 class UnsafePathError(TunerError):
     """A path would reach outside the artifact store."""
+
+
+class LeaseLostError(TunerError):
+    """Another manager took over a trial run: its old manager must stop it and record nothing."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id}: its lease is held by another manager now")

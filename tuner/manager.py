@@ -10,14 +10,16 @@ The manager never imports TensorFlow; event files are read by `tuner.metrics`.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
+import shutil
 import signal
 import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +39,8 @@ from tuner.artifacts import (
 )
 from tuner.bundle import savedmodel_global_step
 from tuner.config import Settings
-from tuner.entities import Observation, Study
-from tuner.errors import ArtifactNotFoundError, TunerError
+from tuner.entities import Lease, Observation, Study, TrialRun
+from tuner.errors import ArtifactNotFoundError, LeaseLostError, TunerError
 from tuner.execution import (
     TrialProcess,
     build_command,
@@ -48,6 +50,7 @@ from tuner.execution import (
     tail_lines,
     wait_for_exit,
 )
+from tuner.leases import StalenessJudge, WorkerId, fence_after, heartbeat_every, new_worker_id
 from tuner.metrics import CheckpointPathValue, ScalarValue
 from tuner.outputs import TrialOutputs, describe_missing_objective
 from tuner.persistence import is_unavailable
@@ -55,11 +58,38 @@ from tuner.persistence import repository as repo
 from tuner.spec import Check, ObjectiveMode, StudySpec
 from tuner.studies import Backend, tell
 from tuner.trainers import TrainerRegistry
+from tuner.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_EVERY = 5.0
-REAP_EVERY = 10.0
+#: Free space below which the artifact store counts as full (trials are not started).
+MIN_FREE_BYTES = 64 * 1024 * 1024
+#: Errors of the machine rather than of the trainer: they never count against a study.
+INFRASTRUCTURE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.EIO}
+)
+BACKOFF_MAX = 60.0
+
+
+def _is_infrastructure(exc: BaseException) -> bool:
+    """An OS error of the machine (space, permissions, a vanished dir), not of a trainer."""
+    return isinstance(exc, OSError) and exc.errno in INFRASTRUCTURE_ERRNOS
+
+
+def artifact_store_problem(root: Path) -> str | None:
+    """Why trials cannot be written under `root` now, or None."""
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"the artifact root {root} is not writable"
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError as exc:
+        return f"the artifact root {root} cannot be read: {exc.strerror or exc}"
+    if free < MIN_FREE_BYTES:
+        return f"the artifact store {root} is full ({free // (1024 * 1024)} MiB free)"
+    return None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -68,7 +98,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def default_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Unique per start: `<host>:<pid>:<nonce>` (see `tuner.leases.WorkerId`)."""
+    return new_worker_id()
 
 
 @dataclass
@@ -92,6 +123,10 @@ class ActiveTrial:
     paths: TrialPaths
     process: TrialProcess
     outputs: TrialOutputs
+    lease: Lease
+    started: float = field(default_factory=time.monotonic)
+    #: When the trial last wrote a value (for `stallTimeoutSeconds`).
+    progressed: float = field(default_factory=time.monotonic)
     objective_dir: str | None = None
     best: Observation | None = None
     last: Observation | None = None
@@ -105,7 +140,7 @@ class ActiveTrial:
     kept: KeptCheckpoint | None = None
     #: Why the best step's checkpoint could not be kept yet (retried at every poll).
     checkpoint_miss: str | None = None
-    outcome: str | None = None  # PRUNED or STOPPED once decided; None while running normally
+    outcome: str | None = None  # PRUNED, STOPPED or FAILED once decided; None while running
     outcome_reason: str | None = None
     #: Values read but not yet stored (the database was unavailable): stored on the next tick.
     pending_values: list[ScalarValue | CheckpointPathValue] = field(default_factory=list)
@@ -165,6 +200,17 @@ class StudyManager:
         self._last_heartbeat = 0.0
         self._last_reap = 0.0
         self._stopping = False
+        timeout = settings.heartbeat_timeout
+        self._heartbeat_every = heartbeat_every(timeout)
+        self._reap_every = min(10.0, timeout / 4)
+        self._fence_after = fence_after(timeout, settings.stop_grace_seconds)
+        self._renewed_at = time.monotonic()
+        self.judge = StalenessJudge(timeout)
+        self.watchdog = Watchdog(min(settings.stop_grace_seconds, 5.0))
+        #: Study id -> (monotonic time before which it is not launched, current back-off).
+        self._backoff: dict[int, tuple[float, float]] = {}
+        self._infra_checked = (0.0, None)  # type: tuple[float, str | None]
+        self._rotation = 0
         #: Seconds from an objective value's event being written to the prune decision.
         self.prune_latencies: list[float] = []
 
@@ -188,27 +234,90 @@ class StudyManager:
 
     def tick(self) -> bool:
         """One pass: ingest, finish, launch. Returns whether work remains for this manager."""
+        self._fence_if_unrenewed()
         try:
             now = time.monotonic()
-            if now - self._last_reap >= REAP_EVERY:
-                self._reap_stale()
+            if now - self._last_reap >= self._reap_every:
                 self._last_reap = now
+                self._isolated("taking over stale runs", self._reap_stale)
             self._clean_abandoned()
             for trial in list(self.active.values()):
-                self._service(trial)
+                self._service_isolated(trial)
             running, counts = self.db.run(self._running_studies_and_counts)
+            self.judge.database_answered(time.monotonic())
             self._stop_trials_of_inactive_studies(running)
             more = self._launch(running, counts)
-            if time.monotonic() - self._last_heartbeat >= HEARTBEAT_EVERY:
-                self.db.run(lambda s: repo.heartbeat(s, list(self.active)))
-                self._last_heartbeat = time.monotonic()
+            if time.monotonic() - self._last_heartbeat >= self._heartbeat_every:
+                self._renew_leases()
             return more or bool(self.active)
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
-            # Trials keep running; what they write is read (and buffered) until it comes back.
+            self.judge.database_failed()
+            # Trials keep running (until the lease would lapse: `_fence_if_unrenewed`); what
+            # they write is read and buffered until the database is back.
             logger.warning("database unavailable, retrying: %s", _first_line(exc))
             return True
+
+    def _isolated(self, what: str, work: Callable[[], None]) -> None:
+        """Run `work`; an error other than the database's is logged, not fatal."""
+        try:
+            work()
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise
+            logger.exception("error while %s (the manager goes on)", what)
+
+    # -- leases ----------------------------------------------------------------------------------
+
+    def _write(self, lease: Lease, work: Callable[[Any], Any]) -> Any:
+        """Run `work` in one transaction, only while this manager still holds `lease`."""
+
+        def guarded(session: Any) -> Any:
+            repo.hold_lease(session, lease)
+            return work(session)
+
+        return self.db.run(guarded)
+
+    def _renew_leases(self) -> None:
+        leases = [t.lease for t in self.active.values()]
+        lost = self.db.run(lambda s: repo.renew_leases(s, leases)) if leases else set()
+        self._renewed_at = self._last_heartbeat = time.monotonic()
+        if self.active:
+            self.watchdog.renew(self._fence_after)
+        for run_id in lost:
+            self._abandon(self.active[run_id], "another manager took its run over")
+
+    def _fence_if_unrenewed(self) -> None:
+        """Stop every local trial once the leases could not be renewed for `fence_after`."""
+        unrenewed = time.monotonic() - self._renewed_at
+        if not self.active or unrenewed < self._fence_after:
+            return
+        for trial in self.active.values():
+            if trial.outcome is None or trial.outcome == "PRUNED":
+                trial.outcome = "STOPPED"
+                trial.outcome_reason = (
+                    f"stopped by its manager: its lease was not renewed for {unrenewed:.0f} s "
+                    "(database unreachable, or the manager was paused); its params run again"
+                )
+                logger.warning(
+                    "study %s trial %d: %s", trial.study.name, trial.number, trial.outcome_reason
+                )
+            trial.process.request_stop()
+            trial.process.enforce_stop(self.settings.stop_grace_seconds)
+
+    def _abandon(self, trial: ActiveTrial, why: str) -> None:
+        """Kill a trial whose run this manager no longer holds, and record nothing about it."""
+        signal_group(trial.process.pid, signal.SIGKILL)
+        trial.process.stop(0)
+        self.watchdog.forget(trial.process.pid)
+        self.active.pop(trial.run_id, None)
+        logger.warning(
+            "study %s trial %d: %s; its process was killed, nothing recorded",
+            trial.study.name,
+            trial.number,
+            why,
+        )
 
     def shutdown(self, reason: str = "interrupted") -> None:
         """Stop every local trial (SIGTERM, SIGKILL after the grace) and record it STOPPED.
@@ -232,6 +341,7 @@ class StudyManager:
             except TunerError as exc:
                 logger.error("trial %s: could not record its end: %s", trial.number, exc)
         self.active.clear()
+        self.watchdog.close()
 
     # -- launching -------------------------------------------------------------------------------
 
@@ -242,8 +352,11 @@ class StudyManager:
         return studies, {s.id: repo.trial_counts(session, s.id) for s in studies}
 
     def _launch(self, studies: list[Study], counts: dict[int, dict[str, int]]) -> bool:
-        """Fill free slots; return whether any of this manager's studies has work left."""
+        """Fill free slots, one per study in turn (round robin, starting one further at each
+        tick), so no study starves the others; return whether any study has work left."""
         more = False
+        eligible: list[Study] = []
+        now = time.monotonic()
         for study in studies:
             if study.spec.trainer not in self.registry:
                 if study.id not in self._unrunnable:
@@ -257,10 +370,61 @@ class StudyManager:
             if self._study_is_over(study, counts[study.id]):
                 continue
             more = True
-            while len(self.active) < self.slots and not self._stopping:
-                if not self._claim_and_start(study):
+            if self._backoff.get(study.id, (0.0, 0.0))[0] <= now:
+                eligible.append(study)
+        if not eligible or len(self.active) >= self.slots or self._stopping:
+            return more
+        infrastructure = self._infrastructure_problem()
+        if infrastructure is not None:
+            return more
+        start = self._rotation % len(eligible)
+        self._rotation += 1
+        eligible = eligible[start:] + eligible[:start]
+        while eligible and len(self.active) < self.slots and not self._stopping:
+            for study in list(eligible):
+                if len(self.active) >= self.slots or self._stopping:
                     break
+                if not self._claim_isolated(study):
+                    eligible.remove(study)
         return more
+
+    def _claim_isolated(self, study: Study) -> bool:
+        """Claim and start one trial; an error pauses (or backs off) this study, not the rest."""
+        try:
+            return self._claim_and_start(study)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise
+            if _is_infrastructure(exc):
+                self._back_off(study, f"the artifact store failed: {_first_line(exc)}")
+            else:
+                logger.exception("study %s: could not start a trial", study.name)
+                reason = (
+                    f"paused: a trial could not be started ({type(exc).__name__}: "
+                    f"{_first_line(exc)}); fix the cause and resume the study"
+                )
+                self.db.run(lambda s: repo.set_study_state(s, study.id, "STOPPED", reason))
+                self._emit("state", study, -1, {"study_state": "STOPPED", "reason": reason})
+            return False
+
+    def _back_off(self, study: Study, why: str) -> None:
+        _, current = self._backoff.get(study.id, (0.0, 0.0))
+        delay = min(BACKOFF_MAX, max(1.0, current * 2))
+        self._backoff[study.id] = (time.monotonic() + delay, delay)
+        logger.warning("study %s: %s; not counted, retrying in %.0f s", study.name, why, delay)
+
+    def _infrastructure_problem(self) -> str | None:
+        """Why no trial can be started here now (no space, a read-only or missing artifact
+        root), checked at most every 2 s; such trials would fail without being at fault."""
+        checked_at, problem = self._infra_checked
+        now = time.monotonic()
+        if now - checked_at < 2.0:
+            return problem
+        problem = artifact_store_problem(self.store.root)
+        if problem is not None and problem != self._infra_checked[1]:
+            logger.warning("not starting trials: %s (retrying)", problem)
+        self._infra_checked = (now, problem)
+        return problem
 
     def _study_is_over(self, study: Study, counts: dict[str, int]) -> bool:
         """End a study whose budget is spent or whose failures reached the limit."""
@@ -297,6 +461,7 @@ class StudyManager:
         run_id = self.db.run(lambda s: repo.reserve_run(s, study.id, worker=self.worker_id))
         if run_id is None:
             return False
+        lease = Lease(run_id, self.worker_id, 0)
         try:
             optuna_study = self._optuna_study(study)
             trial = optuna_study.ask(sampling.search_space(study.spec))
@@ -306,7 +471,8 @@ class StudyManager:
         params = sampling.trainer_values(study.spec, trial.params)
         paths = self.store.trial_paths(study.name, trial.number)
         try:
-            self.db.run(
+            self._write(
+                lease,
                 lambda s: repo.attach_trial(
                     s,
                     run_id,
@@ -315,13 +481,12 @@ class StudyManager:
                     params=params,
                     output_dir=self.store.relative(paths.output_dir),
                     log_path=self.store.relative(paths.log_path),
-                )
+                ),
             )
         except Exception:
             self._abandoned.append((run_id, study, trial.number))
             raise
         trainer = self.registry.get(study.spec.trainer)
-        paths.output_dir.mkdir(parents=True, exist_ok=True)
         command = build_command(
             trainer,
             args=list(study.spec.args),
@@ -332,14 +497,15 @@ class StudyManager:
             study_name=study.name,
         )
         try:
+            paths.output_dir.mkdir(parents=True, exist_ok=True)
             process = TrialProcess.start(command, paths.log_path)
-        except OSError as exc:
-            reason = f"could not start {command.argv[0]}: {exc.strerror or exc}"
-            self.db.run(lambda s: repo.finish_run(s, run_id, state="FAILED", reason=reason))
-            tell(optuna_study, trial.number, state=TrialState.FAIL)
-            self._emit("state", study, trial.number, {"state": "FAILED", "reason": reason})
+        except (OSError, ValueError) as exc:
+            self._start_failed(study, lease, trial, optuna_study, command.argv[0], exc)
             return True
-        self.db.run(lambda s: repo.set_pid(s, run_id, process.pid))
+        if not self.active:
+            self._renewed_at = time.monotonic()  # the claim's writes renewed the lease
+        self.watchdog.watch(process.pid)
+        self.watchdog.renew(self._fence_after)
         self.active[run_id] = ActiveTrial(
             run_id=run_id,
             study=study,
@@ -348,10 +514,41 @@ class StudyManager:
             paths=paths,
             process=process,
             outputs=TrialOutputs(paths.output_dir, study.spec),
+            lease=lease,
         )
+        self._write(lease, lambda s: repo.set_pid(s, run_id, process.pid))
         logger.info("study %s: trial %d started (pid %d)", study.name, trial.number, process.pid)
         self._emit("created", study, trial.number, {"params": params, "state": "RUNNING"})
         return True
+
+    def _start_failed(
+        self,
+        study: Study,
+        lease: Lease,
+        trial: optuna.trial.Trial,
+        optuna_study: optuna.Study,
+        program: str,
+        exc: Exception,
+    ) -> None:
+        """A trial that could not even start: the machine's fault (STOPPED, run again after a
+        back-off) or the trainer's (FAILED)."""
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        infrastructure = _is_infrastructure(exc) and not (
+            isinstance(exc, FileNotFoundError) and exc.filename == program
+        )
+        state = "STOPPED" if infrastructure else "FAILED"
+        reason = f"could not start {program}: {detail}"
+        if infrastructure:
+            reason = f"the machine could not start it ({detail}); not counted, run again"
+        self._write(
+            lease,
+            lambda s: repo.finish_run(s, lease.run_id, state=state, reason=reason, lease=lease),
+        )
+        tell(optuna_study, trial.number, state=TrialState.FAIL)
+        if infrastructure:
+            optuna_study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            self._back_off(study, reason)
+        self._emit("state", study, trial.number, {"state": state, "reason": reason})
 
     def _clean_abandoned(self) -> None:
         """Undo claims cut short by a database error: drop the slot, fail the Optuna trial."""
@@ -376,36 +573,101 @@ class StudyManager:
 
     # -- one running trial ----------------------------------------------------------------------
 
+    def _service_isolated(self, trial: ActiveTrial) -> None:
+        """Service one trial; what goes wrong with it ends that trial, not the manager."""
+        try:
+            self._service(trial)
+        except LeaseLostError:
+            self._abandon(trial, "another manager took its run over")
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise
+            logger.exception("study %s trial %d: internal error", trial.study.name, trial.number)
+            self._end_on_error(trial, exc)
+
+    def _end_on_error(self, trial: ActiveTrial, exc: Exception) -> None:
+        """Stop a trial the manager cannot go on serving, and record why (if it still can)."""
+        code = trial.process.stop(self.settings.stop_grace_seconds)
+        if trial.decision is None:
+            if _is_infrastructure(exc):
+                state = "STOPPED"
+                reason = f"the machine failed ({_first_line(exc)}); not counted, run again"
+            else:
+                state = "FAILED"
+                reason = f"the tuner could not serve this trial: {type(exc).__name__}: {exc}"
+            trial.decision = (state, reason, None, [])
+        try:
+            self._finish(trial, code)
+        except Exception as again:
+            if is_unavailable(again):
+                raise
+            logger.exception("study %s trial %d: not recorded", trial.study.name, trial.number)
+        self.watchdog.forget(trial.process.pid)
+        self.active.pop(trial.run_id, None)
+
     def _service(self, trial: ActiveTrial) -> None:
         code = trial.process.poll()
         self._ingest(trial)
         if code is None:
+            self._enforce_limits(trial)
             trial.process.enforce_stop(self.settings.stop_grace_seconds)
             return
         # Children that outlived the trainer (e.g. ones that ignored SIGTERM) go with it.
         signal_group(trial.process.pid, signal.SIGKILL)
         self._ingest(trial, final=True)  # what was written between the poll above and the exit
         self._finish(trial, code)
+        self.watchdog.forget(trial.process.pid)
         del self.active[trial.run_id]
+
+    def _enforce_limits(self, trial: ActiveTrial) -> None:
+        """Stop a trial past its deadline, or one that has written nothing for too long."""
+        if trial.outcome is not None:
+            return
+        spec = trial.spec
+        now = time.monotonic()
+        limit = spec.max_trial_duration_seconds or self.settings.trial_max_seconds
+        if limit is not None and now - trial.started > limit:
+            field_name = (
+                "maxTrialDurationSeconds"
+                if spec.max_trial_duration_seconds
+                else ("TUNER_TRIAL_MAX_SECONDS")
+            )
+            trial.outcome = "FAILED"
+            trial.outcome_reason = f"stopped: it ran longer than {field_name}={limit:g} s"
+        elif spec.stall_timeout_seconds and now - trial.progressed > spec.stall_timeout_seconds:
+            trial.outcome = "FAILED"
+            trial.outcome_reason = (
+                f"stopped: no new metric for {now - trial.progressed:.0f} s "
+                f"(stallTimeoutSeconds={spec.stall_timeout_seconds:g})"
+            )
+        else:
+            return
+        logger.warning(
+            "study %s trial %d: %s", trial.study.name, trial.number, trial.outcome_reason
+        )
+        trial.process.request_stop()
 
     def _ingest(self, trial: ActiveTrial, *, final: bool = False) -> None:
         polled_at = time.time()
         result = trial.outputs.poll(final=final)
         trial.pending_values.extend(result.values)
         trial.pending_offsets.update(result.changed_offsets)
+        if result.values:
+            trial.progressed = time.monotonic()
         for value in result.values:
             if isinstance(value, CheckpointPathValue):
                 trial.reported_checkpoints[(value.eval_name, value.step)] = value.path
         observations: list[Observation] = []
         if trial.pending_values or trial.pending_offsets:
-            observations = self.db.run(
+            observations = self._write(
+                trial.lease,
                 lambda s: repo.record_eval_values(
                     s,
                     trial.run_id,
                     trial.pending_values,
                     trial.pending_offsets,
                     objective_tag=trial.spec.metric_tag,
-                )
+                ),
             )
             trial.pending_values = []
             trial.pending_offsets = {}
@@ -417,8 +679,9 @@ class StudyManager:
             self._observe(trial, observation)
         self._keep_best_checkpoint(trial)
         recorded = self._record_exports(trial, polled_at)
-        matched = bool(observations) and self.db.run(
-            lambda s: repo.match_exports_by_step(s, trial.run_id, trial.objective_dir)
+        matched = bool(observations) and self._write(
+            trial.lease,
+            lambda s: repo.match_exports_by_step(s, trial.run_id, trial.objective_dir),
         )
         trial.has_exports = trial.has_exports or recorded
         if recorded or matched or (observations and trial.has_exports):
@@ -452,7 +715,8 @@ class StudyManager:
         if improved:
             trial.best = obs
         objective = trial.best if trial.spec.objective is ObjectiveMode.BEST else trial.last
-        self.db.run(
+        self._write(
+            trial.lease,
             lambda s: repo.set_objective_steps(
                 s,
                 trial.run_id,
@@ -461,7 +725,7 @@ class StudyManager:
                 objective_rank=repo.objective_rank(
                     objective.value if objective else None, trial.spec.goal
                 ),
-            )
+            ),
         )
         self._emit(
             "eval",
@@ -482,7 +746,10 @@ class StudyManager:
         # What `Trial.report` / `Trial.should_prune` do, without building a `Trial` (whose
         # constructor re-reads the trial from storage on every report).
         storage = self.backend.storage
-        storage.set_trial_intermediate_value(trial.optuna_trial_id, obs.step, obs.value)
+        try:
+            storage.set_trial_intermediate_value(trial.optuna_trial_id, obs.step, obs.value)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise LeaseLostError(trial.run_id) from None  # told by the manager that took over
         if trial.spec.pruner is None:
             return
         prune = study.pruner.prune(study, storage.get_trial(trial.optuna_trial_id))
@@ -542,7 +809,7 @@ class StudyManager:
             )
             return repo.remove_checkpoints_except(session, trial.run_id, best.step)
 
-        for old in self.db.run(record):
+        for old in self._write(trial.lease, record):
             drop_checkpoint(self.store.resolve(old.kept_path))
         trial.kept = KeptCheckpoint(best.step, prefix, kept_prefix, confirmed=reported is not None)
         trial.checkpoint_miss = None
@@ -550,23 +817,25 @@ class StudyManager:
     def _keep_best_export(self, trial: ActiveTrial) -> None:
         """Keep a linked copy of the best step's export; drop copies of former best steps."""
         best_id = trial.best.eval_step_id if trial.best else None
-        keep, drop = self.db.run(lambda s: repo.exports_to_keep(s, trial.run_id, best_id))
+        keep, drop = self._write(
+            trial.lease, lambda s: repo.exports_to_keep(s, trial.run_id, best_id)
+        )
         for export_id, path in keep:
             try:
                 kept = keep_export(self.store.resolve(path), trial.paths.kept_dir)
             except ArtifactNotFoundError as exc:
                 self._add_problems(trial, [str(exc)])
                 continue
-            self._set_export_kept(export_id, self.store.relative(kept))
+            self._set_export_kept(trial, export_id, self.store.relative(kept))
         for export_id, kept_path in drop:
-            self._set_export_kept(export_id, None)
+            self._set_export_kept(trial, export_id, None)
             drop_export(self.store.resolve(kept_path))
 
     def _add_problems(self, trial: ActiveTrial, problems: list[str]) -> None:
-        self.db.run(lambda s: repo.add_problems(s, trial.run_id, problems))
+        self._write(trial.lease, lambda s: repo.add_problems(s, trial.run_id, problems))
 
-    def _set_export_kept(self, export_id: int, kept_path: str | None) -> None:
-        self.db.run(lambda s: repo.set_export_kept(s, export_id, kept_path))
+    def _set_export_kept(self, trial: ActiveTrial, export_id: int, kept_path: str | None) -> None:
+        self._write(trial.lease, lambda s: repo.set_export_kept(s, export_id, kept_path))
 
     def _record_exports(self, trial: ActiveTrial, polled_at: float) -> bool:
         """Record new exports; one written after the event poll waits for the next tick, so
@@ -577,7 +846,7 @@ class StudyManager:
         ]
         if not found:
             return False
-        known = self.db.run(lambda s: repo.known_exports(s, trial.run_id))
+        known = self.db.run(lambda s: repo.known_exports(s, trial.run_id))  # a read
         new = [e for e in found if (e.exporter, e.version) not in known]
         if not new:
             return False
@@ -597,35 +866,52 @@ class StudyManager:
                     eval_name=trial.objective_dir,
                 )
 
-        self.db.run(record)
+        self._write(trial.lease, record)
         return True
 
     def _finish(self, trial: ActiveTrial, code: int) -> None:
-        """Decide and record the trial's outcome, and tell Optuna.
+        """Decide and record the trial's outcome, then tell Optuna.
 
-        Safe to call again after a database error: the decision is made once, and each write
-        is either idempotent or done once.
+        The run's end is recorded first, conditional on the lease (`LeaseLostError` if another
+        manager took the run over: then nothing is told or enqueued). Safe to call again after
+        a database error: the decision is made once, and each write is done once.
         """
         if trial.decision is None:
             trial.decision = (*self._outcome(trial, code), self._final_problems(trial))
         state, reason, value, problems = trial.decision
-        if problems and "problems" not in trial.recorded:
-            self.db.run(lambda s: repo.add_problems(s, trial.run_id, problems))
-            trial.recorded.add("problems")
+        if "finished" not in trial.recorded:
+
+            def record(session: Any) -> None:
+                repo.hold_lease(session, trial.lease)
+                if problems:
+                    repo.add_problems(session, trial.run_id, problems)
+                repo.finish_run(
+                    session,
+                    trial.run_id,
+                    state=state,
+                    exit_code=code,
+                    reason=reason,
+                    lease=trial.lease,
+                )
+
+            self.db.run(record)
+            trial.recorded.add("finished")
         study = self._optuna_study(trial.study)
-        if state == "COMPLETED":
-            tell(study, trial.number, value)
-        elif state == "PRUNED":
-            tell(study, trial.number, state=TrialState.PRUNED)
-        else:
-            tell(study, trial.number, state=TrialState.FAIL)
+        if "told" not in trial.recorded:
+            try:
+                if state == "COMPLETED":
+                    tell(study, trial.number, value)
+                elif state == "PRUNED":
+                    tell(study, trial.number, state=TrialState.PRUNED)
+                else:
+                    tell(study, trial.number, state=TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                logger.warning("study %s trial %d: already told", trial.study.name, trial.number)
+            trial.recorded.add("told")
         if state == "STOPPED" and "requeued" not in trial.recorded:
             params = self.backend.storage.get_trial(trial.optuna_trial_id).params
             study.enqueue_trial(params, user_attrs={"retry_of": trial.number})
             trial.recorded.add("requeued")
-        self.db.run(
-            lambda s: repo.finish_run(s, trial.run_id, state=state, exit_code=code, reason=reason)
-        )
         logger.info("study %s trial %d: %s %s", trial.study.name, trial.number, state, reason or "")
         self._emit(
             "state",
@@ -650,7 +936,18 @@ class StudyManager:
             return "STOPPED", trial.outcome_reason, None
         log = "\n".join(tail_lines(trial.paths.log_path, self.settings.log_tail_lines))
         log_part = f"\nlast log lines:\n{log}" if log else "\n(the log is empty)"
+        if trial.outcome == "FAILED":
+            return "FAILED", f"{trial.outcome_reason}{log_part}", None
         if code != 0:
+            problem = artifact_store_problem(self.store.root)
+            if problem is not None:
+                self._back_off(trial.study, problem)
+                return (
+                    "STOPPED",
+                    f"trainer {describe_exit(code)} while {problem}: not counted, run again"
+                    f"{log_part}",
+                    None,
+                )
             return "FAILED", f"trainer {describe_exit(code)}{log_part}", None
         damaged = trial.outputs.damaged.get(trial.objective_dir or "")
         if trial.last is None and trial.empty_steps:
@@ -737,45 +1034,60 @@ class StudyManager:
     # -- liveness --------------------------------------------------------------------------------
 
     def _reap_stale(self) -> None:
-        """Fail (and re-enqueue) running trials whose manager is gone.
+        """Take over running runs whose manager is gone, and run their params again.
 
-        A manager on this host whose process no longer exists is gone at once; others when
-        their heartbeat is older than `heartbeat_timeout`.
+        A manager on this host whose process no longer exists is gone at once; any other when
+        `self.judge` has seen its heartbeat unchanged for a full timeout. A trial process of a
+        taken-over run on this host (its manager paused or dead) is killed first.
         """
-        cutoff = repo.now() - timedelta(seconds=self.settings.heartbeat_timeout)
         host = socket.gethostname()
-        for run in self.db.run(repo.active_runs):
-            if run.id in self.active or run.worker == self.worker_id:
+        runs = [
+            r
+            for r in self.db.run(repo.active_runs)
+            if r.id not in self.active and r.worker != self.worker_id
+        ]
+        stale = {r.id for r in self.judge.stale(runs, time.monotonic())}
+        for run in runs:
+            owner = WorkerId.parse(run.worker)
+            local = owner.host == host
+            local_dead = local and owner.pid is not None and not process_exists(owner.pid)
+            if not local_dead and run.id not in stale:
                 continue
-            worker_host, _, worker_pid = run.worker.rpartition(":")
-            local_dead = (
-                worker_host == host and worker_pid.isdigit() and not process_exists(int(worker_pid))
-            )
-            if not local_dead and run.heartbeat_at >= cutoff:
-                continue
-            if local_dead and run.pid:
-                signal_group(run.pid, signal.SIGKILL)
-            self._fail_lost(run.id, run.study_id, run.number, run.optuna_trial_id, run.worker)
+            if local:
+                self._kill_local_trial(run)
+            self._take_over(run)
+
+    def _kill_local_trial(self, run: TrialRun) -> None:
+        """SIGKILL a run's trial process group on this host, if the pid is still that trial."""
+        if not run.pid or not run.output_dir:
+            return
+        try:
+            cmdline = Path(f"/proc/{run.pid}/cmdline").read_bytes()
+        except OSError:
+            return
+        if os.fsencode(str(self.store.resolve(run.output_dir))) in cmdline:
+            signal_group(run.pid, signal.SIGKILL)
 
     def stop_requested(self) -> None:
         """Ask every local trial to stop (used on SIGTERM/SIGINT before `shutdown`)."""
         for trial in self.active.values():
             trial.process.request_stop()
 
-    def _fail_lost(
-        self, run_id: int, study_id: int, number: int | None, trial_id: int | None, worker: str
-    ) -> None:
-        reason = f"its manager {worker} stopped (no heartbeat); the trial will be run again"
-        self.db.run(lambda s: repo.finish_run(s, run_id, state="STOPPED", reason=reason))
-        if number is None or trial_id is None:
+    def _take_over(self, run: TrialRun) -> None:
+        reason = f"its manager {run.worker} stopped renewing its lease; the trial runs again"
+        if not self.db.run(lambda s: repo.take_over(s, run, reason=reason)):
+            return  # renewed meanwhile, or taken by another manager
+        logger.warning("study id %s trial %s: %s", run.study_id, run.number, reason)
+        if run.number is None or run.optuna_trial_id is None:
             return
-        study = self.db.run(lambda s: repo.get_study(s, study_id))
+        study = self.db.run(lambda s: repo.get_study(s, run.study_id))
         optuna_study = self._optuna_study(study)
-        frozen = self.backend.storage.get_trial(trial_id)
+        frozen = self.backend.storage.get_trial(run.optuna_trial_id)
         if frozen.state is TrialState.RUNNING:
-            tell(optuna_study, number, state=TrialState.FAIL)
-        optuna_study.enqueue_trial(frozen.params, user_attrs={"retry_of": number})
-        logger.warning("study %s trial %d: %s", study.name, number, reason)
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                tell(optuna_study, run.number, state=TrialState.FAIL)
+        # Only the manager whose takeover won gets here: the params are enqueued once.
+        optuna_study.enqueue_trial(frozen.params, user_attrs={"retry_of": run.number})
 
     def _emit(self, kind: str, study: Study, number: int, data: dict[str, Any]) -> None:
         if self.listener is not None:

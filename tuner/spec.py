@@ -67,6 +67,10 @@ IGNORED_JOB_FILE_KEYS = frozenset({"jobId", "labels", "etag", "predictionInput"}
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 MAX_GRID = 100_000
+#: Budgets above these are refused: no study needs them, and they would starve the others.
+MAX_TRIALS = 1_000_000
+MAX_PARALLEL_TRIALS = 10_000
+MAX_SECONDS = 366 * 24 * 3600.0
 FLAG = re.compile(r"^--?[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -170,6 +174,8 @@ class ParameterSpec(_Model):
         elif t is ParamType.CATEGORICAL:
             if not self.categorical_values:
                 problems.append(("categoricalValues", "required and non-empty for CATEGORICAL"))
+            elif any("\x00" in v for v in self.categorical_values):
+                problems.append(("categoricalValues", "values must not contain a NUL character"))
             elif len(set(self.categorical_values)) != len(self.categorical_values):
                 problems.append(("categoricalValues", "values must be unique"))
             problems += self._forbid("minValue", "maxValue", "discreteValues")
@@ -217,6 +223,8 @@ class ParameterSpec(_Model):
             return problems
         if lo >= hi:
             problems.append(("maxValue", f"must be > minValue ({_num(lo)})"))
+        elif not math.isfinite(hi - lo):
+            problems.append(("maxValue", "the range maxValue - minValue is too wide to sample"))
         scale = self.scale
         if scale in (ScaleType.UNIT_LOG_SCALE, ScaleType.UNIT_REVERSE_LOG_SCALE) and lo <= 0:
             problems.append(("minValue", f"must be > 0 with {scale.value}"))
@@ -295,9 +303,9 @@ class HyperparameterSpec(_Model):
     goal: Goal
     hyperparameter_metric_tag: str = Field(min_length=1)
     params: list[ParameterSpec] = Field(min_length=1)
-    max_trials: int = Field(default=1, ge=1)
-    max_parallel_trials: int = Field(default=1, ge=1)
-    max_failed_trials: int = Field(default=0, ge=0)
+    max_trials: int = Field(default=1, ge=1, le=MAX_TRIALS)
+    max_parallel_trials: int = Field(default=1, ge=1, le=MAX_PARALLEL_TRIALS)
+    max_failed_trials: int = Field(default=0, ge=0, le=MAX_TRIALS)
     enable_trial_early_stopping: bool = False
     algorithm: Algorithm = Algorithm.ALGORITHM_UNSPECIFIED
     resume_previous_job_id: str | None = None
@@ -358,6 +366,11 @@ class StudySpec(_Model):
     export_dirs: list[str] | None = Field(default=None, min_length=1)
     metric_source: MetricSource = MetricSource.AUTO
     skip_checks: list[Check] = Field(default_factory=list)
+    #: A trial running longer is stopped and FAILED (default: the server's
+    #: `TUNER_TRIAL_MAX_SECONDS`, else no limit).
+    max_trial_duration_seconds: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
+    #: A trial that writes no new metric for this long is stopped and FAILED.
+    stall_timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
     early_stopping: PrunerSpec | None = None
     hyperparameters: HyperparameterSpec
 
@@ -368,6 +381,14 @@ class StudySpec(_Model):
             raise ValueError(
                 "must be 1-128 letters, digits, '_', '.', '-', starting with a letter or digit"
             )
+        return value
+
+    @field_validator("args")
+    @classmethod
+    def _args_have_no_nul(cls, value: list[str]) -> list[str]:
+        for i, arg in enumerate(value):
+            if "\x00" in arg:
+                raise ValueError(f"args[{i}] must not contain a NUL character")
         return value
 
     @field_validator("output_dir_flag")

@@ -85,6 +85,9 @@ class TrialRunRow(Base):
     #: The values the trainer received on its command line (JSON object).
     params_json: Mapped[str] = mapped_column(Text, default="{}")
     worker: Mapped[str] = mapped_column(String(255))
+    #: The fencing token of the worker's lease: it grows at every takeover, and every write a
+    #: manager makes about the run is conditional on (worker, lease_epoch, RUNNING).
+    lease_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     output_dir: Mapped[str | None] = mapped_column(Text)
     log_path: Mapped[str | None] = mapped_column(Text)
     pid: Mapped[int | None] = mapped_column(Integer)

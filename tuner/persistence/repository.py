@@ -17,12 +17,18 @@ from tuner.entities import (
     EvalStep,
     Export,
     LeaderboardRow,
+    Lease,
     Observation,
     Study,
     TrialDetail,
     TrialRun,
 )
-from tuner.errors import DuplicateStudyError, StudyNotFoundError, TrialNotFoundError
+from tuner.errors import (
+    DuplicateStudyError,
+    LeaseLostError,
+    StudyNotFoundError,
+    TrialNotFoundError,
+)
 from tuner.metrics import CheckpointPathValue, ScalarValue
 from tuner.persistence.models import (
     ApiTokenRow,
@@ -194,12 +200,62 @@ def set_pid(session: Session, run_id: int, pid: int) -> None:
     session.execute(update(TrialRunRow).where(TrialRunRow.id == run_id).values(pid=pid))
 
 
-def heartbeat(session: Session, run_ids: Iterable[int]) -> None:
-    ids = list(run_ids)
-    if ids:
-        session.execute(
-            update(TrialRunRow).where(TrialRunRow.id.in_(ids)).values(heartbeat_at=now())
+def _held(lease: Lease) -> Any:
+    return and_(
+        TrialRunRow.id == lease.run_id,
+        TrialRunRow.worker == lease.worker,
+        TrialRunRow.lease_epoch == lease.epoch,
+        TrialRunRow.state == ACTIVE_STATE,
+    )
+
+
+def hold_lease(session: Session, lease: Lease) -> None:
+    """Renew the lease, or raise `LeaseLostError`: call first in every write about a run.
+
+    The UPDATE takes the run row's lock (PostgreSQL) or the write lock (SQLite) for the rest of
+    the transaction, so a takeover cannot slip in between this check and the writes after it.
+    """
+    result = session.execute(update(TrialRunRow).where(_held(lease)).values(heartbeat_at=now()))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise LeaseLostError(lease.run_id)
+
+
+def renew_leases(session: Session, leases: Iterable[Lease]) -> set[int]:
+    """Renew every lease still held; return the run ids whose lease is lost."""
+    lost: set[int] = set()
+    stamp = now()
+    for lease in leases:
+        result = session.execute(update(TrialRunRow).where(_held(lease)).values(heartbeat_at=stamp))
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            lost.add(lease.run_id)
+    return lost
+
+
+def take_over(session: Session, run: TrialRun, *, reason: str) -> bool:
+    """End a run whose manager is gone (STOPPED), if it is still exactly as judged stale.
+
+    Conditional on the worker, the epoch and the very heartbeat that was seen to go stale: an
+    owner that renewed in the meantime keeps its run. The epoch grows, fencing the old owner.
+    """
+    result = session.execute(
+        update(TrialRunRow)
+        .where(
+            TrialRunRow.id == run.id,
+            TrialRunRow.state == ACTIVE_STATE,
+            TrialRunRow.worker == run.worker,
+            TrialRunRow.lease_epoch == run.lease_epoch,
+            TrialRunRow.heartbeat_at == run.heartbeat_at,
         )
+        .values(
+            state="STOPPED",
+            failure_reason=reason,
+            ended_at=now(),
+            lease_epoch=TrialRunRow.lease_epoch + 1,
+            objective_step_id=None,
+            objective_rank=None,
+        )
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def finish_run(
@@ -209,9 +265,13 @@ def finish_run(
     state: str,
     exit_code: int | None = None,
     reason: str | None = None,
+    lease: Lease | None = None,
 ) -> None:
-    """Record a run's end. A FAILED or STOPPED run has no objective and never ranks (its eval
-    steps, and the best step's checkpoint, stay for inspection)."""
+    """Record a run's end (conditional on `lease` when given: `LeaseLostError` otherwise).
+
+    A FAILED or STOPPED run has no objective and never ranks (its eval steps, and the best
+    step's checkpoint, stay for inspection).
+    """
     values: dict[str, Any] = {
         "state": state,
         "exit_code": exit_code,
@@ -220,7 +280,10 @@ def finish_run(
     }
     if state in ("FAILED", "STOPPED"):
         values.update(objective_step_id=None, objective_rank=None)
-    session.execute(update(TrialRunRow).where(TrialRunRow.id == run_id).values(**values))
+    where = _held(lease) if lease is not None else TrialRunRow.id == run_id
+    result = session.execute(update(TrialRunRow).where(where).values(**values))
+    if lease is not None and result.rowcount != 1:  # type: ignore[attr-defined]
+        raise LeaseLostError(run_id)
 
 
 def add_problems(session: Session, run_id: int, problems: Sequence[str]) -> None:
@@ -772,6 +835,7 @@ def _run(row: TrialRunRow) -> TrialRun:
         ended_at=_aware(row.ended_at) if row.ended_at else None,
         best_step_id=row.best_step_id,
         objective_step_id=row.objective_step_id,
+        lease_epoch=row.lease_epoch or 0,
     )
 
 
