@@ -12,8 +12,9 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from api import errors
-from api.limits import BodySizeLimit, StripRootPath
+from api.limits import BodySizeLimit, NestingLimit, StripRootPath
 from api.routes import events, health, models, studies, trials
+from api.routes.health import ManagerProblem
 from tuner import __version__
 from tuner.config import Settings
 from tuner.studies import Backend
@@ -28,8 +29,12 @@ def create_app(
     backend: Backend | None = None,
     registry: TrainerRegistry | None = None,
     root_path: str = "",
+    manager_problem: ManagerProblem | None = None,
 ) -> FastAPI:
-    """Build the app; a backend and registry not given are opened from `settings`."""
+    """Build the app; a backend and registry not given are opened from `settings`.
+
+    `manager_problem` tells `/readyz` whether an embedded study manager is running.
+    """
     settings = settings or Settings()
     owns_backend = backend is None
 
@@ -51,7 +56,9 @@ def create_app(
     app.state.settings = settings
     app.state.backend = backend
     app.state.registry = registry or TrainerRegistry.from_file(settings.trainers_file)
+    app.state.manager_problem = manager_problem
     errors.install(app)
+    app.add_middleware(NestingLimit)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if root_path:
         app.add_middleware(StripRootPath, root_path=root_path)

@@ -245,3 +245,7 @@ class ResumeRequest(Public):
 
 class Health(BaseModel):
     status: str
+
+
+class NotReady(Health):
+    reason: str | None = Field(default=None, description="Why, when the status does not say.")

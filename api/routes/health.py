@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections.abc import Callable
+
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from api.deps import BackendDep
-from api.schemas import Health
+from api.schemas import Health, NotReady
 from tuner.errors import TunerError
 
 router = APIRouter(tags=["health"])
+
+#: Why the embedded study manager is not running (None while it runs), when there is one.
+ManagerProblem = Callable[[], str | None]
 
 
 @router.get("/healthz", response_model=Health)
@@ -19,11 +24,14 @@ def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
-async def readyz(backend: BackendDep) -> JSONResponse:
-    """The database answers."""
+@router.get("/readyz", response_model=Health, responses={503: {"model": NotReady}})
+async def readyz(request: Request, backend: BackendDep) -> JSONResponse:
+    """The database answers, and the embedded study manager (if any) runs."""
     try:
         await run_in_threadpool(backend.db.ping)
     except (TunerError, Exception):  # any failure to reach the database means not ready
         return JSONResponse({"status": "database unavailable"}, status_code=503)
+    manager_problem: ManagerProblem | None = request.app.state.manager_problem
+    if manager_problem is not None and (reason := manager_problem()) is not None:
+        return JSONResponse({"status": "manager unavailable", "reason": reason}, status_code=503)
     return JSONResponse({"status": "ok"})

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response, status
+from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import BackendDep, ReadAccess, RegistryDep, SessionDep, StoreDep, WriteAccess
+from api.errors import safe_text
+from api.limits import too_deep, yaml_problem
 from api.schemas import ErrorResponse, Page, ResumeRequest, StudyPublic
 from tuner import studies as study_ops
 from tuner.entities import Study
-from tuner.errors import SpecError
+from tuner.errors import SpecError, StudyNotFoundError
 from tuner.persistence import repository as repo
 from tuner.spec import StudySpec, load_spec_text
 from tuner.studies import Backend
@@ -21,6 +25,7 @@ router = APIRouter(prefix="/studies", tags=["studies"])
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 STUDY_STATES = ("RUNNING", "COMPLETED", "FAILED", "STOPPED")
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse},
     401: {"model": ErrorResponse},
     403: {"model": ErrorResponse},
     404: {"model": ErrorResponse},
@@ -56,11 +61,46 @@ def _parse_body(body: bytes, content_type: str) -> tuple[StudySpec, list[str]]:
     except UnicodeDecodeError:
         raise SpecError([("", "the request body is not UTF-8 text")]) from None
     kind = content_type.split(";")[0].strip().lower()
-    if kind in YAML_TYPES or kind == "application/json" or not kind:
-        spec = load_spec_text(text, source="request body", warnings=warnings)
-    else:
+    if kind not in YAML_TYPES and kind != "application/json" and kind:
         raise SpecError([("", f"unsupported Content-Type {kind!r}: send JSON or YAML")])
-    return spec, warnings
+    # The spec loader tries JSON, then YAML, whatever the Content-Type: a body that is not JSON
+    # is measured as YAML first (`NestingLimit` has measured its brackets already).
+    if not _is_json(text) and (problem := yaml_problem(text)):
+        raise HTTPException(400, detail=problem)
+    try:
+        spec = load_spec_text(text, source="request body", warnings=warnings)
+    except RecursionError:  # not expected past the scanners; still a client's error
+        raise too_deep() from None
+    except (ValueError, OverflowError) as exc:  # from YAML's constructors: a 5,000-digit int
+        raise SpecError([("", f"not valid YAML or JSON: {exc}")]) from None
+    problems = list(_unstorable(spec.to_document()))
+    if problems:
+        raise SpecError(problems)
+    return spec, [safe_text(w) for w in warnings]
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def _unstorable(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """The strings of a spec document that no trainer command line or database can carry."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _unstorable(key, path)
+            yield from _unstorable(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _unstorable(item, f"{path}[{index}]")
+    elif isinstance(value, str):
+        if "\x00" in value:
+            yield path, "must not contain NUL characters"
+        elif safe_text(value) != value:
+            yield path, "must be valid Unicode text (it holds a lone surrogate)"
 
 
 @router.post(
@@ -77,7 +117,10 @@ async def create_study(
 ) -> StudyPublic:
     """Validate the spec once, here; 422 names each bad field, 409 a duplicate name."""
     body = await request.body()
-    spec, warnings = _parse_body(body, request.headers.get("content-type", ""))
+    # Parsing a YAML body takes a while: not on the event loop.
+    spec, warnings = await run_in_threadpool(
+        _parse_body, body, request.headers.get("content-type", "")
+    )
 
     def submit() -> StudyPublic:
         study = study_ops.submit_study(backend, spec, registry)
@@ -160,4 +203,7 @@ def delete_study(
 
 def _ref(study_id: str) -> str:
     """A study's id or name, as the client sent it (looked up only in the database)."""
+    if "\x00" in study_id or safe_text(study_id) != study_id:
+        # PostgreSQL refuses NUL in a query parameter; no study name holds one (or a surrogate)
+        raise StudyNotFoundError(f"study {study_id!r} not found")
     return study_id
