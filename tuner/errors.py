@@ -80,3 +80,7 @@ class LeaseLostError(TunerError):
     def __init__(self, run_id: int) -> None:
         self.run_id = run_id
         super().__init__(f"run {run_id}: its lease is held by another manager now")
+
+
+class TrialTakenError(TunerError):
+    """Another manager already attached the same Optuna trial to a run of its own."""

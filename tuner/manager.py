@@ -11,15 +11,13 @@ The manager never imports TensorFlow; event files are read by `tuner.metrics`.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
-import shutil
 import signal
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +25,9 @@ import optuna
 from optuna.trial import TrialState
 
 from tuner import sampling
+from tuner.active_trial import ActiveTrial, KeptCheckpoint
 from tuner.artifacts import (
     ArtifactStore,
-    TrialPaths,
     checkpoint_prefix_for,
     drop_checkpoint,
     drop_export,
@@ -40,7 +38,7 @@ from tuner.artifacts import (
 from tuner.bundle import savedmodel_global_step
 from tuner.config import Settings
 from tuner.entities import Lease, Observation, Study, TrialRun
-from tuner.errors import ArtifactNotFoundError, LeaseLostError, TunerError
+from tuner.errors import ArtifactNotFoundError, LeaseLostError, TrialTakenError, TunerError
 from tuner.execution import (
     TrialProcess,
     build_command,
@@ -50,46 +48,22 @@ from tuner.execution import (
     tail_lines,
     wait_for_exit,
 )
+from tuner.infrastructure import artifact_store_problem, is_infrastructure
 from tuner.leases import StalenessJudge, WorkerId, fence_after, heartbeat_every, new_worker_id
-from tuner.metrics import CheckpointPathValue, ScalarValue
-from tuner.outputs import TrialOutputs, describe_missing_objective
+from tuner.metrics import CheckpointPathValue
+from tuner.outputs import TrialOutputs
 from tuner.persistence import is_unavailable
 from tuner.persistence import repository as repo
-from tuner.spec import Check, ObjectiveMode, StudySpec
+from tuner.proposals import Exhausted, propose
+from tuner.spec import Check, ObjectiveMode
 from tuner.studies import Backend, tell
 from tuner.trainers import TrainerRegistry
+from tuner.verdict import decide, final_problems, limit_reached
 from tuner.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
-#: Free space below which the artifact store counts as full (trials are not started).
-MIN_FREE_BYTES = 64 * 1024 * 1024
-#: Errors of the machine rather than of the trainer: they never count against a study.
-INFRASTRUCTURE_ERRNOS = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.EIO}
-)
 BACKOFF_MAX = 60.0
-
-
-def _is_infrastructure(exc: BaseException) -> bool:
-    """An OS error of the machine (space, permissions, a vanished dir), not of a trainer."""
-    return isinstance(exc, OSError) and exc.errno in INFRASTRUCTURE_ERRNOS
-
-
-def artifact_store_problem(root: Path) -> str | None:
-    """Why trials cannot be written under `root` now, or None."""
-    probe = root
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"the artifact root {root} is not writable"
-    try:
-        free = shutil.disk_usage(probe).free
-    except OSError as exc:
-        return f"the artifact root {root} cannot be read: {exc.strerror or exc}"
-    if free < MIN_FREE_BYTES:
-        return f"the artifact store {root} is full ({free // (1024 * 1024)} MiB free)"
-    return None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -100,60 +74,6 @@ def _first_line(exc: BaseException) -> str:
 def default_worker_id() -> str:
     """Unique per start: `<host>:<pid>:<nonce>` (see `tuner.leases.WorkerId`)."""
     return new_worker_id()
-
-
-@dataclass
-class KeptCheckpoint:
-    """The checkpoint kept for a trial's best step, and whether its eval named it."""
-
-    step: int
-    source: Path
-    kept: Path
-    confirmed: bool
-
-
-@dataclass
-class ActiveTrial:
-    """A trial this manager runs: its process, what it writes, and what it has seen."""
-
-    run_id: int
-    study: Study
-    number: int
-    optuna_trial_id: int
-    paths: TrialPaths
-    process: TrialProcess
-    outputs: TrialOutputs
-    lease: Lease
-    started: float = field(default_factory=time.monotonic)
-    #: When the trial last wrote a value (for `stallTimeoutSeconds`).
-    progressed: float = field(default_factory=time.monotonic)
-    objective_dir: str | None = None
-    best: Observation | None = None
-    last: Observation | None = None
-    reported_steps: set[int] = field(default_factory=set)
-    #: Steps of objective evals whose every metric was exactly 0 (check `empty-eval`).
-    empty_steps: list[int] = field(default_factory=list)
-    #: Whether an objective value came from an eval after training (global step > 0).
-    trained: bool = False
-    #: `checkpoint_path` summaries read, by (eval name, step): they may come after the metrics.
-    reported_checkpoints: dict[tuple[str, int], str] = field(default_factory=dict)
-    kept: KeptCheckpoint | None = None
-    #: Why the best step's checkpoint could not be kept yet (retried at every poll).
-    checkpoint_miss: str | None = None
-    outcome: str | None = None  # PRUNED, STOPPED or FAILED once decided; None while running
-    outcome_reason: str | None = None
-    #: Values read but not yet stored (the database was unavailable): stored on the next tick.
-    pending_values: list[ScalarValue | CheckpointPathValue] = field(default_factory=list)
-    pending_offsets: dict[str, int] = field(default_factory=dict)
-    has_exports: bool = False
-    #: The outcome once decided (state, reason, objective, event-file problems).
-    decision: tuple[str, str | None, float | None, list[str]] | None = None
-    #: Writes of the outcome already done (so a retried `_finish` does them once).
-    recorded: set[str] = field(default_factory=set)
-
-    @property
-    def spec(self) -> StudySpec:
-        return self.study.spec
 
 
 @dataclass(frozen=True)
@@ -395,7 +315,7 @@ class StudyManager:
         except Exception as exc:
             if is_unavailable(exc):
                 raise
-            if _is_infrastructure(exc):
+            if is_infrastructure(exc):
                 self._back_off(study, f"the artifact store failed: {_first_line(exc)}")
             else:
                 logger.exception("study %s: could not start a trial", study.name)
@@ -458,16 +378,24 @@ class StudyManager:
         return True
 
     def _claim_and_start(self, study: Study) -> bool:
-        run_id = self.db.run(lambda s: repo.reserve_run(s, study.id, worker=self.worker_id))
-        if run_id is None:
+        claim = self.db.run(lambda s: self._reserve(s, study.id))
+        if claim is None:
             return False
+        run_id, ordinal = claim
         lease = Lease(run_id, self.worker_id, 0)
         try:
             optuna_study = self._optuna_study(study)
-            trial = optuna_study.ask(sampling.search_space(study.spec))
+            proposal = propose(self.backend, study.spec, ordinal=ordinal)
         except Exception:
             self._abandoned.append((run_id, study, None))
             raise
+        if isinstance(proposal, Exhausted):
+            self._drop_reservation(run_id)
+            running = self.db.run(lambda s: repo.trial_counts(s, study.id)).get("RUNNING", 0)
+            if not running:
+                self._end_study(study, "COMPLETED", proposal.reason, 0)
+            return False
+        trial = proposal
         params = sampling.trainer_values(study.spec, trial.params)
         paths = self.store.trial_paths(study.name, trial.number)
         try:
@@ -483,6 +411,11 @@ class StudyManager:
                     log_path=self.store.relative(paths.log_path),
                 ),
             )
+        except TrialTakenError:
+            # Another manager took the same enqueued trial (Optuna's queue pop is not atomic
+            # on SQLite): it is theirs; only this reservation goes.
+            self._drop_reservation(run_id)
+            return True
         except Exception:
             self._abandoned.append((run_id, study, trial.number))
             raise
@@ -521,6 +454,12 @@ class StudyManager:
         self._emit("created", study, trial.number, {"params": params, "state": "RUNNING"})
         return True
 
+    def _reserve(self, session: Any, study_id: int) -> tuple[int, int] | None:
+        run_id = repo.reserve_run(session, study_id, worker=self.worker_id)
+        if run_id is None:
+            return None
+        return run_id, repo.run_ordinal(session, study_id, run_id)
+
     def _start_failed(
         self,
         study: Study,
@@ -533,7 +472,7 @@ class StudyManager:
         """A trial that could not even start: the machine's fault (STOPPED, run again after a
         back-off) or the trainer's (FAILED)."""
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        infrastructure = _is_infrastructure(exc) and not (
+        infrastructure = is_infrastructure(exc) and not (
             isinstance(exc, FileNotFoundError) and exc.filename == program
         )
         state = "STOPPED" if infrastructure else "FAILED"
@@ -589,7 +528,7 @@ class StudyManager:
         """Stop a trial the manager cannot go on serving, and record why (if it still can)."""
         code = trial.process.stop(self.settings.stop_grace_seconds)
         if trial.decision is None:
-            if _is_infrastructure(exc):
+            if is_infrastructure(exc):
                 state = "STOPPED"
                 reason = f"the machine failed ({_first_line(exc)}); not counted, run again"
             else:
@@ -623,28 +562,11 @@ class StudyManager:
         """Stop a trial past its deadline, or one that has written nothing for too long."""
         if trial.outcome is not None:
             return
-        spec = trial.spec
-        now = time.monotonic()
-        limit = spec.max_trial_duration_seconds or self.settings.trial_max_seconds
-        if limit is not None and now - trial.started > limit:
-            field_name = (
-                "maxTrialDurationSeconds"
-                if spec.max_trial_duration_seconds
-                else ("TUNER_TRIAL_MAX_SECONDS")
-            )
-            trial.outcome = "FAILED"
-            trial.outcome_reason = f"stopped: it ran longer than {field_name}={limit:g} s"
-        elif spec.stall_timeout_seconds and now - trial.progressed > spec.stall_timeout_seconds:
-            trial.outcome = "FAILED"
-            trial.outcome_reason = (
-                f"stopped: no new metric for {now - trial.progressed:.0f} s "
-                f"(stallTimeoutSeconds={spec.stall_timeout_seconds:g})"
-            )
-        else:
+        reason = limit_reached(trial, default_max_seconds=self.settings.trial_max_seconds)
+        if reason is None:
             return
-        logger.warning(
-            "study %s trial %d: %s", trial.study.name, trial.number, trial.outcome_reason
-        )
+        trial.outcome, trial.outcome_reason = "FAILED", reason
+        logger.warning("study %s trial %d: %s", trial.study.name, trial.number, reason)
         trial.process.request_stop()
 
     def _ingest(self, trial: ActiveTrial, *, final: bool = False) -> None:
@@ -921,107 +843,19 @@ class StudyManager:
         )
 
     def _outcome(self, trial: ActiveTrial, code: int) -> tuple[str, str | None, float | None]:
-        """The trial's state, the reason, and its objective if COMPLETED.
-
-        COMPLETED needs evidence that the trainer trained and evaluated: an exit code of 0 says
-        little (many trainers exit 0 on any error), so each check of `tuner.spec.Check` that the
-        spec does not skip must hold too.
-        """
-        spec = trial.spec
-        tag = spec.metric_tag
-        objective = trial.best if spec.objective is ObjectiveMode.BEST else trial.last
-        if trial.outcome == "PRUNED":
-            return "PRUNED", trial.outcome_reason, None
-        if trial.outcome == "STOPPED":
-            return "STOPPED", trial.outcome_reason, None
-        log = "\n".join(tail_lines(trial.paths.log_path, self.settings.log_tail_lines))
-        log_part = f"\nlast log lines:\n{log}" if log else "\n(the log is empty)"
-        if trial.outcome == "FAILED":
-            return "FAILED", f"{trial.outcome_reason}{log_part}", None
-        if code != 0:
-            problem = artifact_store_problem(self.store.root)
-            if problem is not None:
-                self._back_off(trial.study, problem)
-                return (
-                    "STOPPED",
-                    f"trainer {describe_exit(code)} while {problem}: not counted, run again"
-                    f"{log_part}",
-                    None,
-                )
-            return "FAILED", f"trainer {describe_exit(code)}{log_part}", None
-        damaged = trial.outputs.damaged.get(trial.objective_dir or "")
-        if trial.last is None and trial.empty_steps:
-            steps = ", ".join(str(step) for step in trial.empty_steps[:10])
-            return (
-                "FAILED",
-                f"[check {Check.EMPTY_EVAL}] every eval of {tag!r} (steps {steps}) had all its "
-                "metrics exactly 0: the eval saw no data? (an eval input, such as a file glob, "
-                f"that matches nothing); add '{Check.EMPTY_EVAL.value}' to skipChecks to count "
-                f"such evals{log_part}",
-                None,
-            )
-        if trial.last is None:
-            seen = self.db.run(lambda s: repo.tags_seen(s, trial.run_id))
-            hypertune = set(self.db.run(lambda s: repo.tags_seen(s, trial.run_id, "hypertune")))
-            read = [t for t in seen if t not in hypertune]
-            where = describe_missing_objective(trial.outputs, tag, hypertune, read)
-            lost = "".join(
-                f"; records were lost in {reason}" for reason in trial.outputs.damaged.values()
-            )
-            return (
-                "FAILED",
-                f"trainer exited 0 without reporting the objective {tag!r} ({where}{lost})"
-                f"{log_part}",
-                None,
-            )
-        if not trial.last.is_finite or objective is None:
-            # A diverged trial fails even when an earlier eval was finite (its best
-            # checkpoint and every metric are kept).
-            bad = trial.last
-            return (
-                "FAILED",
-                f"objective {tag!r} is {bad.value} at step {bad.step}: not a finite number",
-                None,
-            )
-        if not trial.trained and spec.checks(Check.UNTRAINED):
-            return (
-                "FAILED",
-                f"[check {Check.UNTRAINED}] every eval of {tag!r} is at global step 0: the "
-                "trainer never trained (a training input that matches nothing?); add "
-                f"'{Check.UNTRAINED.value}' to skipChecks to accept it{log_part}",
-                None,
-            )
-        if damaged is not None and spec.checks(Check.DAMAGED_EVENTS):
-            return (
-                "FAILED",
-                f"[check {Check.DAMAGED_EVENTS}] the objective's events lost records, which may "
-                f"have held its best value: {damaged}; add '{Check.DAMAGED_EVENTS.value}' to "
-                "skipChecks to rank the trial on what was read",
-                None,
-            )
-        return "COMPLETED", None, objective.value
+        verdict = decide(
+            trial,
+            code,
+            log_tail=tail_lines(trial.paths.log_path, self.settings.log_tail_lines),
+            store_problem=lambda: artifact_store_problem(self.store.root),
+            tags_seen=lambda name: self.db.run(lambda s: repo.tags_seen(s, trial.run_id, name)),
+        )
+        if verdict.infrastructure is not None:
+            self._back_off(trial.study, verdict.infrastructure)
+        return verdict.state, verdict.reason, verdict.objective
 
     def _final_problems(self, trial: ActiveTrial) -> list[str]:
-        """What the trial's end shows is missing: the best step's checkpoint, export matches."""
-        problems: list[str] = []
-        best = trial.best
-        if best is not None and (trial.kept is None or trial.kept.step != best.step):
-            why = trial.checkpoint_miss or "no checkpoint was found for it"
-            problems.append(f"best step {best.step}: no checkpoint kept ({why})")
-        for exporter, version, step in self.db.run(
-            lambda s: repo.unmatched_exports(s, trial.run_id)
-        ):
-            if step is None:
-                problems.append(
-                    f"export {exporter}/{version}: not tied to an eval step (it was written "
-                    "before any eval, and its variables hold no global step)"
-                )
-            else:
-                problems.append(
-                    f"export {exporter}/{version}: made from global step {step}, which was "
-                    "never evaluated"
-                )
-        return problems
+        return final_problems(trial, self.db.run(lambda s: repo.unmatched_exports(s, trial.run_id)))
 
     def _stop_trials_of_inactive_studies(self, running: list[Study]) -> None:
         """Stop local trials of studies that were stopped (e.g. over the API) or deleted."""

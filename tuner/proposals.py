@@ -15,9 +15,10 @@ the same sequence shifted by one trial (which `seed + ordinal` would do). Per sa
 - CMA_ES: its optimizer state lives in trial system attrs; its only per-ask randomness is
   `rng.randint(...) + trial.number`, drawn from the sampler's RNG (and the RandomSampler used for
   the startup trials and categorical params), so a per-ask seed is exact too.
-- GP (needs torch): the RNG drives the startup RandomSampler and the acquisition optimizer, so a
-  per-ask seed is exact; the sampler's in-memory warm start of the kernel fit is lost on every
-  ask (a little slower to fit, but no longer dependent on what the process asked before).
+- GP (needs torch; not exercised by the tests without it): the RNG drives the startup
+  RandomSampler and the acquisition optimizer, so a per-ask seed is exact; the sampler's
+  in-memory warm start of the kernel fit is lost on every ask (a little slower to fit, but no
+  longer dependent on what the process asked before).
 - QMC: NOT seeded per ask. The sampler draws point `k` of a scrambled Sobol sequence whose
   scramble depends on the seed, `k` being a counter kept in the study's system attrs *per seed*:
   a new seed per ask would always draw point 0 of a new scramble, i.e. plain random sampling.
@@ -25,7 +26,8 @@ the same sequence shifted by one trial (which `seed + ordinal` would do). Per sa
   and Optuna id (stable across managers and restarts, so they all walk one sequence).
 - GRID_SEARCH: NOT seeded per ask. GridSampler gives trial number `n` the grid point `n` of the
   grid shuffled by its seed (`seed or 0`): every ask must shuffle with the same seed, or two
-  managers map the same trial numbers to different points and repeat some.
+  managers map the same trial numbers to different points and repeat some (with the former
+  `seed + trials so far`, one reopen after 6 trials of a 24-point grid repeated 5 points).
 
 Duplicates. Two trials are duplicates when the trainer would get the same flags: the values
 are passed through `sampling.trainer_values` (reverse-log values reversed and rounded) and
@@ -36,33 +38,41 @@ enqueued on purpose (fixed params: `tuner retry`, a stopped or lost trial run ag
 params means being COMPLETE, PRUNED, RUNNING, WAITING (its fixed params) or FAIL: a failed
 trial's params are not drawn again (TPE ignores failures and would re-propose a config that
 crashes); `tuner retry` enqueues them on purpose. Trials failed as duplicates hold nothing.
-A trial with fixed params from `enqueue_trial` is never a duplicate itself (those that
-`propose` enqueues to fill the space, marked `unseen_fill`, are checked like sampled ones).
-A RUNNING trial of another manager may still be writing its params: the check waits for it up
-to `SETTLE_SECONDS` when its params so far match.
+A trial with fixed params from `enqueue_trial` is never a duplicate itself. A RUNNING trial of
+another manager may still be writing its params (Optuna writes them one by one): when its
+params so far match, the check waits for it, up to `SETTLE_SECONDS`.
 
 A duplicate is told FAIL (it never ran) with user attr `duplicate_of=<number>`, and the ask is
-repeated with the next attempt's seed. After `max_attempts` duplicates in a row:
+repeated with the next attempt's seed. After `max_attempts` duplicates in a row, or as soon as
+the sampler draws the same duplicate twice (it is stuck: TPE, CMA-ES and GP do not see failed
+trials, so they keep drawing it; in a 24-combination space TPE needed a fallback for half of its
+trials and drew 260 duplicates with 20 attempts, 26 with this rule):
 
 - finite space (no DOUBLE): a uniformly random combination that no trial holds (from the seed
-  when seeded) is enqueued and asked for;
+  when seeded) is asked for, with a one-off sampler that draws exactly it; the trial gets user
+  attr `unseen_fill`. It is not enqueued: on SQLite, two managers asking at once can both pop
+  the same enqueued trial (Optuna's pop is a read then a write, with no row lock there);
 - infinite space: the next asks use a RandomSampler (from the seed when seeded). A duplicate
   there means the sampler is stuck on exact values (e.g. GP or CMA-ES on a bound); running it
   anyway would break the rule, and a random DOUBLE repeats with probability zero.
 
-When every combination of a finite space is held (and no enqueued trial waits), `propose`
-returns `Exhausted` without asking.
+`FALLBACK_ATTEMPTS` such asks are made before giving up with `Exhausted` (only a race with other
+managers can make them all duplicates). When every combination of a finite space is held, and
+no enqueued trial waits, `propose` returns `Exhausted` without asking.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import logging
 import math
 import random
+import threading
 import time
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,14 +82,15 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner import sampling
-from tuner.spec import Algorithm, StudySpec
+from tuner.persistence import Database
+from tuner.spec import Algorithm, ParameterSpec, StudySpec
 from tuner.studies import Backend, tell
 
 logger = logging.getLogger(__name__)
 
 #: User attr of a trial failed as a duplicate: the number of the trial that holds its params.
 DUPLICATE_OF = "duplicate_of"
-#: User attr of a trial `propose` enqueued with unseen params after too many duplicates.
+#: User attr of a trial given unseen params (a fallback) after too many duplicates.
 UNSEEN_FILL = "unseen_fill"
 #: States in which a trial holds its params (FAIL unless it failed as a duplicate).
 HOLDING_STATES = (
@@ -122,43 +133,181 @@ def propose(
         raise ValueError(f"ordinal must be >= 0, got {ordinal}")
     if max_attempts < 0:
         raise ValueError(f"max_attempts must be >= 0, got {max_attempts}")
-    space = sampling.search_space(spec)
-    names = [p.parameter_name for p in spec.hyperparameters.params]
-    grid = _Grid.of(spec, space) if all(p.is_finite for p in spec.hyperparameters.params) else None
-    fixed = _fixed_sampler(backend, spec)
-    study = optuna.load_study(
-        study_name=spec.name,
-        storage=backend.storage,
-        sampler=fixed or _sampler(spec, ordinal, 0, random_only=False),
-        pruner=sampling.make_pruner(spec.pruner),
-    )
-    for attempt in range(max_attempts + FALLBACK_ATTEMPTS):
-        views = _views(spec, space, names, study.get_trials(deepcopy=False))
-        fallback = attempt >= max_attempts
-        if grid is not None:
-            held = {v.key for v in views if v.holds and v.valid and v.key is not None}
-            waiting = any(v.state is TrialState.WAITING for v in views)
-            if len(held) >= grid.size and not waiting:
-                return Exhausted(grid.exhausted_reason(views))
+    study_id = backend.storage.get_study_id_from_name(spec.name)
+    with _open_study(backend, spec, study_id) as entry:
+        fixed = _fixed_sampler(spec, study_id)
+        return _Proposal(entry, spec, ordinal, max_attempts, fixed).run()
+
+
+class _Proposal:
+    """One `propose` call: asks until a trial holds params of its own."""
+
+    def __init__(
+        self,
+        entry: _OpenStudy,
+        spec: StudySpec,
+        ordinal: int,
+        max_attempts: int,
+        fixed: optuna.samplers.BaseSampler | None,
+    ) -> None:
+        self.study = entry.study
+        self.finished = entry.finished_views(spec)
+        self.spec = spec
+        self.ordinal = ordinal
+        self.max_attempts = max_attempts
+        self.fixed = fixed
+        self.space = sampling.search_space(spec)
+        self.names = [p.parameter_name for p in spec.hyperparameters.params]
+        params = spec.hyperparameters.params
+        self.grid = _Grid.of(spec, self.space) if all(p.is_finite for p in params) else None
+
+    def run(self) -> optuna.trial.Trial | Exhausted:
+        drawn: set[Key | None] = set()  # the duplicates the sampler drew
+        sampler_asks = fallback_asks = 0
+        while True:
+            attempt = sampler_asks + fallback_asks
+            fallback = sampler_asks >= self.max_attempts
+            if fallback and fallback_asks >= FALLBACK_ATTEMPTS:
+                return Exhausted(
+                    f"no params unlike those of the study's trials were found in {attempt} asks"
+                )
+            chosen: dict[str, Any] | None = None
+            if self.grid is not None:
+                views = self.views()
+                held = {v.key for v in views if v.holds and v.valid and v.key is not None}
+                waiting = any(v.state is TrialState.WAITING for v in views)
+                if len(held) >= self.grid.size and not waiting:
+                    return Exhausted(self.grid.exhausted_reason(views))
+                if fallback and len(held) < self.grid.size:
+                    chosen = self.grid.unseen(held, _rng(self.spec, self.ordinal, attempt))
+            if chosen is not None:
+                self.study.sampler = _Chosen(chosen)
+            elif self.fixed is not None:
+                self.study.sampler = self.fixed
+            else:
+                self.study.sampler = _sampler(
+                    self.spec, self.ordinal, attempt, random_only=fallback
+                )
+            trial = self.study.ask(dict(self.space))
+            try:
+                holder, ours = self.holder(trial)
+                if chosen is not None and not ours.exempt:
+                    trial.set_user_attr(UNSEEN_FILL, True)
+                if holder is not None:
+                    logger.info(
+                        "study %s: trial %d drew the params of trial %d; asking again",
+                        self.spec.name,
+                        trial.number,
+                        holder,
+                    )
+                    trial.set_user_attr(DUPLICATE_OF, holder)
+                    tell(self.study, trial.number, state=TrialState.FAIL)
+            except BaseException:
+                # The caller never learns of this trial: do not leave it RUNNING for ever.
+                with contextlib.suppress(Exception):
+                    tell(self.study, trial.number, state=TrialState.FAIL)
+                raise
+            if holder is None:
+                return trial
             if fallback:
-                params = grid.unseen(held, _rng(spec, ordinal, attempt))
-                study.enqueue_trial(params, user_attrs={UNSEEN_FILL: True})
-        if attempt and (fallback or fixed is None):
-            study.sampler = fixed or _sampler(spec, ordinal, attempt, random_only=fallback)
-        trial = study.ask(space)
-        holder = _settled_holder(study, spec, space, names, trial)
-        if holder is None:
-            return trial
-        logger.info(
-            "study %s: trial %d drew the params of trial %d; asking again",
-            spec.name,
-            trial.number,
-            holder,
-        )
-        trial.set_user_attr(DUPLICATE_OF, holder)
-        tell(study, trial.number, state=TrialState.FAIL)
-    asks = max_attempts + FALLBACK_ATTEMPTS
-    return Exhausted(f"no params unlike those of the study's trials were found in {asks} asks")
+                fallback_asks += 1
+            elif ours.key in drawn:
+                # The sampler is stuck: TPE, CMA-ES and GP do not see failed trials, so asking
+                # again mostly draws the same params.
+                sampler_asks = self.max_attempts
+            else:
+                drawn.add(ours.key)
+                sampler_asks += 1
+
+    def views(self) -> list[_View]:
+        views = []
+        for trial in self.study.get_trials(deepcopy=False):
+            view = self.finished.get(trial._trial_id)
+            if view is None:
+                view = _view(self.spec, self.space, self.names, trial)
+                if trial.state.is_finished():
+                    self.finished[trial._trial_id] = view
+            views.append(view)
+        return views
+
+    def holder(self, trial: optuna.trial.Trial) -> tuple[int | None, _View]:
+        """The trial holding the params `trial` repeats (None if none), and `trial`'s view.
+
+        An earlier trial of another manager still writing params that match so far is waited
+        for, up to SETTLE_SECONDS.
+        """
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while True:
+            views = self.views()
+            ours = next(v for v in views if v.trial_id == trial._trial_id)
+            if ours.exempt:
+                return None, ours
+            holder = _holder(views, ours)
+            if not isinstance(holder, _Unsettled):
+                return holder, ours
+            if time.monotonic() >= deadline:
+                logger.warning(
+                    "study %s: an earlier trial is still writing its params after %.1f s; "
+                    "trial %d is kept",
+                    self.spec.name,
+                    SETTLE_SECONDS,
+                    trial.number,
+                )
+                return None, ours
+            time.sleep(0.02)
+
+
+# -- the study object ------------------------------------------------------------------------
+
+
+class _OpenStudy:
+    """One Optuna study object per study and storage, kept for its cache of finished trials.
+
+    A fresh `load_study` costs ~2 ms, but its first read of the trials is cold: all of them are
+    read again (~0.4 ms a trial on SQLite), where a kept study reads only new and unfinished
+    ones. The lock keeps the sampler, set anew for every ask, to one `propose` at a time.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study = study
+        self.lock = threading.Lock()
+        #: Views of finished trials (which no longer change), for the search space below.
+        self.views: dict[int, _View] = {}
+        self.params: list[ParameterSpec] = []
+
+    def finished_views(self, spec: StudySpec) -> dict[int, _View]:
+        if self.params != spec.hyperparameters.params:
+            self.views.clear()
+            self.params = list(spec.hyperparameters.params)
+        return self.views
+
+
+#: By the backend's `Database` (not its storage, which the studies refer to: a weak key must not
+#: be kept alive by its value), then by study name and Optuna id.
+_OPEN: weakref.WeakKeyDictionary[Database, dict[tuple[str, int], _OpenStudy]] = (
+    weakref.WeakKeyDictionary()
+)
+_OPEN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _open_study(backend: Backend, spec: StudySpec, study_id: int) -> Iterator[_OpenStudy]:
+    # Keyed by Optuna's id too: a study deleted and created again under its name is another.
+    key = (spec.name, study_id)
+    with _OPEN_LOCK:
+        studies = _OPEN.setdefault(backend.db, {})
+        entry = studies.get(key)
+        if entry is None:
+            study = optuna.load_study(
+                study_name=spec.name,
+                storage=backend.storage,
+                sampler=optuna.samplers.RandomSampler(),
+                pruner=optuna.pruners.NopPruner(),
+            )
+            entry = studies[key] = _OpenStudy(study)
+    with entry.lock:
+        entry.study.pruner = sampling.make_pruner(spec.pruner)
+        yield entry
 
 
 # -- samplers ----------------------------------------------------------------------------------
@@ -181,7 +330,7 @@ def _sampler(
     return sampling.make_sampler(spec.model_copy(update={"seed": seed}))
 
 
-def _fixed_sampler(backend: Backend, spec: StudySpec) -> optuna.samplers.BaseSampler | None:
+def _fixed_sampler(spec: StudySpec, study_id: int) -> optuna.samplers.BaseSampler | None:
     """The one sampler of every ask for algorithms whose seed must not change (see above)."""
     algorithm = spec.hyperparameters.algorithm
     if algorithm is Algorithm.GRID_SEARCH:
@@ -189,11 +338,36 @@ def _fixed_sampler(backend: Backend, spec: StudySpec) -> optuna.samplers.BaseSam
     if algorithm is Algorithm.QMC:
         seed = spec.seed
         if seed is None:
-            study_id = backend.storage.get_study_id_from_name(spec.name)
             digest = hashlib.sha256(f"qmc:{spec.name}:{study_id}".encode()).digest()
             seed = int.from_bytes(digest[:4], "big")
         return sampling.make_sampler(spec.model_copy(update={"seed": seed}))
     return None
+
+
+class _Chosen(optuna.samplers.BaseSampler):
+    """A sampler that draws the one combination `propose` picked (an ask, not the queue)."""
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self._params = dict(params)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return {}
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        return self._params[param_name]
 
 
 def _rng(spec: StudySpec, ordinal: int, attempt: int) -> random.Random:
@@ -227,15 +401,6 @@ class _View:
         return self.number, self.trial_id
 
 
-def _views(
-    spec: StudySpec,
-    space: Mapping[str, BaseDistribution],
-    names: Sequence[str],
-    trials: Sequence[FrozenTrial],
-) -> list[_View]:
-    return [_view(spec, space, names, t) for t in trials]
-
-
 def _view(
     spec: StudySpec,
     space: Mapping[str, BaseDistribution],
@@ -266,7 +431,7 @@ def _view(
         flags=flags,
         key=tuple(flags[n] for n in names) if complete else None,
         valid=valid,
-        exempt=fixed is not None and not trial.user_attrs.get(UNSEEN_FILL),
+        exempt=fixed is not None,
         holds=trial.state in HOLDING_STATES and not duplicate,
     )
 
@@ -305,34 +470,6 @@ def _holder(views: Sequence[_View], ours: _View) -> int | _Unsettled | None:
         ):
             unsettled = True
     return UNSETTLED if unsettled else None
-
-
-def _settled_holder(
-    study: optuna.Study,
-    spec: StudySpec,
-    space: Mapping[str, BaseDistribution],
-    names: Sequence[str],
-    trial: optuna.trial.Trial,
-) -> int | None:
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while True:
-        views = _views(spec, space, names, study.get_trials(deepcopy=False))
-        ours = next(v for v in views if v.trial_id == trial._trial_id)
-        if ours.exempt:
-            return None
-        holder = _holder(views, ours)
-        if not isinstance(holder, _Unsettled):
-            return holder
-        if time.monotonic() >= deadline:
-            logger.warning(
-                "study %s: an earlier trial is still writing its params after %.1f s; "
-                "trial %d is kept",
-                spec.name,
-                SETTLE_SECONDS,
-                trial.number,
-            )
-            return None
-        time.sleep(0.02)
 
 
 # -- finite spaces -----------------------------------------------------------------------------

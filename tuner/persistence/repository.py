@@ -28,6 +28,7 @@ from tuner.errors import (
     LeaseLostError,
     StudyNotFoundError,
     TrialNotFoundError,
+    TrialTakenError,
 )
 from tuner.metrics import CheckpointPathValue, ScalarValue
 from tuner.persistence.models import (
@@ -169,6 +170,18 @@ def reserve_run(session: Session, study_id: int, *, worker: str) -> int | None:
     return row.id
 
 
+def run_ordinal(session: Session, study_id: int, run_id: int) -> int:
+    """How many runs of the study were reserved before this one (call under the study lock,
+    i.e. in the transaction of `reserve_run`): unique per claim across managers, and the trial
+    count on a single manager, so it seeds proposals reproducibly and never twice the same."""
+    count = session.scalar(
+        select(func.count(TrialRunRow.id)).where(
+            TrialRunRow.study_id == study_id, TrialRunRow.id < run_id
+        )
+    )
+    return int(count or 0)
+
+
 def attach_trial(
     session: Session,
     run_id: int,
@@ -179,17 +192,20 @@ def attach_trial(
     output_dir: str,
     log_path: str,
 ) -> None:
-    session.execute(
-        update(TrialRunRow)
-        .where(TrialRunRow.id == run_id)
-        .values(
-            number=number,
-            optuna_trial_id=optuna_trial_id,
-            params_json=json.dumps(params),
-            output_dir=output_dir,
-            log_path=log_path,
+    try:
+        session.execute(
+            update(TrialRunRow)
+            .where(TrialRunRow.id == run_id)
+            .values(
+                number=number,
+                optuna_trial_id=optuna_trial_id,
+                params_json=json.dumps(params),
+                output_dir=output_dir,
+                log_path=log_path,
+            )
         )
-    )
+    except IntegrityError:
+        raise TrialTakenError(f"trial {number} is attached to another run") from None
 
 
 def drop_reservation(session: Session, run_id: int) -> None:
