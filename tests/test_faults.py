@@ -308,3 +308,53 @@ def test_a_read_only_or_full_artifact_store_burns_no_budget(sqlite_url, registry
     finally:
         backend.close()
         subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+@pytest.mark.postgres
+def test_a_lock_held_past_the_fence_stops_and_reruns_the_trial(pg_url, registry, tmp_path):
+    """Another session holds a running trial's row lock (as a manager paused inside a
+    transaction would): the manager does not freeze, it fences the trial in time, records it
+    STOPPED (not FAILED: the watchdog, not the trainer, ended it) and runs its params again."""
+    import psycopg
+
+    settings = Settings(
+        database_url=pg_url,
+        artifact_root=tmp_path / "artifacts",
+        poll_interval=0.05,
+        heartbeat_timeout=6,
+        stop_grace_seconds=2,
+    )
+    backend = Backend.connect(pg_url)
+    try:
+        study_ops.submit_study(backend, make_spec(args=LONG, maxTrials=1), registry)
+        manager = StudyManager(backend, registry, settings, slots=1)
+        deadline = time.monotonic() + 30
+        while not manager.active and time.monotonic() < deadline:
+            manager.tick()
+            time.sleep(0.05)
+        (trial,) = manager.active.values()
+        conninfo = pg_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(conninfo) as holder:
+            holder.execute(
+                "SELECT id FROM tuner_trial_runs WHERE id = %s FOR UPDATE", (trial.run_id,)
+            )
+            end = time.monotonic() + 6
+            while time.monotonic() < end:
+                started = time.monotonic()
+                assert manager.tick() is True
+                assert time.monotonic() - started < 3  # never frozen for a lease's life
+                time.sleep(0.05)
+            holder.rollback()
+        deadline = time.monotonic() + 60
+        while manager.tick() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        manager.shutdown()
+        with backend.db.session() as s:
+            study = repo.get_study(s, "s")
+            runs = repo.runs(s, study.id)
+        assert [r.state for r in runs] == ["STOPPED", "COMPLETED"], [r.failure_reason for r in runs]
+        assert "lease was not renewed" in (runs[0].failure_reason or "")
+        assert runs[1].params == runs[0].params
+        assert study.state == "COMPLETED"
+    finally:
+        backend.close()

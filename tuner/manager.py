@@ -200,6 +200,9 @@ class StudyManager:
         return self.db.run(guarded)
 
     def _renew_leases(self) -> None:
+        # A tick held up past the watchdog's deadline (a lock wait, a pause): its trials were
+        # fenced, and their exit is the watchdog's doing, not the trainer's.
+        self._fence_if_unrenewed()
         leases = [t.lease for t in self.active.values()]
         lost = self.db.run(lambda s: repo.renew_leases(s, leases)) if leases else set()
         self._renewed_at = self._last_heartbeat = time.monotonic()
@@ -545,6 +548,7 @@ class StudyManager:
         self.active.pop(trial.run_id, None)
 
     def _service(self, trial: ActiveTrial) -> None:
+        self._fence_if_unrenewed()
         code = trial.process.poll()
         self._ingest(trial)
         if code is None:

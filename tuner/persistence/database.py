@@ -65,13 +65,25 @@ def create_db_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        connect_args={"options": POSTGRES_SESSION_OPTIONS},
+    )
+
+
+#: A session never waits long for a row lock, and one left idle inside a transaction (its
+#: process paused by SIGSTOP, or frozen) is ended by the server, releasing its locks: otherwise
+#: one paused manager would freeze the others in the middle of a tick, past their own leases.
+POSTGRES_SESSION_OPTIONS = "-c lock_timeout=1000 -c idle_in_transaction_session_timeout=5000"
 
 
 def optuna_engine_kwargs(url: str) -> dict[str, Any]:
     if is_sqlite(url):
         return {"connect_args": {"timeout": 30}}
-    return {"pool_pre_ping": True}
+    return {"pool_pre_ping": True, "connect_args": {"options": POSTGRES_SESSION_OPTIONS}}
 
 
 class Database:
@@ -226,6 +238,8 @@ def _is_unavailable(exc: DBAPIError) -> bool:
         "does not allow connections",
         "server closed",
         "connection failed",
+        "lock timeout",
+        "idle-in-transaction timeout",
     )
     return any(signal in message for signal in signals)
 
