@@ -358,6 +358,16 @@ def worker(
     try:
         with _stop_on_signals(manager) as stop:
             manager.run(until_done=False, should_stop=stop)
+    except TunerError as exc:
+        raise _fail(f"the worker stopped: {exc}", code=1) from None
+    except Exception as exc:  # an error no study or trial could absorb: say so, exit non-zero
+        logging.getLogger("tuner.worker").exception("the worker stopped")
+        raise _fail(
+            f"the worker stopped on an unexpected error ({type(exc).__name__}: "
+            f"{(str(exc).strip().splitlines() or [''])[0]}); its "
+            "trials were stopped and will run again; a supervisor may restart it",
+            code=1,
+        ) from None
     finally:
         backend.close()
 
