@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -22,17 +23,26 @@ def _pg_conninfo(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://")
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A brand-new PostgreSQL database, dropped after the test."""
+@contextmanager
+def new_pg_database() -> Iterator[str]:
+    """A brand-new PostgreSQL database (its SQLAlchemy URL), dropped afterwards."""
     name = f"tuner_test_{uuid.uuid4().hex[:12]}"
     admin = _pg_conninfo(PG_ADMIN_URL)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     base = admin.rsplit("/", 1)[0]
-    yield f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A brand-new PostgreSQL database, dropped after the test."""
+    with new_pg_database() as url:
+        yield url
 
 
 @pytest.fixture

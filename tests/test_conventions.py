@@ -76,38 +76,29 @@ STUDIES = [
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """Every study above, run to its end by one real server."""
-    import psycopg
-
-    from tests.conftest import PG_ADMIN_URL, _pg_conninfo
+    from tests.conftest import new_pg_database
 
     tmp_path = tmp_path_factory.mktemp("conventions")
-    name = f"tuner_test_conventions_{int(time.time())}"
-    admin = _pg_conninfo(PG_ADMIN_URL)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin.rsplit("/", 1)[0]
-    db_url = f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
-    server = start_server(
-        db_url,
-        tmp_path,
-        slots=2,
-        env_overrides={"TUNER_TRAINERS_FILE": str(REPO / "tests/trainers/trainers.yaml")},
-    )
-    try:
-        with Client(server.url, token=server.write_token) as client:
-            for spec in STUDIES:
-                client.submit(spec)
-            deadline = time.monotonic() + 600
-            pending = {s["name"] for s in STUDIES}
-            while pending and time.monotonic() < deadline:
-                pending = {n for n in pending if client.study(n)["state"] == "RUNNING"}
-                time.sleep(1)
-        assert not pending, f"still running: {pending}\n{server.log()[-3000:]}"
-        yield server
-    finally:
-        server.stop()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with new_pg_database() as db_url:
+        server = start_server(
+            db_url,
+            tmp_path,
+            slots=2,
+            env_overrides={"TUNER_TRAINERS_FILE": str(REPO / "tests/trainers/trainers.yaml")},
+        )
+        try:
+            with Client(server.url, token=server.write_token) as client:
+                for spec in STUDIES:
+                    client.submit(spec)
+                deadline = time.monotonic() + 600
+                pending = {s["name"] for s in STUDIES}
+                while pending and time.monotonic() < deadline:
+                    pending = {n for n in pending if client.study(n)["state"] == "RUNNING"}
+                    time.sleep(1)
+            assert not pending, f"still running: {pending}\n{server.log()[-3000:]}"
+            yield server
+        finally:
+            server.stop()
 
 
 def trial(server: RunningServer, name: str, number: int = 0) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Final
 
+from tuner.artifacts import find_exports
 from tuner.spec import DEFAULT_EVAL_DIRS, StudySpec
 
 __all__ = [
@@ -34,7 +35,6 @@ MAX_DIRS: Final = 400
 #: Where `AIP_MODEL_DIR` points inside a trial dir (Vertex: `<base output dir>/<trial>/model`).
 VERTEX_MODEL_DIR: Final = "model"
 EVENT_FILE_PREFIX: Final = "events.out.tfevents."
-SAVED_MODEL_FILES: Final = ("saved_model.pb", "saved_model.pbtxt")
 #: Folders that are part of a model dir (or of a SavedModel), never model dirs themselves.
 _NOT_MODEL_DIRS: Final = frozenset({"export", "variables", "assets", "assets.extra", "hypertune"})
 
@@ -93,24 +93,6 @@ def _has_event_files(path: str) -> bool:
         return False
 
 
-def _has_saved_models(export_root: str) -> bool:
-    """Whether `export/<exporter>/<version>/saved_model.pb` exists below `export_root`."""
-    try:
-        with os.scandir(export_root) as exporters:
-            for exporter in exporters:
-                if not _is_dir(exporter):
-                    continue
-                with os.scandir(exporter.path) as versions:
-                    for version in versions:
-                        if version.name.isdigit() and any(
-                            os.path.isfile(os.path.join(version.path, f)) for f in SAVED_MODEL_FILES
-                        ):
-                            return True
-    except OSError:
-        return False
-    return False
-
-
 def _inspect(path: str, rel: str) -> tuple[ModelDir | None, list[tuple[str, str]]]:
     """What `path` shows of a model dir, and its subdirs worth descending into."""
     checkpoint_state = False
@@ -132,7 +114,7 @@ def _inspect(path: str, rel: str) -> tuple[ModelDir | None, list[tuple[str, str]
             if _has_event_files(entry.path):
                 eval_dirs.append(name)
         elif name == "export":
-            exports = _has_saved_models(entry.path)
+            exports = bool(find_exports(Path(entry.path).parent, ("export",)))
         elif name not in _NOT_MODEL_DIRS and not name.startswith("temp-"):
             child_rel = name if rel == "." else f"{rel}/{name}"
             children.append((entry.path, child_rel))

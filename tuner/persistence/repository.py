@@ -329,15 +329,6 @@ def runs(session: Session, study_id: int, *, state: str | None = None) -> list[T
     return [_run(r) for r in session.scalars(query.order_by(TrialRunRow.id)).all()]
 
 
-def stale_runs(session: Session, *, older_than: datetime) -> list[TrialRun]:
-    rows = session.scalars(
-        select(TrialRunRow).where(
-            TrialRunRow.state == ACTIVE_STATE, TrialRunRow.heartbeat_at < older_than
-        )
-    ).all()
-    return [_run(r) for r in rows]
-
-
 def active_runs(session: Session) -> list[TrialRun]:
     rows = session.scalars(select(TrialRunRow).where(TrialRunRow.state == ACTIVE_STATE)).all()
     return [_run(r) for r in rows]
@@ -434,11 +425,6 @@ def _all_metrics_zero(session: Session, eval_step_id: int) -> bool:
         select(EvalMetricRow.value).where(EvalMetricRow.eval_step_id == eval_step_id)
     ).all()
     return bool(values) and all(v is not None and v == 0.0 for v in values)
-
-
-def step_checkpoint_path(session: Session, eval_step_id: int) -> str | None:
-    """The checkpoint an eval step reported it evaluated, once its summary has been read."""
-    return session.scalar(select(EvalStepRow.checkpoint_path).where(EvalStepRow.id == eval_step_id))
 
 
 def save_offsets(session: Session, run_id: int, offsets: dict[str, int]) -> None:
