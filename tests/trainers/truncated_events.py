@@ -11,10 +11,12 @@ evaluation appends a metrics event and then a `checkpoint_path` event to the one
 `<job-dir>/eval/events.out.tfevents.*`, so the file's LAST record is step 30's
 `checkpoint_path` event, and step 30's metrics are the record before it. Then:
 
-* `--damage=truncate` cuts the last 7 bytes off that file (the last record loses its data
-  CRC and its last 3 data bytes);
-* `--damage=junk` overwrites 16 bytes in the middle of the last record's data with
-  `0xDEADBEEF` x 4, so its data CRC fails (the length and size are unchanged).
+a damaged copy of that last record is appended (deterministic whenever a reader polls):
+
+* `--damage=truncate`: the copy lacks its last 7 bytes (its data CRC and 3 data bytes), as a
+  writer killed mid-record leaves it;
+* `--damage=junk`: 16 bytes in the middle of the copy's data are `0xDEADBEEF` x 4, so its data
+  CRC fails (length unchanged).
 
 Also written, as usual: `<job-dir>/checkpoint`, `model.ckpt-{10,20,30}.*`, `graph.pbtxt`,
 train `events.out.tfevents.*`. The exit status is 0 either way.
@@ -57,14 +59,20 @@ def last_record(data: bytes) -> tuple[int, int]:
 
 
 def damage(path: str, how: str) -> None:
+    """Append a damaged copy of the last record, as a writer that crashed (or wrote through a
+    bad disk) would: appended after the file was complete, so a reader tailing the file sees
+    the damage whenever it reads, never a record it had read intact before."""
     with open(path, "r+b") as f:
         data = f.read()
+        start, length = last_record(data)
+        record = bytearray(data[start - 12 : start + length + 4])
         if how == "truncate":
-            f.truncate(len(data) - 7)
+            record = record[:-7]
         else:
-            start, length = last_record(data)
-            f.seek(start + (length - len(JUNK)) // 2)
-            f.write(JUNK)
+            middle = 12 + (length - len(JUNK)) // 2
+            record[middle : middle + len(JUNK)] = JUNK
+        f.seek(0, 2)
+        f.write(bytes(record))
 
 
 def main(argv: list[str] | None = None) -> None:
