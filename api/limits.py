@@ -48,10 +48,10 @@ class BodySizeLimit:
                 try:
                     declared = int(value)
                 except ValueError:
-                    await self._reject(send, 400, "invalid Content-Length")
+                    await self._reject(send, 400, "BAD_REQUEST", "invalid Content-Length")
                     return
                 if declared > self.max_bytes:
-                    await self._reject(send, 413, self._too_large())
+                    await self._reject(send, 413, "BODY_TOO_LARGE", self._too_large())
                     return
         received = 0
         started = False
@@ -75,14 +75,15 @@ class BodySizeLimit:
             await self.app(scope, counting_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._reject(send, 413, self._too_large())
+                await self._reject(send, 413, "BODY_TOO_LARGE", self._too_large())
 
     def _too_large(self) -> str:
         return f"request body larger than {self.max_bytes} bytes"
 
     @staticmethod
-    async def _reject(send: Send, status: int, detail: str) -> None:
-        body = json.dumps({"detail": detail}).encode()
+    async def _reject(send: Send, status: int, code: str, message: str) -> None:
+        """The API's error shape (see `api.errors`), written before the app is reached."""
+        body = json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
         await send(
             {
                 "type": "http.response.start",

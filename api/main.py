@@ -10,17 +10,36 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
+from pydantic.alias_generators import to_camel
 
-from api import errors
+from api import docs, errors
 from api.limits import BodySizeLimit, NestingLimit, StripRootPath
-from api.routes import events, health, models, studies, trials
+from api.routes import events, health, metrics, models, studies, trials
 from api.routes.health import ManagerProblem
+from api.routes.studies import ERRORS
 from tuner import __version__
 from tuner.config import Settings
 from tuner.studies import Backend
 from tuner.trainers import TrainerRegistry
 
 API_PREFIX = "/api/v1"
+
+#: The groups of operations in the schema (and in generated clients), in order.
+TAGS = [
+    {"name": "studies", "description": "Submit, list, inspect, stop, resume, retry, delete."},
+    {"name": "trials", "description": "The leaderboard, one trial in full, its log."},
+    {"name": "metrics", "description": "Metric histories across trials, for plotting."},
+    {"name": "models", "description": "The best trial, and downloads of its SavedModel."},
+    {"name": "events", "description": "A study's live event stream (Server-Sent Events)."},
+    {"name": "health", "description": "Liveness and readiness probes."},
+]
+
+
+def operation_id(route: APIRoute) -> str:
+    """`createStudy`, `listTrials`, ...: the route function's name, camelCased, so generated
+    clients get readable method names (FastAPI's default is `create_study_api_v1_studies_post`)."""
+    return to_camel(route.name)
 
 
 def create_app(
@@ -52,6 +71,10 @@ def create_app(
         description="Hyperparameter tuning for TensorFlow Estimator trainers.",
         root_path=root_path,
         lifespan=lifespan,
+        openapi_tags=TAGS,
+        generate_unique_id_function=operation_id,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.backend = backend
@@ -63,8 +86,9 @@ def create_app(
     if root_path:
         app.add_middleware(StripRootPath, root_path=root_path)
 
-    v1 = APIRouter(prefix=API_PREFIX)
-    for module in (studies, trials, models, events):
+    docs.install(app)
+    v1 = APIRouter(prefix=API_PREFIX, responses=ERRORS)
+    for module in (studies, trials, models, events, metrics):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(health.router)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -15,6 +15,7 @@ from tuner.entities import (
     EvalStep,
     Export,
     LeaderboardRow,
+    MetricHistory,
     Study,
     TrialDetail,
 )
@@ -31,13 +32,47 @@ class Page(Public, Generic[T]):
     count: int = Field(description="Total number of items matching the filter.")
 
 
-class ErrorDetail(Public):
-    loc: str = Field(description="Field path, e.g. params[2].minValue")
-    msg: str
+ErrorCode = Literal[
+    "SPEC_INVALID",
+    "REQUEST_INVALID",
+    "BAD_REQUEST",
+    "UNAUTHENTICATED",
+    "FORBIDDEN",
+    "NOT_FOUND",
+    "STUDY_NOT_FOUND",
+    "TRIAL_NOT_FOUND",
+    "ARTIFACT_NOT_FOUND",
+    "METHOD_NOT_ALLOWED",
+    "STUDY_EXISTS",
+    "STUDY_STATE_CONFLICT",
+    "BODY_TOO_LARGE",
+    "RANGE_NOT_SATISFIABLE",
+    "UNAVAILABLE",
+    "INTERNAL",
+]
+
+
+class ErrorDetail(BaseModel):
+    field: str = Field(
+        description="Path of the field, e.g. `hyperparameters.params[2].minValue`, or the "
+        "query parameter; empty when the problem is the whole body."
+    )
+    message: str
+    location: Literal["path", "query", "header", "body"] | None = Field(
+        default=None, description="Where the field is, for a request parameter."
+    )
+
+
+class ErrorBody(BaseModel):
+    code: ErrorCode = Field(description="Stable, machine-readable; see docs/api.md.")
+    message: str = Field(description="What is wrong and, where it helps, what to do.")
+    details: list[ErrorDetail] = Field(default_factory=list)
 
 
 class ErrorResponse(BaseModel):
-    detail: str | list[ErrorDetail]
+    """The body of every error answer (4xx and 5xx)."""
+
+    error: ErrorBody
 
 
 def finite(value: float | None) -> float | None:
@@ -249,3 +284,33 @@ class Health(BaseModel):
 
 class NotReady(Health):
     reason: str | None = Field(default=None, description="Why, when the status does not say.")
+    error: ErrorBody
+
+
+class MetricPointPublic(Public):
+    step: int
+    value: float | None = Field(description="Null where the value is not finite (NaN, inf).")
+    wall_time: float = Field(description="When the trainer wrote the value (Unix seconds).")
+
+
+class MetricHistoryPublic(Public):
+    number: int
+    state: str
+    eval_name: str = Field(description="The eval dir the points come from.")
+    points: list[MetricPointPublic] = Field(description="By step.")
+    point_count: int = Field(
+        description="How many points the trial has; more than `points` holds when thinned."
+    )
+
+    @classmethod
+    def build(cls, history: MetricHistory) -> MetricHistoryPublic:
+        return cls(
+            number=history.number,
+            state=history.state,
+            eval_name=history.eval_name,
+            points=[
+                MetricPointPublic(step=p.step, value=finite(p.value), wall_time=p.wall_time)
+                for p in history.points
+            ],
+            point_count=history.point_count,
+        )

@@ -133,14 +133,18 @@ def test_submit_watch_leaderboard_and_download(server, tmp_path):
 def test_access_control(server):
     url = f"{server.url}/api/v1/studies"
     assert httpx.get(url).status_code == 401
-    assert "tuner token create" in httpx.get(url).json()["detail"]
+    assert "tuner token create" in httpx.get(url).json()["error"]["message"]
     bad = httpx.get(url, headers={"Authorization": "Bearer tnr_nope"})
-    assert bad.status_code == 401 and bad.json()["detail"] == "invalid or revoked token"
+    assert bad.status_code == 401 and bad.json()["error"]["message"] == "invalid or revoked token"
     read = {"Authorization": f"Bearer {server.read_token}"}
     assert httpx.get(url, headers=read).status_code == 200
     denied = httpx.post(url, headers=read, content=spec())
     assert denied.status_code == 403
-    assert denied.json()["detail"] == "this token has scope 'read'; 'write' needed"
+    assert denied.json()["error"] == {
+        "code": "FORBIDDEN",
+        "message": "this token has scope 'read'; 'write' needed",
+        "details": [],
+    }
     assert httpx.post(f"{url}/x/stop", headers=read).status_code == 403
     assert httpx.delete(f"{url}/x", headers=read).status_code == 403
     assert httpx.get(f"{server.url}/healthz").status_code == 200  # no token needed
@@ -154,18 +158,26 @@ def test_bad_input_gets_clear_4xx(server):
     bad = spec().replace("minValue: -1", "minValue: 2")
     response = httpx.post(url, headers={**headers, "Content-Type": "application/yaml"}, content=bad)
     assert response.status_code == 422
+    assert response.json()["error"]["code"] == "SPEC_INVALID"
     assert {
-        "loc": "trainingInput.hyperparameters.params[0].maxValue",
-        "msg": "must be > minValue (2)",
-    } in response.json()["detail"]
+        "field": "trainingInput.hyperparameters.params[0].maxValue",
+        "message": "must be > minValue (2)",
+    } in response.json()["error"]["details"]
 
     unknown = spec().replace("trainer: synthetic", "trainer: /bin/sh")
     response = httpx.post(
         url, headers={**headers, "Content-Type": "application/yaml"}, content=unknown
     )
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == "trainer"
-    assert "'/bin/sh' is not a registered trainer" in response.json()["detail"][0]["msg"]
+    [detail] = response.json()["error"]["details"]
+    assert detail["field"] == "trainer"
+    assert "'/bin/sh' is not a registered trainer" in detail["message"]
+
+    # an unknown trainer is reported with the spec's other problems, not instead of them
+    both = bad.replace("trainer: synthetic", "trainer: /bin/sh")
+    response = httpx.post(url, headers={**headers, "Content-Type": "application/yaml"}, content=both)
+    fields = [d["field"] for d in response.json()["error"]["details"]]
+    assert fields == ["trainer", "trainingInput.hyperparameters.params[0].maxValue"]
 
     for body, content_type in [
         ("{not json", "application/json"),

@@ -84,3 +84,15 @@ class LeaseLostError(TunerError):
 
 class TrialTakenError(TunerError):
     """Another manager already attached the same Optuna trial to a run of its own."""
+
+
+class QueryError(TunerError):
+    """A request's query (a sort key, a filter) is malformed; one `(parameter, reason)` each."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{p}: {r}" if p else r for p, r in problems))
+
+
+class RangeNotSatisfiableError(TunerError):
+    """A download's `Range` lies outside the file."""

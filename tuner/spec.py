@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Collection
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -381,6 +382,8 @@ class StudySpec(_Model):
             raise ValueError(
                 "must be 1-128 letters, digits, '_', '.', '-', starting with a letter or digit"
             )
+        if value.isdigit():
+            raise ValueError("must not be only digits: study references that are numbers are ids")
         return value
 
     @field_validator("args")
@@ -480,6 +483,7 @@ def load_spec_text(
     *,
     source: str | None = None,
     warnings: list[str] | None = None,
+    trainers: Collection[str] | None = None,
     **overrides: Any,
 ) -> StudySpec:
     """Parse a YAML or JSON spec (YAML is a superset of JSON).
@@ -498,7 +502,7 @@ def load_spec_text(
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise SpecError([("", f"not valid YAML or JSON: {where}{exc}")], source=source) from None
-    return parse_spec(document, source=source, warnings=warnings, **overrides)
+    return parse_spec(document, source=source, warnings=warnings, trainers=trainers, **overrides)
 
 
 def load_spec_file(path: Path, *, warnings: list[str] | None = None, **overrides: Any) -> StudySpec:
@@ -515,11 +519,13 @@ def parse_spec(
     *,
     source: str | None = None,
     warnings: list[str] | None = None,
+    trainers: Collection[str] | None = None,
     **overrides: Any,
 ) -> StudySpec:
     """Validate a decoded spec document; raise `SpecError` listing every problem.
 
-    Fields that are accepted but ignored are appended to `warnings` (and logged).
+    Fields that are accepted but ignored are appended to `warnings` (and logged). With
+    `trainers` (the registered names), an unknown trainer is one of those problems.
     """
     if not isinstance(document, dict):
         kind = type(document).__name__ if document is not None else "empty"
@@ -533,10 +539,24 @@ def parse_spec(
     for key, value in overrides.items():
         if value is not None:
             flat[_camel(key)] = value
+    unknown = _unknown_trainer(flat.get("trainer"), trainers)
     try:
-        return StudySpec.model_validate(flat)
+        spec = StudySpec.model_validate(flat)
     except ValidationError as exc:
-        raise SpecError(_problems(exc, prefix), source=source) from None
+        problems = _problems(exc, prefix)
+        if unknown and not any(path == "trainer" for path, _ in problems):
+            problems.insert(0, ("trainer", unknown))
+        raise SpecError(problems, source=source) from None
+    if unknown:
+        raise SpecError([("trainer", unknown)], source=source)
+    return spec
+
+
+def _unknown_trainer(name: Any, trainers: Collection[str] | None) -> str | None:
+    if trainers is None or not isinstance(name, str) or name in trainers:
+        return None
+    choices = ", ".join(sorted(trainers)) or "none are registered"
+    return f"{name!r} is not a registered trainer (registered: {choices})"
 
 
 def _flatten(

@@ -34,7 +34,7 @@ OVERLAP = timedelta(seconds=5)
     dependencies=[ReadAccess],
     responses={200: {"content": {"text/event-stream": {}}, "description": "an event stream"}},
 )
-async def events(
+async def stream_events(
     study_id: str, request: Request, backend: BackendDep, settings: SettingsDep
 ) -> EventSourceResponse:
     """`snapshot` first, then `created`, `eval`, `state` and `study` events as they happen.

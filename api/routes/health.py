@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from api.deps import BackendDep
+from api.errors import error_body
 from api.schemas import Health, NotReady
 from tuner.errors import TunerError
 
@@ -30,8 +31,15 @@ async def readyz(request: Request, backend: BackendDep) -> JSONResponse:
     try:
         await run_in_threadpool(backend.db.ping)
     except (TunerError, Exception):  # any failure to reach the database means not ready
-        return JSONResponse({"status": "database unavailable"}, status_code=503)
+        return _not_ready("database unavailable", "the database does not answer")
     manager_problem: ManagerProblem | None = request.app.state.manager_problem
     if manager_problem is not None and (reason := manager_problem()) is not None:
-        return JSONResponse({"status": "manager unavailable", "reason": reason}, status_code=503)
+        return _not_ready("manager unavailable", reason)
     return JSONResponse({"status": "ok"})
+
+
+def _not_ready(status: str, reason: str) -> JSONResponse:
+    """A probe's body (`status`, `reason`) that is also the API's error shape."""
+    body = {"status": status, "reason": reason}
+    body.update(error_body("UNAVAILABLE", f"not ready: {reason}"))
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})

@@ -19,18 +19,25 @@ from tuner.errors import SpecError, StudyNotFoundError
 from tuner.persistence import repository as repo
 from tuner.spec import StudySpec, load_spec_text
 from tuner.studies import Backend
+from tuner.trainers import TrainerRegistry
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 STUDY_STATES = ("RUNNING", "COMPLETED", "FAILED", "STOPPED")
+#: Every route may answer these, always with an `ErrorResponse` body.
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse},
-    401: {"model": ErrorResponse},
-    403: {"model": ErrorResponse},
-    404: {"model": ErrorResponse},
-    409: {"model": ErrorResponse},
-    422: {"model": ErrorResponse},
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in (
+        (400, "Bad request"),
+        (401, "Missing or invalid token"),
+        (403, "The token's scope does not allow this"),
+        (404, "No such study, trial, artifact or route"),
+        (409, "Conflicts with the study's state"),
+        (413, "Request body too large"),
+        (422, "Invalid spec or request parameters"),
+        (503, "The database is unavailable; retry after `Retry-After` seconds"),
+    )
 }
 SPEC_BODY = {
     "requestBody": {
@@ -52,7 +59,9 @@ def overview(backend: Backend, study: Study, warnings: list[str] | None = None) 
     return StudyPublic.build(study, counts, best, warnings)
 
 
-def _parse_body(body: bytes, content_type: str) -> tuple[StudySpec, list[str]]:
+def _parse_body(
+    body: bytes, content_type: str, registry: TrainerRegistry
+) -> tuple[StudySpec, list[str]]:
     warnings: list[str] = []
     if not body.strip():
         raise SpecError([("", "the request body is empty: send a study spec")])
@@ -68,7 +77,9 @@ def _parse_body(body: bytes, content_type: str) -> tuple[StudySpec, list[str]]:
     if not _is_json(text) and (problem := yaml_problem(text)):
         raise HTTPException(400, detail=problem)
     try:
-        spec = load_spec_text(text, source="request body", warnings=warnings)
+        spec = load_spec_text(
+            text, source="request body", warnings=warnings, trainers=registry.names()
+        )
     except RecursionError:  # not expected past the scanners; still a client's error
         raise too_deep() from None
     except (ValueError, OverflowError) as exc:  # from YAML's constructors: a 5,000-digit int
@@ -119,7 +130,7 @@ async def create_study(
     body = await request.body()
     # Parsing a YAML body takes a while: not on the event loop.
     spec, warnings = await run_in_threadpool(
-        _parse_body, body, request.headers.get("content-type", "")
+        _parse_body, body, request.headers.get("content-type", ""), registry
     )
 
     def submit() -> StudyPublic:
@@ -174,7 +185,7 @@ def resume_study(
 @router.post(
     "/{study_id}/retry", response_model=StudyPublic, dependencies=[WriteAccess], responses=ERRORS
 )
-def retry_failed(study_id: str, backend: BackendDep) -> StudyPublic:
+def retry_failed_trials(study_id: str, backend: BackendDep) -> StudyPublic:
     """Enqueue the params of every failed trial as new trials (and extend the budget)."""
     return overview(backend, study_ops.retry_failed(backend, _ref(study_id)))
 
@@ -201,9 +212,13 @@ def delete_study(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _ref(study_id: str) -> str:
-    """A study's id or name, as the client sent it (looked up only in the database)."""
+def _ref(study_id: str) -> str | int:
+    """A study's id (digits only: study names never are) or its name."""
     if "\x00" in study_id or safe_text(study_id) != study_id:
         # PostgreSQL refuses NUL in a query parameter; no study name holds one (or a surrogate)
-        raise StudyNotFoundError(f"study {study_id!r} not found")
+        raise StudyNotFoundError(f"study {safe_text(study_id)!r} not found")
+    if study_id.isascii() and study_id.isdigit():
+        if not 0 < int(study_id) < 2**31:
+            raise StudyNotFoundError(f"study id {study_id} not found")
+        return int(study_id)
     return study_id
