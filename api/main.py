@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from pydantic.alias_generators import to_camel
 
 from api import docs, errors
+from api.event_hub import EventHub
 from api.limits import BodySizeLimit, NestingLimit, StripRootPath
 from api.routes import events, health, metrics, models, studies, trials
 from api.routes.health import ManagerProblem
@@ -61,6 +62,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.backend is None:
             app.state.backend = Backend.connect(settings.database_url)
+        app.state.event_hub = EventHub(app.state.backend, settings.events_poll_interval)
         yield
         if owns_backend and app.state.backend is not None:
             app.state.backend.close()

@@ -146,6 +146,9 @@ class TrialRowPublic(Public):
     duration_seconds: float | None
     started_at: datetime
     ended_at: datetime | None
+    failure_reason: str | None = Field(
+        default=None, description="Why it failed or stopped (first lines of the reason)."
+    )
 
     @classmethod
     def build(cls, row: LeaderboardRow) -> TrialRowPublic:
@@ -159,6 +162,7 @@ class TrialRowPublic(Public):
             duration_seconds=row.duration_seconds,
             started_at=row.started_at,
             ended_at=row.ended_at,
+            failure_reason=row.failure_reason,
         )
 
 

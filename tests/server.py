@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -107,3 +108,34 @@ def start_server(
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"server did not become ready: {server.log()}")
+
+
+class JsonClient:
+    """A `tuner.client.Client` whose answers are the JSON documents the server sent (camelCase
+    dicts), for tests that assert on the wire format; `typed` is the client itself."""
+
+    def __init__(self, url: str, *, token: str | None = None) -> None:
+        from tuner.client import Client
+
+        self.typed = Client(url, token=token)
+
+    def __getattr__(self, name: str) -> Any:
+        from pydantic import BaseModel
+
+        attribute = getattr(self.typed, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            answer = attribute(*args, **kwargs)
+            if isinstance(answer, BaseModel):
+                return answer.model_dump(mode="json", by_alias=True)
+            return answer
+
+        return call
+
+    def __enter__(self) -> JsonClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.typed.close()

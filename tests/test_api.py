@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server import RunningServer, start_server
-from tuner.client import ApiError, Client
+from tests.server import JsonClient, RunningServer, start_server
+from tuner.client import ApiError
 
 SPEC = """
 name: {name}
@@ -46,8 +46,8 @@ def server(db_url: str, tmp_path: Path) -> Iterator[RunningServer]:
     running.stop()
 
 
-def writer(server: RunningServer) -> Client:
-    return Client(server.url, token=server.write_token)
+def writer(server: RunningServer) -> JsonClient:
+    return JsonClient(server.url, token=server.write_token)
 
 
 def wait_for(predicate, timeout: float = 60, interval: float = 0.2):
@@ -175,7 +175,9 @@ def test_bad_input_gets_clear_4xx(server):
 
     # an unknown trainer is reported with the spec's other problems, not instead of them
     both = bad.replace("trainer: synthetic", "trainer: /bin/sh")
-    response = httpx.post(url, headers={**headers, "Content-Type": "application/yaml"}, content=both)
+    response = httpx.post(
+        url, headers={**headers, "Content-Type": "application/yaml"}, content=both
+    )
     fields = [d["field"] for d in response.json()["error"]["details"]]
     assert fields == ["trainer", "trainingInput.hyperparameters.params[0].maxValue"]
 

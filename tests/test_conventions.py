@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.server import RunningServer, start_server
-from tuner.client import Client
+from tests.server import JsonClient, RunningServer, start_server
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.tf
@@ -87,7 +86,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
             env_overrides={"TUNER_TRAINERS_FILE": str(REPO / "tests/trainers/trainers.yaml")},
         )
         try:
-            with Client(server.url, token=server.write_token) as client:
+            with JsonClient(server.url, token=server.write_token) as client:
                 for spec in STUDIES:
                     client.submit(spec)
                 deadline = time.monotonic() + 600
@@ -102,12 +101,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 
 def trial(server: RunningServer, name: str, number: int = 0) -> dict[str, Any]:
-    with Client(server.url, token=server.read_token) as client:
+    with JsonClient(server.url, token=server.read_token) as client:
         return client.trial(name, number)
 
 
 def best(server: RunningServer, name: str) -> dict[str, Any]:
-    with Client(server.url, token=server.read_token) as client:
+    with JsonClient(server.url, token=server.read_token) as client:
         return client.best(name)
 
 
@@ -204,7 +203,7 @@ def test_broken_trials_fail_with_the_named_check(served, name, check, words):
     assert reason.startswith(f"[check {check}]")
     assert words in reason
     assert "skipChecks" in reason
-    with Client(served.url, token=served.read_token) as client:
+    with JsonClient(served.url, token=served.read_token) as client:
         summary = client.study(name)
     assert summary["state"] == "FAILED" and summary["best"] is None
 
@@ -228,6 +227,6 @@ def test_late_checkpoint_path_keeps_the_checkpoint_it_names(served, tmp_path):
     # the trainer deleted weights-20 itself; the kept copy is what downloads
     source = served.artifact_root / "slow-checkpoint-path/trial-0000/ckpt"
     assert not list(source.glob("weights-20.*"))
-    with Client(served.url, token=served.read_token) as client:
+    with JsonClient(served.url, token=served.read_token) as client:
         unpacked = client.download_checkpoint("slow-checkpoint-path", tmp_path / "ckpt")
     assert (unpacked / "weights-20.index").is_file()

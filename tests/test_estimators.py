@@ -116,8 +116,7 @@ def test_keras_and_premade_examples(example, sqlite_url, registry, tmp_path):
 
 def test_server_runs_estimators_and_serves_a_model_that_predicts(db_url, tmp_path):
     """Submit over HTTP, trials train, the leaderboard fills, the model downloads and predicts."""
-    from tests.server import start_server
-    from tuner.client import Client
+    from tests.server import JsonClient, start_server
 
     text = (REPO / "examples/house_prices/spec.yaml").read_text()
     text = text.replace(
@@ -128,7 +127,7 @@ def test_server_runs_estimators_and_serves_a_model_that_predicts(db_url, tmp_pat
     assert '"--train-steps=100"' in text and "maxTrials: 2" in text
     server = start_server(db_url, tmp_path, slots=2)
     try:
-        with Client(server.url, token=server.write_token) as client:
+        with JsonClient(server.url, token=server.write_token) as client:
             client.submit(text)
             kinds = [e.kind for e in client.events("house-prices-demo")]
             assert kinds.count("eval") == 4 and kinds[-1] == "end"

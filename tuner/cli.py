@@ -16,22 +16,26 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
+from api import service
+from api.schemas import BestPublic
+from tuner import cli_studies
 from tuner import studies as study_ops
 from tuner.artifacts import ArtifactStore, copy_for_serving
 from tuner.config import Settings, get_settings
 from tuner.entities import Study
 from tuner.errors import SpecError, StudyNotFoundError, TunerError
-from tuner.execution import describe_exit
 from tuner.manager import StudyManager
 from tuner.persistence import Database
 from tuner.persistence import repository as repo
 from tuner.spec import StudySpec, load_spec_file
 from tuner.studies import Backend
 from tuner.trainers import TrainerRegistry
-from tuner.view import best_model_text, fmt_value, leaderboard_table, live_view
+from tuner.view import best_view, leaderboard_table, study_view
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
+
+    from tuner.downloads import ProgressCallback, ResumeCallback
 
 app = typer.Typer(
     help="Hyperparameter tuning for TensorFlow Estimator trainers.", no_args_is_help=True
@@ -40,6 +44,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+cli_studies.register(app)
 
 ServerOpt = Annotated[
     str, typer.Option("--server", envvar="TUNER_SERVER", help="Base URL of a tuner server.")
@@ -111,15 +116,14 @@ def run(
         _run_manager(
             backend, registry, settings, study.name, spec.hyperparameters.max_parallel_trials, view
         )
-        with backend.db.session() as session:
-            final = repo.get_study(session, study.name)
-            rows, _ = repo.leaderboard(session, final, limit=10)
+        final = service.get_study(backend, study.id)
+        rows = service.list_trials(backend, study.id, limit=10).data
         console.print(leaderboard_table(final, rows, title=f"{final.name}: {final.state}"))
         if final.state_reason:
             console.print(final.state_reason, style="dim")
         try:
-            best = study_ops.best_model(backend, final.name)
-            console.print(best_model_text(best, str(settings.artifact_root.resolve())))
+            best = service.get_best(backend, final.id)
+            console.print(best_view(best, str(settings.artifact_root.resolve())))
         except StudyNotFoundError as exc:
             console.print(str(exc), style="yellow")
         if final.state == "FAILED":
@@ -175,11 +179,11 @@ def _run_manager(
             with Live(console=console, refresh_per_second=2, transient=False) as live:
 
                 def refresh() -> bool:
-                    with backend.db.session() as session:
-                        study = repo.get_study(session, study_name)
-                        counts = repo.trial_counts(session, study.id)
-                        rows, _ = repo.leaderboard(session, study, limit=20)
-                    live.update(live_view(study, counts, rows))
+                    study = service.get_study(backend, study_name)
+                    rows = {r.number: r for r in service.list_trials(backend, study_name).data}
+                    for row in service.list_trials(backend, study_name, states=["RUNNING"]).data:
+                        rows[row.number] = row
+                    live.update(study_view(study, list(rows.values())))
                     return stop()
 
                 manager.run(should_stop=refresh)
@@ -221,60 +225,6 @@ def _stop_on_signals(manager: StudyManager) -> Iterator[_SignalStop]:
 
 
 @app.command()
-def leaderboard(
-    study: Annotated[str, typer.Argument(help="Study name or id.")],
-    limit: Annotated[int, typer.Option(min=1)] = 50,
-    state: Annotated[str | None, typer.Option(help="Only trials in this state.")] = None,
-) -> None:
-    """Trials sorted by objective in the goal's direction."""
-    settings = get_settings()
-    with _session(settings) as session:
-        found = repo.get_study(session, study)
-        rows, total = repo.leaderboard(session, found, state=state, limit=limit)
-        counts = repo.trial_counts(session, found.id)
-    console.print(live_view(found, counts, rows))
-    if total > len(rows):
-        console.print(f"({total - len(rows)} more; use --limit)", style="dim")
-
-
-@app.command()
-def trials(study: Annotated[str, typer.Argument(help="Study name or id.")]) -> None:
-    """Every trial in the order it started, with its failure reason."""
-    settings = get_settings()
-    with _session(settings) as session:
-        found = repo.get_study(session, study)
-        runs = [r for r in repo.runs(session, found.id) if r.number is not None]
-        values = {r.id: repo.objective_value(session, r, found.spec.metric_tag) for r in runs}
-    for r in runs:
-        exit_text = "" if r.exit_code is None else f" ({describe_exit(r.exit_code)})"
-        console.print(
-            f"[bold]trial {r.number}[/bold] {r.state}{exit_text}  "
-            f"{found.spec.metric_tag}={fmt_value(values[r.id])}  params={r.params}",
-            highlight=False,
-        )
-        if r.failure_reason:
-            console.print(
-                "  " + r.failure_reason.replace("\n", "\n  "), style="dim", highlight=False
-            )
-        for problem in r.problems:
-            console.print(f"  problem: {problem}", style="yellow", highlight=False)
-
-
-@app.command()
-def best(study: Annotated[str, typer.Argument(help="Study name or id.")]) -> None:
-    """The best trial, its best step, and the paths of that step's checkpoint and export."""
-    settings = get_settings()
-    backend = _connect(settings)
-    try:
-        found = study_ops.best_model(backend, study)
-    except TunerError as exc:
-        raise _fail(str(exc)) from None
-    finally:
-        backend.close()
-    console.print(best_model_text(found, str(settings.artifact_root.resolve())), highlight=False)
-
-
-@app.command()
 def export(
     study: Annotated[str, typer.Argument(help="Study name or id.")],
     to: Annotated[Path, typer.Option("--to", help="Destination (TF Serving model base path).")],
@@ -286,7 +236,7 @@ def export(
     try:
         found = study_ops.best_model(backend, study)
         if found.export is None:
-            raise _fail(str(best_model_text(found, str(settings.artifact_root))))
+            raise _fail(str(best_view(BestPublic.build(found), str(settings.artifact_root))))
         store = ArtifactStore(settings.artifact_root)
         target = copy_for_serving(
             store.resolve(found.export.path), to, model_name=model_name or found.study.name
@@ -296,25 +246,6 @@ def export(
     finally:
         backend.close()
     console.print(f"exported trial {found.run.number} step {found.step} to {target}")
-
-
-@app.command()
-def retry(
-    study: Annotated[str, typer.Argument(help="Study name or id.")],
-    failed: Annotated[bool, typer.Option("--failed", help="Retry the failed trials.")] = False,
-) -> None:
-    """Enqueue the params of the failed trials as new trials (run them with `tuner run`)."""
-    if not failed:
-        raise _fail("say what to retry: --failed")
-    settings = get_settings()
-    backend = _connect(settings)
-    try:
-        found = study_ops.retry_failed(backend, study)
-    except TunerError as exc:
-        raise _fail(str(exc)) from None
-    finally:
-        backend.close()
-    console.print(f"study {found.name}: {found.state_reason}; budget now {found.spec.max_trials}")
 
 
 @app.command()
@@ -431,9 +362,12 @@ def submit(
             study = client.submit(text)
     except (TunerError, httpx_errors()) as exc:
         raise _fail(f"{spec_file}: {exc}") from None
-    for warning in study.get("warnings", []):
+    for warning in study.warnings:
         err.print(f"warning: {warning}")
-    console.print(f"submitted study {study['name']} (id {study['id']}, {study['state']})")
+    console.print(
+        f"submitted study {study.name} (id {study.id}, {study.state}); "
+        f"follow it with `tuner watch {study.name}`"
+    )
 
 
 @app.command()
@@ -465,15 +399,20 @@ def pull(
     model_name: Annotated[str | None, typer.Option(help="Model dir name (default: study).")] = None,
     check: Annotated[bool, typer.Option(help="Load the SavedModel with TensorFlow.")] = True,
 ) -> None:
-    """Download the best SavedModel into DIR/<model>/<version>/ and check that it loads."""
+    """Download the best SavedModel into DIR/<model>/<version>/ and check that it loads.
+
+    An interrupted download resumes where it stopped when the same pull is run again.
+    """
     from tuner.client import Client
     from tuner.savedmodel import describe_signatures
 
     try:
         with Client(server, token=token) as client:
-            info = client.best(study) if trial is None else client.trial(study, trial)
-            name = model_name or (info.get("study") or study)
-            target = client.download_model(study, to / str(name), number=trial)
+            name = model_name or (client.best(study).study if trial is None else study)
+            with _download_progress(str(name)) as (progress, resumed):
+                target = client.download_model(
+                    study, to / str(name), number=trial, progress=progress, resumed=resumed
+                )
     except (TunerError, httpx_errors()) as exc:
         raise _fail(str(exc)) from None
     console.print(f"saved model: {target}")
@@ -482,6 +421,41 @@ def pull(
             console.print(describe_signatures(target), highlight=False)
         except TunerError as exc:
             raise _fail(str(exc)) from None
+
+
+@contextmanager
+def _download_progress(label: str) -> Iterator[tuple[ProgressCallback, ResumeCallback]]:
+    """A progress bar on stderr when it is a terminal (none in logs and pipes); a resumed
+    download is said either way."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    def resumed(offset: int) -> None:
+        err.print(f"{label}: resumed at {offset} bytes")
+
+    if not err.is_terminal:
+        yield (lambda _done, _total: None), resumed
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err) as bar:
+        task = bar.add_task(label, total=None)
+
+        def progress(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield progress, resumed
 
 
 def httpx_errors() -> type[Exception]:

@@ -140,3 +140,34 @@ class BestModel:
     checkpoint: Checkpoint | None
     export: Export | None
     other_exports: list[Export]
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    step: int
+    #: NaN where the trainer wrote a non-finite value (stored as null).
+    value: float
+    #: When the trainer wrote the value (the event's wall time).
+    wall_time: float
+
+
+@dataclass(frozen=True)
+class MetricHistory:
+    """One metric of one trial, step by step, as a plotting client draws it."""
+
+    number: int
+    state: str
+    #: The eval dir the points come from.
+    eval_name: str
+    points: list[MetricPoint]
+    #: How many points the trial has, before thinning to the response's cap.
+    point_count: int
+
+
+@dataclass(frozen=True)
+class StudyEvent:
+    """One entry of a study's journal: `seq` counts per study, from 1."""
+
+    seq: int
+    kind: str
+    data: dict[str, Any]

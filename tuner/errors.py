@@ -96,3 +96,7 @@ class QueryError(TunerError):
 
 class RangeNotSatisfiableError(TunerError):
     """A download's `Range` lies outside the file."""
+
+
+class DownloadError(TunerError):
+    """A download arrived short, or not as the server hashed it; a short one resumes next time."""

@@ -4,123 +4,117 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console, RenderableType
 from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
+from api.schemas import StudyPublic, TrialRowPublic
 from tuner.client import Client
-from tuner.view import STATE_STYLE, fmt_params, fmt_value
-
-
-@dataclass
-class _Row:
-    number: int
-    state: str
-    params: dict[str, Any]
-    objective: float | None = None
-    best_step: int | None = None
-    last_step: int | None = None
+from tuner.view import FINISHED, fmt_params, fmt_value, study_view
 
 
 @dataclass
 class Board:
-    """The client's picture of a study, updated event by event."""
+    """The client's picture of a study, updated event by event (events may repeat what the
+    first page already showed: applying one twice changes nothing)."""
 
-    name: str
-    metric: str
-    maximize: bool
-    max_trials: int
-    state: str
-    rows: dict[int, _Row] = field(default_factory=dict)
+    study: StudyPublic
+    rows: dict[int, TrialRowPublic] = field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        return self.study.state
+
+    @property
+    def maximize(self) -> bool:
+        return self.study.goal == "MAXIMIZE"
 
     def apply(self, kind: str, data: dict[str, Any]) -> None:
-        if kind == "created":
-            self.rows.setdefault(
-                data["number"], _Row(data["number"], data.get("state", "RUNNING"), data["params"])
-            )
+        if kind == "snapshot":
+            self.study = self.study.model_copy(update={"state": data["state"]})
+            for item in data.get("trials", []):
+                self.rows.setdefault(item["number"], _row(item))
+        elif kind == "created":
+            self.rows.setdefault(data["number"], _row(data))
         elif kind == "eval":
-            row = self.rows.get(data["number"])
-            if row is None:
-                return
-            value = data.get("objective")
-            row.last_step = max(row.last_step or 0, data["step"])
-            if value is not None and (row.objective is None or self._better(value, row.objective)):
-                row.objective, row.best_step = value, data["step"]
+            self._eval(data)
         elif kind == "state":
             row = self.rows.get(data["number"])
             if row is not None:
-                row.state = data["state"]
-        elif kind in ("study", "end"):
-            self.state = data["state"]
+                update: dict[str, Any] = {"state": data["state"]}
+                if data.get("endedAt"):
+                    ended = datetime.fromisoformat(data["endedAt"])
+                    update["ended_at"] = ended
+                    update["duration_seconds"] = (ended - row.started_at).total_seconds()
+                self.rows[row.number] = row.model_copy(update=update)
+        elif kind == "study":
+            update = {"state": data["state"], "state_reason": data.get("reason")}
+            if data.get("maxTrials"):
+                update["max_trials"] = data["maxTrials"]
+            self.study = self.study.model_copy(update=update)
+        elif kind == "end":
+            self.study = self.study.model_copy(update={"state": data["state"]})
+
+    def _eval(self, data: dict[str, Any]) -> None:
+        row = self.rows.get(data["number"])
+        if row is None:
+            return
+        update: dict[str, Any] = {"last_step": max(row.last_step or 0, data["step"])}
+        value = data.get("objective")
+        if value is not None and (row.objective is None or self._better(value, row.objective)):
+            update.update(objective=value, best_step=data["step"])
+        self.rows[row.number] = row.model_copy(update=update)
 
     def _better(self, a: float, b: float) -> bool:
+        if math.isnan(b):
+            return True
         return a > b if self.maximize else a < b
 
-    def render(self) -> Group:
-        def key(row: _Row) -> tuple[int, float, int]:
+    def render(self, limit: int = 30) -> RenderableType:
+        def key(row: TrialRowPublic) -> tuple[int, float, int]:
             if row.objective is None or math.isnan(row.objective):
                 return (1, 0.0, row.number)
             return (0, -row.objective if self.maximize else row.objective, row.number)
 
         ordered = sorted(self.rows.values(), key=key)
-        table = Table()
-        for column in (
-            "#",
-            "state",
-            f"{self.metric} {'↑' if self.maximize else '↓'}",
-            "best step",
-            "last step",
-            "params",
-        ):
-            table.add_column(column)
-        for row in ordered[:30]:
-            table.add_row(
-                str(row.number),
-                Text(row.state, style=STATE_STYLE.get(row.state, "")),
-                fmt_value(row.objective),
-                "-" if row.best_step is None else str(row.best_step),
-                "-" if row.last_step is None else str(row.last_step),
-                fmt_params(row.params),
-            )
-        done = sum(r.state in ("COMPLETED", "PRUNED", "FAILED") for r in self.rows.values())
-        header = Text(
-            f"study {self.name}: {self.state}  {done}/{self.max_trials} trials finished",
-            style="bold",
-        )
-        return Group(header, table)
+        counts: dict[str, int] = {}
+        for row in self.rows.values():
+            counts[row.state] = counts.get(row.state, 0) + 1
+        study = self.study.model_copy(update={"counts": counts})
+        return study_view(study, ordered[:limit], datetime.now(UTC))
+
+
+def _row(data: dict[str, Any]) -> TrialRowPublic:
+    return TrialRowPublic.model_validate(
+        {
+            "number": data["number"],
+            "state": data.get("state", "RUNNING"),
+            "params": data.get("params", {}),
+            "objective": data.get("objective"),
+            "bestStep": data.get("bestStep"),
+            "lastStep": data.get("lastStep"),
+            "durationSeconds": None,
+            "startedAt": data.get("startedAt") or datetime.now(UTC).isoformat(),
+            "endedAt": None,
+        }
+    )
 
 
 def watch_study(client: Client, study: str, console: Console) -> str:
     """Follow a study until its stream ends; return its final state."""
-    info = client.study(study)
-    board = Board(
-        name=info["name"],
-        metric=info["metric"],
-        maximize=info["goal"] == "MAXIMIZE",
-        max_trials=info["maxTrials"],
-        state=info["state"],
-    )
-    page = client.trials(study, limit=500)
-    for item in page["data"]:
-        board.rows[item["number"]] = _Row(
-            item["number"],
-            item["state"],
-            item["params"],
-            item["objective"],
-            item["bestStep"],
-            item["lastStep"],
-        )
+    board = Board(client.study(study))
+    for row in client.iter_trials(study):
+        board.rows[row.number] = row
     if console.is_terminal:
         with Live(board.render(), console=console, refresh_per_second=4) as live:
             for event in client.events(study):
-                _apply(board, event.kind, event.data)
+                board.apply(event.kind, event.data)
                 live.update(board.render())
         return board.state
     for event in client.events(study):  # a log, not a screen: one line per change
-        _apply(board, event.kind, event.data)
+        board.apply(event.kind, event.data)
         line = _log_line(board, event.kind, event.data)
         if line:
             console.print(line, highlight=False)
@@ -128,24 +122,21 @@ def watch_study(client: Client, study: str, console: Console) -> str:
     return board.state
 
 
-def _apply(board: Board, kind: str, data: dict[str, Any]) -> None:
-    if kind == "snapshot":
-        board.state = data["state"]
-    else:
-        board.apply(kind, data)
-
-
 def _log_line(board: Board, kind: str, data: dict[str, Any]) -> str | None:
+    metric = board.study.metric
     if kind == "created":
         return f"trial {data['number']} started: {fmt_params(data['params'])}"
-    if kind == "eval":
+    if kind == "eval" and "objective" in data and data["objective"] is not None:
         value = fmt_value(data.get("objective"))
-        return f"trial {data['number']} step {data['step']}: {board.metric}={value}"
+        return f"trial {data['number']} step {data['step']}: {metric}={value}"
     if kind == "state":
         row = board.rows.get(data["number"])
         value = fmt_value(row.objective if row else None)
         reason = f" ({data['reason'].splitlines()[0]})" if data.get("reason") else ""
-        return f"trial {data['number']} {data['state']}: best {board.metric}={value}{reason}"
+        return f"trial {data['number']} {data['state']}: best {metric}={value}{reason}"
     if kind == "study":
-        return f"study {board.name} {data['state']}: {data.get('reason') or ''}"
+        return f"study {board.study.name} {data['state']}: {data.get('reason') or ''}"
+    if kind == "end":
+        finished = sum(board.study.counts.get(s, 0) for s in FINISHED)
+        return f"study {board.study.name} ended {data['state']} ({finished} trials finished)"
     return None

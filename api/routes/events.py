@@ -1,32 +1,35 @@
-"""Server-Sent Events of a study's trials: created, new eval step, state change.
+"""A study's event stream (Server-Sent Events), resumable with `Last-Event-ID`.
 
-The stream reads the database (not the manager's memory), so it works the same whether trials
-run in the server's embedded manager or in `tuner worker` processes elsewhere.
+Every event carries an `id:`, the study's journal `seq` it brings the client up to. A new
+client gets a `snapshot` (whose id is the journal's newest seq when it was taken), then every
+event after it; a client that reconnects with `Last-Event-ID: N` gets exactly the events after
+N, with no snapshot. See docs/api.md for the event types.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette.sse import EventSourceResponse
 
-from api.deps import BackendDep, ReadAccess, SettingsDep
-from api.routes.studies import ERRORS, _ref
+from api.deps import BackendDep, ReadAccess
+from api.event_hub import EventHub, StudyStatus
+from api.routes.studies import _ref
 from api.schemas import finite
-from tuner.entities import Study, TrialRun
+from tuner.entities import Study
 from tuner.persistence import repository as repo
 from tuner.studies import Backend
 
-router = APIRouter(prefix="/studies/{study_id}", tags=["events"], responses=ERRORS)
+router = APIRouter(prefix="/studies/{study_id}", tags=["events"])
 
-#: Runs that ended this long before the last poll are looked at again (clock skew, commit lag).
-OVERLAP = timedelta(seconds=5)
+#: How long a client waits before reconnecting (the SSE `retry:` field), in milliseconds.
+RETRY_MS = 2000
+#: Seconds between heartbeat comments on an idle stream (keeps proxies from closing it).
+HEARTBEAT_SECONDS = 15
 
 
 @router.get(
@@ -35,11 +38,26 @@ OVERLAP = timedelta(seconds=5)
     responses={200: {"content": {"text/event-stream": {}}, "description": "an event stream"}},
 )
 async def stream_events(
-    study_id: str, request: Request, backend: BackendDep, settings: SettingsDep
+    study_id: str,
+    request: Request,
+    backend: BackendDep,
+    last_event_id: Annotated[
+        str | None,
+        Header(description="Resume after this event id (sent by EventSource on reconnect)."),
+    ] = None,
+    after: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=2**62,
+            description="Resume after this event id (for clients that cannot "
+            "set headers); `Last-Event-ID` wins.",
+        ),
+    ] = None,
 ) -> EventSourceResponse:
-    """`snapshot` first, then `created`, `eval`, `state` and `study` events as they happen.
+    """`snapshot` first, then `created`, `eval`, `state`, `study` as they happen, `end` last.
 
-    The stream ends after the study has finished and its last trial has ended.
+    The stream ends once the study has finished and its last trial has ended.
     """
 
     def lookup() -> Study:
@@ -47,109 +65,68 @@ async def stream_events(
             return repo.get_study(session, _ref(study_id))
 
     study = await run_in_threadpool(lookup)
+    resume = _event_id(last_event_id)
+    if resume is None:
+        resume = after
+    hub: EventHub = request.app.state.event_hub
     return EventSourceResponse(
-        _stream(backend, study, request, settings.events_poll_interval), ping=15
+        _stream(backend, hub, study, resume), ping=HEARTBEAT_SECONDS, send_timeout=30
     )
 
 
+def _event_id(header: str | None) -> int | None:
+    if header is None or not header.strip().isdigit() or len(header.strip()) > 18:
+        return None
+    return int(header.strip())
+
+
 async def _stream(
-    backend: Backend, study: Study, request: Request, interval: float
+    backend: Backend, hub: EventHub, study: Study, resume: int | None
 ) -> AsyncIterator[dict[str, Any]]:
-    feed = _Feed(backend, study)
-    yield await run_in_threadpool(feed.snapshot)
-    while not await request.is_disconnected():
-        await asyncio.sleep(interval)
-        events, finished = await run_in_threadpool(feed.poll)
-        for event in events:
-            yield event
-        if finished:
-            break
+    if resume is None:
+        seq, data = await run_in_threadpool(snapshot, backend, study)
+        yield {**_event("snapshot", data, seq), "retry": RETRY_MS}
+    else:
+        seq = resume
+        yield {"comment": f"resuming after {seq}", "retry": RETRY_MS}
+    async for item in hub.follow(study.id, seq):
+        if isinstance(item, StudyStatus):
+            yield _event("end", {"state": item.state}, seq)
+            return
+        seq = item.seq
+        yield _event(item.kind, item.data, item.seq)
 
 
-class _Feed:
-    """What one client has been told, and what changed since."""
-
-    def __init__(self, backend: Backend, study: Study) -> None:
-        self.backend = backend
-        self.study = study
-        self.states: dict[int, str] = {}
-        self.study_state = study.state
-        self.last_step_id = 0
-        self.since = repo.now()
-
-    def snapshot(self) -> dict[str, Any]:
-        with self.backend.db.session() as session:
-            self.since = repo.now()
-            self.last_step_id = repo.max_eval_step_id(session, self.study.id)
-            counts = repo.trial_counts(session, self.study.id)
-            running = repo.runs_changed_since(session, self.study.id, self.since)
-            rows, _ = repo.leaderboard(session, self.study, limit=1)
-        for run in running:
-            assert run.number is not None
-            self.states[run.number] = run.state
-        best = rows[0] if rows and rows[0].objective is not None else None
-        data = {
-            "study": self.study.name,
-            "state": self.study.state,
-            "counts": counts,
-            "running": sorted(self.states),
-            "best": {"number": best.number, "objective": finite(best.objective)} if best else None,
-        }
-        return _event("snapshot", data)
-
-    def poll(self) -> tuple[list[dict[str, Any]], bool]:
-        out: list[dict[str, Any]] = []
-        with self.backend.db.session() as session:
-            polled_at = repo.now()
-            study = repo.get_study(session, self.study.id)
-            changed = repo.runs_changed_since(session, self.study.id, self.since - OVERLAP)
-            steps = repo.eval_steps_after(session, self.study.id, self.last_step_id)
-        self.since = polled_at
-        tag = study.spec.metric_tag
-        ended: list[dict[str, Any]] = []
-        for run in changed:
-            number = run.number
-            assert number is not None
-            if number not in self.states:
-                data = {"number": number, "params": run.params, "state": "RUNNING"}
-                out.append(_event("created", data))
-            if self.states.get(number, "RUNNING") != run.state or (
-                number not in self.states and run.state != "RUNNING"
-            ):
-                ended.append(_event("state", _state_data(run)))
-            self.states[number] = run.state
-        for step_id, number, step in steps:
-            self.last_step_id = max(self.last_step_id, step_id)
-            data = {
-                "number": number,
-                "step": step.step,
-                "evalName": step.eval_name,
-                "objective": finite(step.metrics.get(tag)),
-                "metrics": {k: finite(v) for k, v in step.metrics.items()},
+def snapshot(backend: Backend, study: Study) -> tuple[int, dict[str, Any]]:
+    """The study now, and the journal seq it is consistent with (no event commits between)."""
+    with backend.db.session() as session:
+        seq = repo.event_seq(session, study.id, hold=True)
+        current = repo.get_study(session, study.id)
+        counts = repo.trial_counts(session, study.id)
+        running, _ = repo.leaderboard(session, current, state="RUNNING", limit=500)
+        rows, _ = repo.leaderboard(session, current, state="COMPLETED", limit=1)
+    best = rows[0] if rows and rows[0].objective is not None else None
+    return seq, {
+        "study": current.name,
+        "state": current.state,
+        "maxTrials": current.spec.max_trials,
+        "counts": counts,
+        "running": sorted(r.number for r in running),
+        "trials": [
+            {
+                "number": r.number,
+                "state": r.state,
+                "params": r.params,
+                "objective": finite(r.objective),
+                "bestStep": r.best_step,
+                "lastStep": r.last_step,
+                "startedAt": r.started_at.isoformat(),
             }
-            out.append(_event("eval", data, event_id=str(step_id)))
-        out.extend(ended)
-        finished = False
-        if study.state != self.study_state:
-            self.study_state = study.state
-            out.append(_event("study", {"state": study.state, "reason": study.state_reason}))
-        if study.state != "RUNNING" and "RUNNING" not in self.states.values():
-            finished = True
-            out.append(_event("end", {"state": study.state}))
-        return out, finished
-
-
-def _state_data(run: TrialRun) -> dict[str, Any]:
-    return {
-        "number": run.number,
-        "state": run.state,
-        "reason": run.failure_reason,
-        "exitCode": run.exit_code,
+            for r in running
+        ],
+        "best": {"number": best.number, "objective": finite(best.objective)} if best else None,
     }
 
 
-def _event(kind: str, data: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
-    event: dict[str, Any] = {"event": kind, "data": json.dumps(data)}
-    if event_id is not None:
-        event["id"] = event_id
-    return event
+def _event(kind: str, data: dict[str, Any], seq: int) -> dict[str, Any]:
+    return {"event": kind, "data": json.dumps(data), "id": str(seq)}

@@ -13,12 +13,11 @@ from api.deps import BackendDep, ReadAccess, RegistryDep, SessionDep, StoreDep, 
 from api.errors import safe_text
 from api.limits import too_deep, yaml_problem
 from api.schemas import ErrorResponse, Page, ResumeRequest, StudyPublic
+from api.service import overview
 from tuner import studies as study_ops
-from tuner.entities import Study
 from tuner.errors import SpecError, StudyNotFoundError
 from tuner.persistence import repository as repo
 from tuner.spec import StudySpec, load_spec_text
-from tuner.studies import Backend
 from tuner.trainers import TrainerRegistry
 
 router = APIRouter(prefix="/studies", tags=["studies"])
@@ -49,14 +48,6 @@ SPEC_BODY = {
         },
     }
 }
-
-
-def overview(backend: Backend, study: Study, warnings: list[str] | None = None) -> StudyPublic:
-    with backend.db.session() as session:
-        counts = repo.trial_counts(session, study.id)
-        rows, _ = repo.leaderboard(session, study, state="COMPLETED", limit=1)
-    best = rows[0] if rows and rows[0].objective is not None else None
-    return StudyPublic.build(study, counts, best, warnings)
 
 
 def _parse_body(

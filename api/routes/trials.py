@@ -1,54 +1,74 @@
-"""Trials: the leaderboard, one trial in full, its log."""
+"""Trials: the sorted and filtered list, one trial in full, its log."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from api.deps import ReadAccess, SessionDep, SettingsDep, StoreDep, TrialNumber
+from api import service
+from api.deps import BackendDep, ReadAccess, SessionDep, SettingsDep, StoreDep, TrialNumber
 from api.routes.studies import ERRORS, _ref
 from api.schemas import Page, TrialDetailPublic, TrialRowPublic
-from tuner.errors import ArtifactNotFoundError
-from tuner.execution import tail_lines
 from tuner.persistence import repository as repo
+from tuner.persistence import trial_queries
 
 router = APIRouter(prefix="/studies/{study_id}/trials", tags=["trials"], responses=ERRORS)
 
 
+#: A trial state, as the `state` query parameter takes it (repeatable).
+TrialState = Literal["RUNNING", "COMPLETED", "PRUNED", "FAILED", "STOPPED"]
+StatesQuery = Annotated[
+    list[TrialState] | None,
+    Query(description="Only trials in these states; repeat for several (OR)."),
+]
+
+
 @router.get("", response_model=Page[TrialRowPublic], dependencies=[ReadAccess])
-def leaderboard(
+def list_trials(
     study_id: str,
     session: SessionDep,
-    state: Annotated[
-        str | None, Query(pattern="^(RUNNING|COMPLETED|PRUNED|FAILED|STOPPED)$")
+    sort: Annotated[
+        str | None,
+        Query(
+            max_length=300,
+            description="One key, '-' first for descending: objective (the default: best "
+            "first), number, startedAt, endedAt, duration, state, bestStep, lastStep, "
+            "metric:<tag> (its value at the trial's best step), param:<name>. Ties go by trial "
+            "number; trials without the value come last in either direction.",
+        ),
+    ] = None,
+    state: StatesQuery = None,
+    filters: Annotated[
+        list[str] | None,
+        Query(
+            alias="filter",
+            description="<subject><op><value>, subject metric:<tag>, param:<name> or "
+            "objective, op one of <, <=, >, >=, =, != (e.g. metric:rmse<0.5, "
+            "param:optimizer=adam); repeat for several (AND). A trial without the value "
+            "passes none.",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Page[TrialRowPublic]:
-    """Trials sorted by objective in the goal's direction (trials without one last)."""
+    """Trials sorted and filtered on the server; `count` is the filtered total."""
     study = repo.get_study(session, _ref(study_id))
-    rows, total = repo.leaderboard(session, study, state=state, limit=limit, offset=offset)
+    query = trial_queries.parse_query(
+        study.spec, sort=sort, states=state or (), filters=filters or ()
+    )
+    rows, total = trial_queries.list_trials(session, study, query, limit=limit, offset=offset)
     return Page[TrialRowPublic](data=[TrialRowPublic.build(r) for r in rows], count=total)
 
 
 @router.get("/{number}", response_model=TrialDetailPublic, dependencies=[ReadAccess])
 def get_trial(
-    study_id: str,
-    number: TrialNumber,
-    session: SessionDep,
-    store: StoreDep,
-    settings: SettingsDep,
+    study_id: str, number: TrialNumber, backend: BackendDep, store: StoreDep, settings: SettingsDep
 ) -> TrialDetailPublic:
     """Params, state, failure reason, every eval metric per step, checkpoints, exports, log tail."""
-    study = repo.get_study(session, _ref(study_id))
-    detail = repo.trial_detail(session, study, number)
-    tail: list[str] = []
-    if detail.run.log_path:
-        tail = tail_lines(store.resolve(detail.run.log_path), settings.log_tail_lines)
-    return TrialDetailPublic.from_detail(detail, tail)
+    return service.get_trial(backend, store, _ref(study_id), number, tail=settings.log_tail_lines)
 
 
 @router.get(
@@ -57,21 +77,33 @@ def get_trial(
     dependencies=[ReadAccess],
     responses={200: {"content": {"text/plain": {}}}},
 )
-def get_log(
-    study_id: str, number: TrialNumber, session: SessionDep, store: StoreDep
+def get_trial_log(
+    study_id: str,
+    number: TrialNumber,
+    backend: BackendDep,
+    store: StoreDep,
+    offset: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=2**62,
+            description="Start at this byte (what a follower has read so far); `X-Log-Size` "
+            "says how long the log was when it was read.",
+        ),
+    ] = 0,
 ) -> StreamingResponse:
-    """The trial's whole log (stdout and stderr), streamed."""
-    study = repo.get_study(session, _ref(study_id))
-    run = repo.get_run_by_number(session, study.id, number)
-    if not run.log_path:
-        raise ArtifactNotFoundError(f"trial {number} has no log yet")
-    path = store.resolve(run.log_path)
-    if not path.is_file():
-        raise ArtifactNotFoundError(f"trial {number}: its log file is gone")
+    """The trial's log (stdout and stderr) from `offset` on, streamed."""
+    path = service.log_file(backend, store, _ref(study_id), number)
+    size = path.stat().st_size
 
     def chunks() -> Iterator[bytes]:
         with open(path, "rb") as handle:
-            while chunk := handle.read(64 * 1024):
+            handle.seek(min(offset, size))
+            left = max(0, size - offset)
+            while left and (chunk := handle.read(min(left, 64 * 1024))):
+                left -= len(chunk)
                 yield chunk
 
-    return StreamingResponse(chunks(), media_type="text/plain; charset=utf-8")
+    return StreamingResponse(
+        chunks(), media_type="text/plain; charset=utf-8", headers={"X-Log-Size": str(size)}
+    )

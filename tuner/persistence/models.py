@@ -59,6 +59,8 @@ class StudyRow(Base):
     state_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: The `seq` of the study's newest event (see `StudyEventRow`).
+    event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     runs: Mapped[list[TrialRunRow]] = relationship(
         back_populates="study", cascade="all, delete-orphan", passive_deletes=True
@@ -208,3 +210,25 @@ class ApiTokenRow(Base):
     scope: Mapped[str] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class StudyEventRow(Base):
+    """The study's journal: what its event stream tells, in the order it was committed.
+
+    `seq` counts per study. It is taken from `StudyRow.event_seq` by the same transaction that
+    makes the change, and that update holds the study row until the commit, so events commit in
+    `seq` order: a reader that has seen `seq` N has seen every event up to N, and a client can
+    resume after N (`Last-Event-ID`) without loss or repetition.
+    """
+
+    __tablename__ = "tuner_study_events"
+    __table_args__ = (UniqueConstraint("study_id", "seq", name="uq_tuner_study_events_seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("tuner_studies.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    #: The trial the event is about (null for study events).
+    number: Mapped[int | None] = mapped_column(Integer)
+    data_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

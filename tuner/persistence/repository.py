@@ -8,9 +8,9 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from tuner.entities import (
     Checkpoint,
@@ -20,6 +20,7 @@ from tuner.entities import (
     Lease,
     Observation,
     Study,
+    StudyEvent,
     TrialDetail,
     TrialRun,
 )
@@ -31,6 +32,7 @@ from tuner.errors import (
     TrialTakenError,
 )
 from tuner.metrics import CheckpointPathValue, ScalarValue
+from tuner.persistence import trial_queries
 from tuner.persistence.models import (
     ApiTokenRow,
     CheckpointRow,
@@ -38,6 +40,7 @@ from tuner.persistence.models import (
     EvalStepRow,
     EventFileRow,
     ExportRow,
+    StudyEventRow,
     StudyRow,
     TrialRunRow,
 )
@@ -108,6 +111,11 @@ def set_study_state(session: Session, study_id: int, state: str, reason: str | N
         .where(StudyRow.id == study_id)
         .values(state=state, state_reason=reason, updated_at=now())
     )
+    spec_json = session.scalar(select(StudyRow.spec_json).where(StudyRow.id == study_id))
+    if spec_json is not None:
+        budget = json.loads(spec_json).get("hyperparameters", {}).get("maxTrials")
+        data = {"state": state, "reason": reason, "maxTrials": budget}
+        journal(session, study_id, [("study", None, data)])
 
 
 def update_study_spec(session: Session, study_id: int, spec: StudySpec) -> None:
@@ -206,6 +214,14 @@ def attach_trial(
         )
     except IntegrityError:
         raise TrialTakenError(f"trial {number} is attached to another run") from None
+    row = session.get_one(TrialRunRow, run_id)
+    data = {
+        "number": number,
+        "state": row.state,
+        "params": params,
+        "startedAt": _aware(row.started_at).isoformat(),
+    }
+    journal(session, row.study_id, [("created", number, data)])
 
 
 def drop_reservation(session: Session, run_id: int) -> None:
@@ -271,7 +287,10 @@ def take_over(session: Session, run: TrialRun, *, reason: str) -> bool:
             objective_rank=None,
         )
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    _journal_state(session, run.id)
+    return True
 
 
 def finish_run(
@@ -300,6 +319,82 @@ def finish_run(
     result = session.execute(update(TrialRunRow).where(where).values(**values))
     if lease is not None and result.rowcount != 1:  # type: ignore[attr-defined]
         raise LeaseLostError(run_id)
+    _journal_state(session, run_id)
+
+
+def _journal_state(session: Session, run_id: int) -> None:
+    row = session.get_one(TrialRunRow, run_id, populate_existing=True)
+    if row.number is None:
+        return  # a reservation never attached to a trial: no client has heard of it
+    data = {
+        "number": row.number,
+        "state": row.state,
+        "reason": row.failure_reason,
+        "exitCode": row.exit_code,
+        "endedAt": _aware(row.ended_at).isoformat() if row.ended_at else None,
+    }
+    journal(session, row.study_id, [("state", row.number, data)])
+
+
+def journal(
+    session: Session, study_id: int, events: Sequence[tuple[str, int | None, dict[str, Any]]]
+) -> None:
+    """Append `(kind, trial number, data)` events to the study's journal.
+
+    Call it last in a transaction: it updates the study row, which holds that row (on
+    PostgreSQL) until the commit, and a transaction that locks nothing after it cannot deadlock
+    on it. That hold is what makes a study's events commit in `seq` order.
+    """
+    if not events:
+        return
+    seq = session.execute(
+        update(StudyRow)
+        .where(StudyRow.id == study_id)
+        .values(event_seq=StudyRow.event_seq + len(events))
+        .returning(StudyRow.event_seq)
+    ).scalar_one_or_none()
+    if seq is None:
+        return  # the study was deleted
+    created = now()
+    session.execute(
+        insert(StudyEventRow),
+        [
+            {
+                "study_id": study_id,
+                "seq": seq - len(events) + i + 1,
+                "kind": kind,
+                "number": number,
+                "data_json": json.dumps(data, allow_nan=False),
+                "created_at": created,
+            }
+            for i, (kind, number, data) in enumerate(events)
+        ],
+    )
+
+
+def events_after(
+    session: Session, study_id: int, seq: int, *, limit: int = 1000
+) -> list[StudyEvent]:
+    """The study's journal after `seq`, oldest first."""
+    rows = session.execute(
+        select(StudyEventRow.seq, StudyEventRow.kind, StudyEventRow.data_json)
+        .where(StudyEventRow.study_id == study_id, StudyEventRow.seq > seq)
+        .order_by(StudyEventRow.seq)
+        .limit(limit)
+    ).all()
+    return [StudyEvent(seq=r.seq, kind=r.kind, data=json.loads(r.data_json)) for r in rows]
+
+
+def event_seq(session: Session, study_id: int, *, hold: bool = False) -> int:
+    """The seq of the study's newest event. With `hold`, no new event commits until this
+    transaction ends (a snapshot read after it is consistent with that seq)."""
+    query = select(StudyRow.event_seq).where(StudyRow.id == study_id)
+    if hold and session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(read=True)
+    value = session.scalar(query)
+    if value is None:
+        raise StudyNotFoundError(f"study id {study_id} not found")
+    return int(value)
 
 
 def add_problems(session: Session, run_id: int, problems: Sequence[str]) -> None:
@@ -318,7 +413,8 @@ def get_run_by_number(session: Session, study_id: int, number: int) -> TrialRun:
         select(TrialRunRow).where(TrialRunRow.study_id == study_id, TrialRunRow.number == number)
     )
     if row is None:
-        raise TrialNotFoundError(f"trial {number} not found in study {study_id}")
+        name = session.scalar(select(StudyRow.name).where(StudyRow.id == study_id))
+        raise TrialNotFoundError(f"study {name!r} has no trial {number}")
     return _run(row)
 
 
@@ -379,6 +475,7 @@ def record_eval_values(
         return steps[key]
 
     objective_rows: list[tuple[EvalStepRow, float, float]] = []
+    told: dict[tuple[str, int], dict[str, float | None]] = {}
     for value in values:
         row = step_row(value.eval_name, value.step, value.wall_time)
         if isinstance(value, CheckpointPathValue):
@@ -400,6 +497,9 @@ def record_eval_values(
             existing.value = stored
             existing.wall_time = value.wall_time
         row.wall_time = max(row.wall_time, value.wall_time)
+        told.setdefault((row.eval_name, row.step), {})[value.tag] = (
+            value.value if math.isfinite(value.value) else None
+        )
         if value.tag == objective_tag:
             objective_rows.append((row, value.value, value.wall_time))
     session.flush()
@@ -416,6 +516,26 @@ def record_eval_values(
             )
         )
     save_offsets(session, run_id, offsets)
+    if told:
+        study_id, number = session.execute(
+            select(TrialRunRow.study_id, TrialRunRow.number).where(TrialRunRow.id == run_id)
+        ).one()
+        events = [
+            (
+                "eval",
+                number,
+                {
+                    "number": number,
+                    "step": step,
+                    "evalName": eval_name,
+                    "wallTime": steps[(eval_name, step)].wall_time,
+                    "objective": metrics.get(objective_tag),
+                    "metrics": metrics,
+                },
+            )
+            for (eval_name, step), metrics in told.items()
+        ]
+        journal(session, study_id, events)
     return observations
 
 
@@ -681,65 +801,11 @@ def leaderboard(
     """Trials sorted by objective in the goal's direction (trials without one last).
 
     Ranked trials come from the (study, objective_rank, number) index in order, then the
-    unranked ones by number: a page reads its own rows, whatever the study's size.
+    unranked ones by number: a page reads its own rows, whatever the study's size. Other sort
+    keys and filters: `trial_queries.list_trials`.
     """
-    filters = [TrialRunRow.study_id == study.id, TrialRunRow.number.is_not(None)]
-    if state:
-        filters.append(TrialRunRow.state == state)
-    rank = TrialRunRow.objective_rank
-    total, ranked = session.execute(
-        select(func.count(TrialRunRow.id), func.count(rank)).where(*filters)
-    ).one()
-    objective = aliased(EvalMetricRow)
-    best = aliased(EvalStepRow)
-    last_step = (
-        select(func.max(EvalStepRow.step))
-        .where(EvalStepRow.run_id == TrialRunRow.id)
-        .correlate(TrialRunRow)
-        .scalar_subquery()
-    )
-    page = (
-        select(TrialRunRow, objective.value, best.step, last_step)
-        .outerjoin(
-            objective,
-            and_(
-                objective.eval_step_id == TrialRunRow.objective_step_id,
-                objective.tag == study.spec.metric_tag,
-            ),
-        )
-        .outerjoin(best, best.id == TrialRunRow.best_step_id)
-        .where(*filters)
-    )
-    found: list[Any] = []
-    if offset < ranked:
-        found += session.execute(
-            page.where(rank.is_not(None))
-            .order_by(rank, TrialRunRow.number)
-            .limit(limit)
-            .offset(offset)
-        ).all()
-    if len(found) < limit and offset + len(found) < total:
-        found += session.execute(
-            page.where(rank.is_(None))
-            .order_by(TrialRunRow.number)
-            .limit(limit - len(found))
-            .offset(max(0, offset - ranked))
-        ).all()
-    rows = [
-        LeaderboardRow(
-            number=int(run.number),
-            state=run.state,
-            params=json.loads(run.params_json),
-            objective=None if obj is None else float(obj),
-            best_step=best_step,
-            last_step=last,
-            started_at=_aware(run.started_at),
-            ended_at=_aware(run.ended_at) if run.ended_at else None,
-            failure_reason=run.failure_reason,
-        )
-        for run, obj, best_step, last in found
-    ]
-    return rows, int(total or 0)
+    query = trial_queries.TrialQuery(states=(state,) if state else ())
+    return trial_queries.list_trials(session, study, query, limit=limit, offset=offset)
 
 
 def objective_value(session: Session, run: TrialRun, tag: str) -> float | None:
@@ -786,12 +852,17 @@ def trial_detail(session: Session, study: Study, number: int) -> TrialDetail:
 
 
 def _study_row(session: Session, ref: str | int) -> StudyRow:
-    if (isinstance(ref, int) or ref.isdigit()) and 0 < int(ref) < 2**31:
-        row = session.get(StudyRow, int(ref))
-        if row is not None:
-            return row
-    name = str(ref)
-    row = None if len(name) > 128 else session.scalar(select(StudyRow).where(StudyRow.name == name))
+    """The study `ref` names: an int (or a string of digits) is an id, anything else a name.
+
+    Names are never all digits (the spec refuses them), so the two cannot be confused.
+    """
+    if isinstance(ref, int) or (ref.isascii() and ref.isdigit()):
+        number = int(ref)
+        row = session.get(StudyRow, number) if 0 < number < 2**31 else None
+        if row is None:
+            raise StudyNotFoundError(f"study id {number} not found")
+        return row
+    row = None if len(ref) > 128 else session.scalar(select(StudyRow).where(StudyRow.name == ref))
     if row is None:
         raise StudyNotFoundError(f"study {ref!r} not found")
     return row

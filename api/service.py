@@ -1,0 +1,96 @@
+"""What the API answers, as its public models, for the routes and for the local CLI alike.
+
+`tuner studies`, `tuner show`, `tuner trials`, ... read a local database through these same
+functions, and a server's routes answer with them: the two print the same thing by
+construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from api.schemas import BestPublic, Page, StudyPublic, TrialDetailPublic, TrialRowPublic
+from tuner import studies as study_ops
+from tuner.artifacts import ArtifactStore
+from tuner.entities import Study
+from tuner.errors import ArtifactNotFoundError
+from tuner.execution import tail_lines
+from tuner.persistence import repository as repo
+from tuner.persistence import trial_queries
+from tuner.studies import Backend
+
+
+def overview(backend: Backend, study: Study, warnings: list[str] | None = None) -> StudyPublic:
+    with backend.db.session() as session:
+        counts = repo.trial_counts(session, study.id)
+        rows, _ = repo.leaderboard(session, study, state="COMPLETED", limit=1)
+    best = rows[0] if rows and rows[0].objective is not None else None
+    return StudyPublic.build(study, counts, best, warnings)
+
+
+def get_study(backend: Backend, ref: str | int) -> StudyPublic:
+    with backend.db.session() as session:
+        study = repo.get_study(session, ref)
+    return overview(backend, study)
+
+
+def list_studies(
+    backend: Backend, *, state: str | None = None, limit: int = 50, offset: int = 0
+) -> Page[StudyPublic]:
+    with backend.db.session() as session:
+        found, total = repo.list_studies(session, state=state, limit=limit, offset=offset)
+    return Page[StudyPublic](data=[overview(backend, s) for s in found], count=total)
+
+
+def list_trials(
+    backend: Backend,
+    ref: str | int,
+    *,
+    sort: str | None = None,
+    states: Sequence[str] = (),
+    filters: Sequence[str] = (),
+    limit: int = 50,
+    offset: int = 0,
+) -> Page[TrialRowPublic]:
+    """The leaderboard, sorted and filtered (see `trial_queries`); `count` is the filtered total."""
+    with backend.db.session() as session:
+        study = repo.get_study(session, ref)
+        query = trial_queries.parse_query(study.spec, sort=sort, states=states, filters=filters)
+        rows, total = trial_queries.list_trials(session, study, query, limit=limit, offset=offset)
+    return Page[TrialRowPublic](data=[TrialRowPublic.build(r) for r in rows], count=total)
+
+
+def get_trial(
+    backend: Backend, store: ArtifactStore, ref: str | int, number: int, *, tail: int
+) -> TrialDetailPublic:
+    with backend.db.session() as session:
+        study = repo.get_study(session, ref)
+        detail = repo.trial_detail(session, study, number)
+    lines: list[str] = []
+    if detail.run.log_path:
+        lines = tail_lines(store.resolve(detail.run.log_path), tail)
+    return TrialDetailPublic.from_detail(detail, lines)
+
+
+def get_best(backend: Backend, ref: str | int) -> BestPublic:
+    return BestPublic.build(study_ops.best_model(backend, ref))
+
+
+def log_file(backend: Backend, store: ArtifactStore, ref: str | int, number: int) -> Path:
+    """The trial's log file, inside the artifact store."""
+    with backend.db.session() as session:
+        study = repo.get_study(session, ref)
+        run = repo.get_run_by_number(session, study.id, number)
+    if not run.log_path:
+        raise ArtifactNotFoundError(f"study {study.name!r} trial {number} has no log yet")
+    path = store.resolve(run.log_path)
+    if not path.is_file():
+        raise ArtifactNotFoundError(f"study {study.name!r} trial {number}: its log file is gone")
+    return path
+
+
+def read_log(path: Path, offset: int = 0, limit: int | None = None) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(-1 if limit is None else limit)

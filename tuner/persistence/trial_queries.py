@@ -1,0 +1,496 @@
+"""A study's trials sorted and filtered on the server, and one metric's history across trials.
+
+Every sort key and filter is an SQL expression, so a page of a 10,000-trial study costs one
+count and one or two page queries whatever the key: nothing loads the study's rows into Python.
+Rows without the sort value (no objective, no best step, a parameter or metric never written)
+come last in either direction: a page of them is a second query ordered by trial number, the
+same split the objective index (study_id, objective_rank, number) was made for.
+
+`metric:<tag>` (to sort or filter) means the tag's value at the trial's best step, the step
+whose checkpoint and exports are kept: the model a user would take from the trial.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Select,
+    SQLColumnExpression,
+    and_,
+    case,
+    cast,
+    extract,
+    func,
+    select,
+    type_coerce,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Session, aliased
+
+from tuner.entities import LeaderboardRow, MetricHistory, MetricPoint, Study
+from tuner.errors import QueryError
+from tuner.persistence.models import EvalMetricRow, EvalStepRow, TrialRunRow
+from tuner.spec import Goal, ParameterSpec, ParamType, StudySpec
+
+#: Sort keys without a name; `metric:<tag>` and `param:<name>` come on top.
+PLAIN_SORT_KEYS = (
+    "objective",
+    "number",
+    "startedAt",
+    "endedAt",
+    "duration",
+    "state",
+    "bestStep",
+    "lastStep",
+)
+SORT_KEYS_TEXT = ", ".join([*PLAIN_SORT_KEYS, "metric:<tag>", "param:<name>"])
+#: Longest operators first: `<=` must not be read as `<` followed by a value `=...`.
+OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "<=": operator.le,
+    ">=": operator.ge,
+    "!=": operator.ne,
+    "<": operator.lt,
+    ">": operator.gt,
+    "=": operator.eq,
+}
+OPERATORS_TEXT = ", ".join(sorted(OPERATORS, key=len))
+MAX_FILTERS = 20
+MAX_EXPRESSION = 500
+FILTER_SYNTAX = (
+    "expected <subject><operator><value>: subject metric:<tag>, param:<name> or objective, "
+    f"operator one of {OPERATORS_TEXT} (e.g. metric:rmse<0.5, param:optimizer=adam)"
+)
+#: Any SELECT whose FROM starts at the trial runs.
+_Query = TypeVar("_Query", bound=Select[*tuple[Any, ...]])
+_FILTER = re.compile(r"\s*(?P<subject>[^<>=!]+?)\s*(?P<op><=|>=|!=|<|>|=)\s*(?P<value>.*?)\s*")
+#: Points per metric-history response, all trials together (a bound on its size).
+MAX_HISTORY_POINTS = 100_000
+
+
+@dataclass(frozen=True)
+class SortKey:
+    #: One of `PLAIN_SORT_KEYS`, or "metric" / "param" with `name`.
+    key: str = "objective"
+    name: str | None = None
+    descending: bool = False
+
+
+@dataclass(frozen=True)
+class Filter:
+    #: "metric", "param" or "objective".
+    subject: str
+    name: str | None
+    op: str
+    value: float | str
+
+
+@dataclass(frozen=True)
+class TrialQuery:
+    """What to list: the default is every trial, best objective first."""
+
+    sort: SortKey = SortKey()
+    states: tuple[str, ...] = ()
+    filters: tuple[Filter, ...] = ()
+
+
+# -- parsing -------------------------------------------------------------------------------------
+
+
+def parse_query(
+    spec: StudySpec,
+    *,
+    sort: str | None = None,
+    states: Sequence[str] = (),
+    filters: Sequence[str] = (),
+) -> TrialQuery:
+    """A query from request parameters; every problem at once as a `QueryError`."""
+    problems: list[tuple[str, str]] = []
+    key = SortKey()
+    if sort is not None:
+        parsed_sort = parse_sort(sort, spec)
+        if isinstance(parsed_sort, str):
+            problems.append(("sort", parsed_sort))
+        else:
+            key = parsed_sort
+    if len(filters) > MAX_FILTERS:
+        problems.append(("filter", f"at most {MAX_FILTERS} filters, got {len(filters)}"))
+        filters = ()
+    parsed: list[Filter] = []
+    for text in filters:
+        one = parse_filter(text, spec)
+        if isinstance(one, str):
+            problems.append(("filter", one))
+        else:
+            parsed.append(one)
+    if problems:
+        raise QueryError(problems)
+    return TrialQuery(sort=key, states=tuple(dict.fromkeys(states)), filters=tuple(parsed))
+
+
+def parse_sort(text: str, spec: StudySpec) -> SortKey | str:
+    """A sort key, or the reason it is not one."""
+    raw = text.strip()
+    descending = raw.startswith("-")
+    body = raw.removeprefix("-").strip()
+    if body in PLAIN_SORT_KEYS:
+        return SortKey(body, None, descending)
+    subject, _, name = body.partition(":")
+    if subject == "metric" and name.strip():
+        return SortKey("metric", name.strip(), descending)
+    if subject == "param" and name.strip():
+        found = _param(spec, name.strip())
+        if isinstance(found, str):
+            return f"{text!r}: {found}"
+        return SortKey("param", found.parameter_name, descending)
+    return f"unknown sort key {text!r}: use one of {SORT_KEYS_TEXT}; '-' first for descending"
+
+
+def parse_filter(text: str, spec: StudySpec) -> Filter | str:
+    """A filter expression such as `metric:rmse<0.5`, or the reason it is not one."""
+    if len(text) > MAX_EXPRESSION:
+        return f"a filter expression is at most {MAX_EXPRESSION} characters"
+    match = _FILTER.fullmatch(text)
+    if match is None or not match["value"]:
+        return f"{text!r}: {FILTER_SYNTAX}"
+    subject, op, value = match["subject"], match["op"], match["value"]
+    kind, _, name = subject.partition(":")
+    name = name.strip()
+    if subject == "objective":
+        number = _finite(value)
+        if number is None:
+            return f"{text!r}: {value!r} is not a finite number"
+        return Filter("objective", None, op, number)
+    if kind == "metric" and name:
+        number = _finite(value)
+        if number is None:
+            return f"{text!r}: {value!r} is not a finite number"
+        return Filter("metric", name, op, number)
+    if kind == "param" and name:
+        param = _param(spec, name)
+        if isinstance(param, str):
+            return f"{text!r}: {param}"
+        if param.type is ParamType.CATEGORICAL:
+            if op not in ("=", "!="):
+                return f"{text!r}: {name} is CATEGORICAL: use = or !="
+            choices = param.categorical_values or []
+            if value not in choices:
+                return f"{text!r}: {value!r} is not a value of {name} ({', '.join(choices)})"
+            return Filter("param", name, op, value)
+        number = _finite(value)
+        if number is None:
+            return f"{text!r}: {value!r} is not a finite number"
+        return Filter("param", name, op, number)
+    return f"{text!r}: {FILTER_SYNTAX}"
+
+
+def _finite(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _param(spec: StudySpec, name: str) -> ParameterSpec | str:
+    params = {p.parameter_name: p for p in spec.hyperparameters.params}
+    if name in params:
+        return params[name]
+    return f"the study has no parameter {name!r} (its parameters: {', '.join(params)})"
+
+
+# -- listing -------------------------------------------------------------------------------------
+
+
+class _Expressions:
+    """SQL for each sort key and filter subject, and the joins they need."""
+
+    def __init__(self, session: Session, study: Study) -> None:
+        self.sqlite = session.get_bind().dialect.name == "sqlite"
+        self.spec = study.spec
+        self.best = aliased(EvalStepRow)
+        self.uses_best = False
+        self.metrics: dict[str, type[EvalMetricRow]] = {}
+
+    def sort_key(self, key: SortKey) -> SQLColumnExpression[Any]:
+        row = TrialRunRow
+        if key.key == "objective":
+            # The rank is already "smaller is better" in the goal's direction.
+            return row.objective_rank
+        if key.key == "number":
+            return row.number
+        if key.key == "startedAt":
+            return row.started_at
+        if key.key == "endedAt":
+            return row.ended_at
+        if key.key == "state":
+            return row.state
+        if key.key == "duration":
+            if self.sqlite:
+                return (func.julianday(row.ended_at) - func.julianday(row.started_at)) * 86400.0
+            return extract("epoch", row.ended_at - row.started_at)
+        if key.key == "bestStep":
+            self.uses_best = True
+            return self.best.step
+        if key.key == "lastStep":
+            return last_step_of_run()
+        assert key.name is not None
+        if key.key == "metric":
+            return self.metric(key.name)
+        param = self._param(key.name)
+        if param.type is ParamType.CATEGORICAL:
+            # In the order the spec lists the values (an ordinal "small, medium, large" stays
+            # in order); a value the spec no longer lists sorts with the missing ones.
+            values = {v: i for i, v in enumerate(param.categorical_values or [])}
+            return case(values, value=self._param_value(param), else_=None)
+        return self._param_value(param)
+
+    def condition(self, flt: Filter) -> ColumnElement[bool]:
+        if flt.subject == "objective":
+            rank = TrialRunRow.objective_rank
+            value: SQLColumnExpression[Any] = -rank if self.spec.goal is Goal.MAXIMIZE else rank
+        elif flt.subject == "metric":
+            assert flt.name is not None
+            value = self.metric(flt.name)
+        else:
+            assert flt.name is not None
+            value = self._param_value(self._param(flt.name))
+        # A trial without the value passes no filter, `!=` included.
+        return and_(value.is_not(None), OPERATORS[flt.op](value, flt.value))
+
+    def metric(self, tag: str) -> SQLColumnExpression[float | None]:
+        if tag not in self.metrics:
+            self.metrics[tag] = aliased(EvalMetricRow)
+        value: SQLColumnExpression[float | None] = self.metrics[tag].value
+        return value
+
+    def _param(self, name: str) -> ParameterSpec:
+        found = _param(self.spec, name)
+        assert not isinstance(found, str), found
+        return found
+
+    def _param_value(self, param: ParameterSpec) -> ColumnElement[Any]:
+        document = (
+            type_coerce(TrialRunRow.params_json, JSON)
+            if self.sqlite
+            else cast(TrialRunRow.params_json, JSONB)
+        )
+        item = document[param.parameter_name]
+        value: ColumnElement[Any] = (
+            item.as_string() if param.type is ParamType.CATEGORICAL else item.as_float()
+        )
+        return value
+
+    def joined(self, query: _Query, *, best: bool) -> _Query:
+        if best or self.uses_best:
+            query = query.outerjoin(self.best, self.best.id == TrialRunRow.best_step_id)
+        for tag, alias in self.metrics.items():
+            query = query.outerjoin(
+                alias, and_(alias.eval_step_id == TrialRunRow.best_step_id, alias.tag == tag)
+            )
+        return query
+
+
+def last_step_of_run() -> ColumnElement[int | None]:
+    return (
+        select(func.max(EvalStepRow.step))
+        .where(EvalStepRow.run_id == TrialRunRow.id)
+        .correlate(TrialRunRow)
+        .scalar_subquery()
+    )
+
+
+def list_trials(
+    session: Session,
+    study: Study,
+    query: TrialQuery | None = None,
+    *,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[LeaderboardRow], int]:
+    """One page of the study's trials as `query` sorts and filters them; and the filtered
+    total. Ties go by trial number; trials without the sort value come last either way."""
+    query = query or TrialQuery()
+    sql = _Expressions(session, study)
+    key = sql.sort_key(query.sort)
+    where = [TrialRunRow.study_id == study.id, TrialRunRow.number.is_not(None)]
+    if query.states:
+        where.append(TrialRunRow.state.in_(query.states))
+    where += [sql.condition(f) for f in query.filters]
+
+    counted = select(func.count(TrialRunRow.id), func.count(key)).select_from(TrialRunRow)
+    counts = session.execute(sql.joined(counted, best=False).where(*where)).one()
+    total, keyed = int(counts[0] or 0), int(counts[1] or 0)
+
+    objective = aliased(EvalMetricRow)
+    page = sql.joined(
+        select(TrialRunRow, objective.value, sql.best.step, last_step_of_run())
+        .select_from(TrialRunRow)
+        .outerjoin(
+            objective,
+            and_(
+                objective.eval_step_id == TrialRunRow.objective_step_id,
+                objective.tag == study.spec.metric_tag,
+            ),
+        ),
+        best=True,
+    ).where(*where)
+    found: list[Any] = []
+    if offset < keyed:
+        order = key.desc() if query.sort.descending else key.asc()
+        found += session.execute(
+            page.where(key.is_not(None))
+            .order_by(order, TrialRunRow.number)
+            .limit(limit)
+            .offset(offset)
+        ).all()
+    if len(found) < limit and offset + len(found) < total:
+        found += session.execute(
+            page.where(key.is_(None))
+            .order_by(TrialRunRow.number)
+            .limit(limit - len(found))
+            .offset(max(0, offset - keyed))
+        ).all()
+    rows = [
+        LeaderboardRow(
+            number=int(run.number),
+            state=run.state,
+            params=json.loads(run.params_json),
+            objective=None if value is None else float(value),
+            best_step=best_step,
+            last_step=last,
+            started_at=_aware(run.started_at),
+            ended_at=_aware(run.ended_at) if run.ended_at else None,
+            failure_reason=run.failure_reason,
+        )
+        for run, value, best_step, last in found
+    ]
+    return rows, total
+
+
+# -- metric history ------------------------------------------------------------------------------
+
+
+def metric_history(
+    session: Session,
+    study: Study,
+    tag: str,
+    *,
+    eval_name: str | None = None,
+    numbers: Sequence[int] | None = None,
+    states: Sequence[str] = (),
+    limit: int = 100,
+    offset: int = 0,
+    max_points: int = 1000,
+) -> tuple[list[MetricHistory], int]:
+    """One metric of a page of trials, by trial number; and how many trials have it.
+
+    Only trials with at least one value of `tag` (in `eval_name` when given) are listed and
+    counted: a tag no trial wrote yet is an empty page, not an error, since a plot of a running
+    study asks before the first eval. Without `eval_name`, each trial's points come from the
+    eval dir of its objective (its best step's, else its objective step's), else from the dir
+    the tag was first written to. A trial's points beyond its share of the response's cap are
+    thinned evenly (first and last kept).
+    """
+    has_tag = select(EvalStepRow.id).join(
+        EvalMetricRow, EvalMetricRow.eval_step_id == EvalStepRow.id
+    )
+    has_tag = has_tag.where(EvalStepRow.run_id == TrialRunRow.id, EvalMetricRow.tag == tag)
+    if eval_name is not None:
+        has_tag = has_tag.where(EvalStepRow.eval_name == eval_name)
+    where = [TrialRunRow.study_id == study.id, TrialRunRow.number.is_not(None), has_tag.exists()]
+    if states:
+        where.append(TrialRunRow.state.in_(list(states)))
+    if numbers is not None:
+        where.append(TrialRunRow.number.in_(list(numbers)))
+    total = int(session.scalar(select(func.count(TrialRunRow.id)).where(*where)) or 0)
+
+    best = aliased(EvalStepRow)
+    objective = aliased(EvalStepRow)
+    trials = session.execute(
+        select(
+            TrialRunRow.id,
+            TrialRunRow.number,
+            TrialRunRow.state,
+            best.eval_name,
+            objective.eval_name,
+        )
+        .outerjoin(best, best.id == TrialRunRow.best_step_id)
+        .outerjoin(objective, objective.id == TrialRunRow.objective_step_id)
+        .where(*where)
+        .order_by(TrialRunRow.number)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    if not trials:
+        return [], total
+
+    points = (
+        select(
+            EvalStepRow.run_id,
+            EvalStepRow.eval_name,
+            EvalStepRow.id,
+            EvalStepRow.step,
+            EvalMetricRow.value,
+            EvalMetricRow.wall_time,
+        )
+        .join(EvalMetricRow, EvalMetricRow.eval_step_id == EvalStepRow.id)
+        .where(EvalStepRow.run_id.in_([t.id for t in trials]), EvalMetricRow.tag == tag)
+        .order_by(EvalStepRow.run_id, EvalStepRow.step, EvalStepRow.id)
+    )
+    if eval_name is not None:
+        points = points.where(EvalStepRow.eval_name == eval_name)
+    by_run: dict[int, dict[str, list[MetricPoint]]] = {}
+    first_written: dict[int, tuple[int, str]] = {}
+    for run_id, name, step_id, step, value, wall_time in session.execute(points):
+        by_run.setdefault(run_id, {}).setdefault(name, []).append(
+            MetricPoint(
+                step=step, value=math.nan if value is None else float(value), wall_time=wall_time
+            )
+        )
+        first_written[run_id] = min(first_written.get(run_id, (step_id, name)), (step_id, name))
+
+    cap = max(1, min(max_points, MAX_HISTORY_POINTS // len(trials)))
+    out: list[MetricHistory] = []
+    for run_id, number, state, best_dir, objective_dir in trials:
+        dirs = by_run.get(run_id, {})
+        if not dirs:  # its first value arrived between the two queries' snapshots
+            continue
+        chosen = next(
+            (d for d in (eval_name, best_dir, objective_dir) if d is not None and d in dirs),
+            first_written[run_id][1],
+        )
+        series = dirs[chosen]
+        out.append(
+            MetricHistory(
+                number=int(number or 0),
+                state=state,
+                eval_name=chosen,
+                points=thin(series, cap),
+                point_count=len(series),
+            )
+        )
+    return out, total
+
+
+def thin(points: list[MetricPoint], cap: int) -> list[MetricPoint]:
+    """At most `cap` points, evenly spaced over the list, its first and last kept."""
+    if len(points) <= cap:
+        return points
+    if cap == 1:
+        return [points[-1]]
+    last = len(points) - 1
+    return [points[round(i * last / (cap - 1))] for i in range(cap)]
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
