@@ -16,26 +16,21 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from api import service
-from api.schemas import BestPublic
 from tuner import cli_studies
-from tuner import studies as study_ops
-from tuner.artifacts import ArtifactStore, copy_for_serving
 from tuner.config import Settings, get_settings
-from tuner.entities import Study
 from tuner.errors import SpecError, StudyNotFoundError, TunerError
-from tuner.manager import StudyManager
-from tuner.persistence import Database
-from tuner.persistence import repository as repo
 from tuner.spec import StudySpec, load_spec_file
-from tuner.studies import Backend
 from tuner.trainers import TrainerRegistry
-from tuner.view import best_view, leaderboard_table, study_view
 
+# The database, Optuna and the manager load only for the commands that use them, so a command
+# that talks to a server starts quickly.
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from tuner.downloads import ProgressCallback, ResumeCallback
+    from tuner.entities import Study
+    from tuner.manager import StudyManager
+    from tuner.studies import Backend
 
 app = typer.Typer(
     help="Hyperparameter tuning for TensorFlow Estimator trainers.", no_args_is_help=True
@@ -66,12 +61,23 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
+def _log_trials() -> None:
+    """A long-running service logs each trial's start and end (INFO) even without `-v`."""
+    tuner_logger = logging.getLogger("tuner")
+    if tuner_logger.getEffectiveLevel() > logging.INFO:
+        tuner_logger.setLevel(logging.INFO)
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
     return typer.Exit(code)
 
 
 def _backend(settings: Settings) -> Backend:
+    from tuner.studies import Backend
+
     return Backend.connect(settings.database_url)
 
 
@@ -100,6 +106,9 @@ def run(
     view: Annotated[bool, typer.Option(help="Live terminal view.")] = True,
 ) -> None:
     """Run a study to its budget on this machine (resumes it if it exists)."""
+    from api import service
+    from tuner.view import best_view, leaderboard_table
+
     settings = get_settings()
     registry = _registry(settings)
     if trainer_module:
@@ -137,6 +146,9 @@ def run(
 
 
 def _submit_or_resume(backend: Backend, spec: StudySpec, registry: TrainerRegistry) -> Study:
+    from tuner import studies as study_ops
+    from tuner.persistence import repository as repo
+
     with backend.db.session() as session:
         existing = repo.find_study(session, spec.name)
     if existing is None:
@@ -173,6 +185,10 @@ def _run_manager(
     slots: int,
     view: bool,
 ) -> None:
+    from api import service
+    from tuner.manager import StudyManager
+    from tuner.view import study_view
+
     manager = StudyManager(backend, registry, settings, slots=slots, studies=[study_name])
     with _stop_on_signals(manager) as stop:
         if view and console.is_terminal:
@@ -231,6 +247,11 @@ def export(
     model_name: Annotated[str | None, typer.Option(help="Model dir name (default: study).")] = None,
 ) -> None:
     """Copy the best step's SavedModel to DIR/<model>/<version>/ for TF Serving."""
+    from api.schemas import BestPublic
+    from tuner import studies as study_ops
+    from tuner.artifacts import ArtifactStore, copy_for_serving
+    from tuner.view import best_view
+
     settings = get_settings()
     backend = _connect(settings)
     try:
@@ -263,6 +284,7 @@ def serve(
     """Serve the REST API, with an embedded study manager running trials here."""
     from tuner.serve import serve as run_server
 
+    _log_trials()
     settings = get_settings()
     if public_reads is not None:
         settings = settings.model_copy(update={"public_reads": public_reads})
@@ -280,11 +302,14 @@ def worker(
     ] = None,
 ) -> None:
     """Run a study manager alone: claim and run trials of every running study."""
+    from tuner.manager import StudyManager
+
     settings = get_settings()
     backend = _connect(settings)
     manager = StudyManager(
         backend, _registry(settings), settings, slots=slots, studies=study or None
     )
+    _log_trials()
     err.print(f"worker {manager.worker_id}: {slots} slot(s); Ctrl-C stops its trials")
     try:
         with _stop_on_signals(manager) as stop:
@@ -326,6 +351,8 @@ def token_create(
 @token_app.command("list")
 def token_list() -> None:
     """Tokens (ids, labels, scopes; never the tokens themselves)."""
+    from tuner.persistence import repository as repo
+
     with _session(get_settings()) as session:
         tokens = repo.list_tokens(session)
     for token_id, label, scope, created, revoked in tokens:
@@ -338,6 +365,8 @@ def token_revoke(
     token_id: Annotated[int, typer.Argument(help="Id from `tuner token list`.")],
 ) -> None:
     """Revoke a token."""
+    from tuner.persistence import repository as repo
+
     with _session(get_settings()) as session:
         if not repo.revoke_token(session, token_id):
             raise _fail(f"no active token with id {token_id}")
@@ -467,6 +496,9 @@ def httpx_errors() -> type[Exception]:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the tuner's migrations (and create Optuna's tables)."""
+    from tuner.persistence import Database
+    from tuner.studies import Backend
+
     settings = get_settings()
     try:
         database = Database(settings.database_url)
@@ -480,6 +512,8 @@ def db_upgrade() -> None:
 @db_app.command("check")
 def db_check() -> None:
     """Exit 1 if the schema is not the one this tuner needs."""
+    from tuner.persistence import Database
+
     try:
         Database(get_settings().database_url).check_schema()
     except TunerError as exc:

@@ -282,8 +282,8 @@ class Client:
                         failures = 0
                         if sse.retry is not None:
                             wait = sse.retry / 1000
-                        if not sse.event and not sse.data:
-                            continue  # a comment (heartbeat)
+                        if not sse.data and sse.event in ("", "message"):
+                            continue  # a comment (a heartbeat) or a bare `retry:`
                         if sse.id:
                             last_event_id = sse.id
                         data = json.loads(sse.data) if sse.data else {}

@@ -11,16 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy.engine import make_url
-
-from api import service
 from api.schemas import BestPublic, Page, StudyPublic, TrialDetailPublic, TrialRowPublic
-from tuner import studies as study_ops
-from tuner.artifacts import ArtifactStore
 from tuner.client import Client
 from tuner.config import Settings
 from tuner.errors import TunerError
-from tuner.studies import Backend
 
 
 class Source(Protocol):
@@ -59,71 +53,6 @@ class Source(Protocol):
     def retry_failed(self, ref: str) -> StudyPublic: ...
 
     def delete(self, ref: str, *, delete_artifacts: bool = False) -> None: ...
-
-
-class LocalSource:
-    """The database and artifact root of this machine's settings."""
-
-    def __init__(self, backend: Backend, settings: Settings) -> None:
-        self.backend = backend
-        self.settings = settings
-        self.store = ArtifactStore(settings.artifact_root)
-        self.artifact_root: str | None = str(settings.artifact_root.resolve())
-        self.where = f"the local database ({settings.database_url})"
-
-    def studies(
-        self, *, state: str | None = None, limit: int = 50, offset: int = 0
-    ) -> Page[StudyPublic]:
-        return service.list_studies(self.backend, state=state, limit=limit, offset=offset)
-
-    def study(self, ref: str) -> StudyPublic:
-        return service.get_study(self.backend, ref)
-
-    def trials(
-        self,
-        ref: str,
-        *,
-        states: Sequence[str] = (),
-        sort: str | None = None,
-        filters: Sequence[str] = (),
-        limit: int = 50,
-        offset: int = 0,
-    ) -> Page[TrialRowPublic]:
-        return service.list_trials(
-            self.backend,
-            ref,
-            sort=sort,
-            states=states,
-            filters=filters,
-            limit=limit,
-            offset=offset,
-        )
-
-    def trial(self, ref: str, number: int) -> TrialDetailPublic:
-        return service.get_trial(
-            self.backend, self.store, ref, number, tail=self.settings.log_tail_lines
-        )
-
-    def best(self, ref: str) -> BestPublic:
-        return service.get_best(self.backend, ref)
-
-    def log(self, ref: str, number: int, *, offset: int = 0) -> bytes:
-        return service.read_log(service.log_file(self.backend, self.store, ref, number), offset)
-
-    def stop(self, ref: str) -> StudyPublic:
-        return service.overview(self.backend, study_ops.request_stop(self.backend, ref))
-
-    def resume(self, ref: str, *, max_trials: int | None = None) -> StudyPublic:
-        study = study_ops.resume_study(self.backend, ref, max_trials=max_trials)
-        return service.overview(self.backend, study)
-
-    def retry_failed(self, ref: str) -> StudyPublic:
-        return service.overview(self.backend, study_ops.retry_failed(self.backend, ref))
-
-    def delete(self, ref: str, *, delete_artifacts: bool = False) -> None:
-        study = study_ops.delete_study(self.backend, ref)
-        if delete_artifacts:
-            self.store.delete_study(study.name)
 
 
 class RemoteSource:
@@ -185,6 +114,11 @@ def open_source(settings: Settings, server: str | None, token: str | None) -> It
         with Client(server, token=token) as client:
             yield RemoteSource(client)
         return
+    from sqlalchemy.engine import make_url
+
+    from tuner.local_source import LocalSource
+    from tuner.studies import Backend
+
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
         raise TunerError(
