@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -111,7 +110,7 @@ def test_what_the_commands_show(server):
 
 def test_write_commands_work_both_ways(server):
     with Client(server.url, token=server.write_token) as client:
-        client.submit(SPEC.format(name="steered", trials=4, pace=0.5))
+        client.submit(SPEC.format(name="steered", trials=4, pace=5))
     for remote in (True, False):
         stopped = tuner(server, "stop", "steered", remote=remote)
         assert stopped.returncode == 0, stopped.stderr

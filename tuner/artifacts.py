@@ -4,6 +4,7 @@ Layout under the artifact root:
     <study>/trial-<n>/          the trial's output dir (the estimator's model_dir)
     <study>/trial-<n>.log       its stdout and stderr
     <study>/trial-<n>.kept/     copies of its best-step checkpoint, out of the estimator's rotation
+    <study>/.archives/          downloadable `.tar.gz` of kept artifacts (see `tuner/archives.py`)
 Every path stored in the database is relative to the root, and every path resolved from one is
 checked to stay inside it.
 """
@@ -101,10 +102,13 @@ def keep_checkpoint(prefix: Path, kept_dir: Path) -> Path:
         except OSError:
             shutil.copy2(source, target)
     kept_prefix = kept_dir / prefix.name
-    (kept_dir / "checkpoint").write_text(
-        f'model_checkpoint_path: "{prefix.name}"\nall_model_checkpoint_paths: "{prefix.name}"\n'
-    )
+    (kept_dir / "checkpoint").write_text(checkpoint_state(prefix.name))
     return kept_prefix
+
+
+def checkpoint_state(name: str) -> str:
+    """The `checkpoint` state file of a dir holding the one checkpoint `name`."""
+    return f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n'
 
 
 def keep_export(export_dir: Path, kept_dir: Path) -> Path:

@@ -1,129 +1,199 @@
-"""Downloads: the SavedModel and the checkpoint of a best eval step, as streamed `.tar.gz`."""
+"""Downloads: the SavedModel and the checkpoint of a best eval step, as `.tar.gz` files.
+
+Each archive is built once per kept artifact (`tuner/archives.py`) and served as a file, with
+`Content-Length`, a strong `ETag` (the archive's sha256), `Range`/`If-Range` and `HEAD`, so a
+client can show progress and resume. The routes are plain `def`: building waits on the disk.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Header
+from fastapi.responses import FileResponse
 
 from api.deps import BackendDep, ReadAccess, SessionDep, StoreDep, TrialNumber
+from api.files import ArchiveResponse, Download, archive_response
 from api.routes.studies import ERRORS, _ref
-from api.schemas import BestPublic
-from api.streaming import tar_gz_stream
+from api.schemas import BestPublic, ErrorResponse
 from tuner import studies as study_ops
+from tuner.archives import checkpoint_archive, export_archive
 from tuner.artifacts import ArtifactStore, checkpoint_files
 from tuner.entities import Checkpoint, Export
 from tuner.errors import ArtifactNotFoundError
 from tuner.persistence import repository as repo
 
 router = APIRouter(prefix="/studies/{study_id}", tags=["models"], responses=ERRORS)
+_GZIP: dict[str, Any] = {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}
 ARCHIVE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/gzip": {}}, "description": "a .tar.gz archive"}
+    200: {
+        "content": _GZIP,
+        "description": "The `.tar.gz` archive, with `Content-Length`, `ETag` (its sha256, "
+        "quoted) and `Accept-Ranges: bytes`. `HEAD` answers the same headers without the body.",
+    },
+    206: {
+        "content": _GZIP,
+        "description": "The byte range asked for with `Range` (`Content-Range` says which).",
+    },
+    416: {"model": ErrorResponse, "description": "The `Range` lies outside the archive."},
 }
+RangeHeader = Annotated[
+    str | None,
+    Header(
+        alias="Range",
+        description="`bytes=<first>-[<last>]`: only these bytes (206), e.g. to resume.",
+    ),
+]
+IfRangeHeader = Annotated[
+    str | None,
+    Header(
+        alias="If-Range",
+        description="The `ETag` the range is of: if the archive has another, the whole of it "
+        "is sent (200), not the range.",
+    ),
+]
 
 
 @router.get("/best", response_model=BestPublic, dependencies=[ReadAccess])
-def best(study_id: str, backend: BackendDep) -> BestPublic:
+def get_best(study_id: str, backend: BackendDep) -> BestPublic:
     """The best completed trial, its best step, and that step's checkpoint and export."""
     return BestPublic.build(study_ops.best_model(backend, _ref(study_id)))
 
 
 @router.get(
-    "/best/model", response_class=StreamingResponse, responses=ARCHIVE, dependencies=[ReadAccess]
+    "/best/model", response_class=FileResponse, responses=ARCHIVE, dependencies=[ReadAccess]
 )
-def best_model(study_id: str, backend: BackendDep, store: StoreDep) -> StreamingResponse:
+@router.head(
+    "/best/model", include_in_schema=False, dependencies=[ReadAccess], name="head_best_model"
+)
+def download_best_model(
+    study_id: str,
+    backend: BackendDep,
+    store: StoreDep,
+    range_header: RangeHeader = None,
+    if_range: IfRangeHeader = None,
+) -> ArchiveResponse:
     """The SavedModel of the best trial's best step (TF Serving layout: `<version>/...`)."""
     found = study_ops.best_model(backend, _ref(study_id))
-    return _export_archive(
+    download = _export_download(
         store, found.export, found.other_exports, found.study.name, found.run.number, found.step
     )
+    return archive_response(download, range_header=range_header, if_range=if_range)
 
 
 @router.get(
-    "/best/checkpoint",
-    response_class=StreamingResponse,
-    responses=ARCHIVE,
-    dependencies=[ReadAccess],
+    "/best/checkpoint", response_class=FileResponse, responses=ARCHIVE, dependencies=[ReadAccess]
 )
-def best_checkpoint(study_id: str, backend: BackendDep, store: StoreDep) -> StreamingResponse:
-    """The kept checkpoint of the best trial's best step."""
+@router.head(
+    "/best/checkpoint",
+    include_in_schema=False,
+    dependencies=[ReadAccess],
+    name="head_best_checkpoint",
+)
+def download_best_checkpoint(
+    study_id: str,
+    backend: BackendDep,
+    store: StoreDep,
+    range_header: RangeHeader = None,
+    if_range: IfRangeHeader = None,
+) -> ArchiveResponse:
+    """The kept checkpoint of the best trial's best step (under `checkpoint/`)."""
     found = study_ops.best_model(backend, _ref(study_id))
-    return _checkpoint_archive(store, found.checkpoint, found.study.name, found.run.number)
+    download = _checkpoint_download(store, found.checkpoint, found.study.name, found.run.number)
+    return archive_response(download, range_header=range_header, if_range=if_range)
 
 
 @router.get(
     "/trials/{number}/model",
-    response_class=StreamingResponse,
+    response_class=FileResponse,
     responses=ARCHIVE,
     dependencies=[ReadAccess],
 )
-def trial_model(
-    study_id: str, number: TrialNumber, session: SessionDep, store: StoreDep
-) -> StreamingResponse:
+@router.head(
+    "/trials/{number}/model",
+    include_in_schema=False,
+    dependencies=[ReadAccess],
+    name="head_trial_model",
+)
+def download_trial_model(
+    study_id: str,
+    number: TrialNumber,
+    session: SessionDep,
+    store: StoreDep,
+    range_header: RangeHeader = None,
+    if_range: IfRangeHeader = None,
+) -> ArchiveResponse:
     """The SavedModel of this trial's best eval step."""
     study = repo.get_study(session, _ref(study_id))
     detail = repo.trial_detail(session, study, number)
     matching = [e for e in detail.exports if e.step == detail.best_step]
     export = matching[-1] if matching else None
     others = [e for e in detail.exports if e is not export]
-    return _export_archive(store, export, others, study.name, number, detail.best_step)
+    download = _export_download(store, export, others, study.name, number, detail.best_step)
+    return archive_response(download, range_header=range_header, if_range=if_range)
 
 
 @router.get(
     "/trials/{number}/checkpoint",
-    response_class=StreamingResponse,
+    response_class=FileResponse,
     responses=ARCHIVE,
     dependencies=[ReadAccess],
 )
-def trial_checkpoint(
-    study_id: str, number: TrialNumber, session: SessionDep, store: StoreDep
-) -> StreamingResponse:
-    """The kept checkpoint of this trial's best eval step."""
+@router.head(
+    "/trials/{number}/checkpoint",
+    include_in_schema=False,
+    dependencies=[ReadAccess],
+    name="head_trial_checkpoint",
+)
+def download_trial_checkpoint(
+    study_id: str,
+    number: TrialNumber,
+    session: SessionDep,
+    store: StoreDep,
+    range_header: RangeHeader = None,
+    if_range: IfRangeHeader = None,
+) -> ArchiveResponse:
+    """The kept checkpoint of this trial's best eval step (under `checkpoint/`)."""
     study = repo.get_study(session, _ref(study_id))
     detail = repo.trial_detail(session, study, number)
     kept = next((c for c in detail.checkpoints if c.step == detail.best_step), None)
-    return _checkpoint_archive(store, kept, study.name, number)
+    download = _checkpoint_download(store, kept, study.name, number)
+    return archive_response(download, range_header=range_header, if_range=if_range)
 
 
-def _export_archive(
+def _export_download(
     store: ArtifactStore,
     export: Export | None,
     others: list[Export],
     study: str,
     number: int | None,
     step: int | None,
-) -> StreamingResponse:
+) -> Download:
+    what = f"the SavedModel of study {study!r} trial {number} step {step}"
     if export is None:
         listed = ", ".join(f"{e.exporter}/{e.version} (step {e.step})" for e in others)
         raise ArtifactNotFoundError(
-            f"trial {number} has no SavedModel export of its best step {step}"
+            f"trial {number} of study {study!r} has no SavedModel export of its best step {step}"
             + (f"; its exports: {listed}" if listed else "; it exported nothing")
         )
     directory = store.resolve(export.path)
     if not directory.is_dir():
         raise ArtifactNotFoundError(f"the export {export.path} is no longer on disk")
-    filename = f"{study}-trial{number}-step{step}-savedmodel.tar.gz"
-    return _archive(tar_gz_stream(directory, arcname=export.version), filename)
+    archive = export_archive(store, study, directory, arcname=export.version)
+    return Download(archive, f"{study}-trial{number}-step{step}-savedmodel.tar.gz", what)
 
 
-def _checkpoint_archive(
+def _checkpoint_download(
     store: ArtifactStore, checkpoint: Checkpoint | None, study: str, number: int | None
-) -> StreamingResponse:
+) -> Download:
     if checkpoint is None:
-        raise ArtifactNotFoundError(f"trial {number} has no kept checkpoint of its best step")
+        raise ArtifactNotFoundError(
+            f"trial {number} of study {study!r} has no kept checkpoint of its best step"
+        )
     prefix = store.resolve(checkpoint.kept_path)
     if not checkpoint_files(prefix):
         raise ArtifactNotFoundError(f"the checkpoint {checkpoint.kept_path} is no longer on disk")
-    directory: Path = prefix.parent
+    what = f"the checkpoint of study {study!r} trial {number} step {checkpoint.step}"
+    archive = checkpoint_archive(store, study, prefix)
     filename = f"{study}-trial{number}-step{checkpoint.step}-checkpoint.tar.gz"
-    return _archive(tar_gz_stream(directory, arcname="checkpoint"), filename)
-
-
-def _archive(chunks: object, filename: str) -> StreamingResponse:
-    return StreamingResponse(
-        chunks,  # type: ignore[arg-type]
-        media_type="application/gzip",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    return Download(archive, filename, what)
