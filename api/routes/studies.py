@@ -36,6 +36,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (413, "Request body too large"),
         (422, "Invalid spec or request parameters"),
         (503, "The database is unavailable; retry after `Retry-After` seconds"),
+        (500, "An unexpected error; the server log has the details"),
     )
 }
 SPEC_BODY = {
