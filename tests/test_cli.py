@@ -138,7 +138,7 @@ def test_interrupt_stops_trials_and_rerun_resumes(db_url, tmp_path, sig):
         study = repo.get_study(s, "cli-study")
         runs = repo.runs(s, study.id)
         kept_steps = [len(repo.eval_steps(s, r.id)) for r in runs]
-    assert [r.state for r in runs] == ["STOPPED", "STOPPED"]
+    assert [r.state for r in runs] == ["STOPPED", "STOPPED"], [r.failure_reason for r in runs]
     assert all("interrupted" in (r.failure_reason or "") for r in runs)
     assert all(n >= 1 for n in kept_steps)  # metrics read so far are kept
 

@@ -11,6 +11,7 @@ The manager never imports TensorFlow; event files are read by `tuner.metrics`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from tuner import sampling
+from tuner import sampling, viewers
 from tuner.active_trial import ActiveTrial, KeptCheckpoint
 from tuner.artifacts import (
     ArtifactStore,
@@ -56,7 +57,13 @@ from tuner.persistence import is_unavailable
 from tuner.persistence import repository as repo
 from tuner.proposals import Exhausted, propose
 from tuner.spec import Check, ObjectiveMode
-from tuner.studies import Backend, tell
+from tuner.studies import (
+    Backend,
+    OptunaStudyMissingError,
+    optuna_study_missing,
+    release_stale_trial_ids,
+    tell,
+)
 from tuner.trainers import TrainerRegistry
 from tuner.verdict import decide, final_problems, limit_reached
 from tuner.watchdog import Watchdog
@@ -318,7 +325,9 @@ class StudyManager:
         except Exception as exc:
             if is_unavailable(exc):
                 raise
-            if is_infrastructure(exc):
+            if self._optuna_study_gone(study):
+                self._lost_optuna_study(study, "a trial could not be started: ")
+            elif is_infrastructure(exc):
                 self._back_off(study, f"the artifact store failed: {_first_line(exc)}")
             else:
                 logger.exception("study %s: could not start a trial", study.name)
@@ -402,7 +411,7 @@ class StudyManager:
         params = sampling.trainer_values(study.spec, trial.params)
         paths = self.store.trial_paths(study.name, trial.number)
         try:
-            self._write(
+            self._attach(
                 lease,
                 lambda s: repo.attach_trial(
                     s,
@@ -432,10 +441,21 @@ class StudyManager:
             trial_number=trial.number,
             study_name=study.name,
         )
+        started = functools.partial(
+            viewers.trial_started,
+            self.backend,
+            self.store,
+            study,
+            number=trial.number,
+            optuna_trial_id=trial._trial_id,
+            paths=paths,
+            trainer_values=params,
+        )
         try:
             paths.output_dir.mkdir(parents=True, exist_ok=True)
             process = TrialProcess.start(command, paths.log_path)
         except (OSError, ValueError) as exc:
+            started()
             self._start_failed(study, lease, trial, optuna_study, command.argv[0], exc)
             return True
         if not self.active:
@@ -453,9 +473,23 @@ class StudyManager:
             lease=lease,
         )
         self._write(lease, lambda s: repo.set_pid(s, run_id, process.pid))
+        started()  # while the trainer starts up
         logger.info("study %s: trial %d started (pid %d)", study.name, trial.number, process.pid)
         self._emit("created", study, trial.number, {"params": params, "state": "RUNNING"})
         return True
+
+    def _attach(self, lease: Lease, attach: Callable[[Any], None]) -> None:
+        """Attach the asked trial to the run; `TrialTakenError` if another run has it.
+
+        A run of a study deleted in optuna-dashboard may still hold the trial's id (SQLite
+        gives freed ids again): once such ids are released, the trial is this run's.
+        """
+        try:
+            self._write(lease, attach)
+        except TrialTakenError:
+            if not release_stale_trial_ids(self.backend):
+                raise
+            self._write(lease, attach)
 
     def _reserve(self, session: Any, study_id: int) -> tuple[int, int] | None:
         run_id = repo.reserve_run(session, study_id, worker=self.worker_id)
@@ -486,6 +520,9 @@ class StudyManager:
             lease,
             lambda s: repo.finish_run(s, lease.run_id, state=state, reason=reason, lease=lease),
         )
+        viewers.trial_finished(
+            self.backend, self.store, study, lease.run_id, viewers.Outcome(state, reason)
+        )
         tell(optuna_study, trial.number, state=TrialState.FAIL)
         if infrastructure:
             optuna_study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
@@ -496,7 +533,7 @@ class StudyManager:
         """Undo claims cut short by a database error: drop the slot, fail the Optuna trial."""
         while self._abandoned:
             run_id, study, number = self._abandoned[0]
-            if number is not None:
+            if number is not None and not self._optuna_study_gone(study):
                 tell(self._optuna_study(study), number, state=TrialState.FAIL)
             self._drop_reservation(run_id)
             self._abandoned.pop(0)
@@ -506,9 +543,37 @@ class StudyManager:
 
     def _optuna_study(self, study: Study) -> optuna.Study:
         if study.id not in self._optuna:
-            existing = len(self.backend.storage.get_all_trials(self._optuna_id(study)))
-            self._optuna[study.id] = self.backend.optuna_study(study.spec, seed_offset=existing)
+            try:
+                existing = len(self.backend.storage.get_all_trials(self._optuna_id(study)))
+                opened = self.backend.optuna_study(study.spec, seed_offset=existing)
+            except KeyError:
+                raise OptunaStudyMissingError(study.name) from None
+            viewers.name_study_objective(opened, study)
+            self._optuna[study.id] = opened
         return self._optuna[study.id]
+
+    def _optuna_study_gone(self, study: Study) -> bool:
+        """Whether the study's Optuna study was deleted (or renamed) outside the tuner."""
+        opened = self._optuna.get(study.id)
+        optuna_id = opened._study_id if opened is not None else None
+        return optuna_study_missing(self.backend.storage, study.name, optuna_id)
+
+    def _lost_optuna_study(self, study: Study, context: str = "") -> None:
+        """Pause a study whose Optuna study is gone, with the reason (resuming cannot help: it
+        says what to do), and stop its local trials; nothing is told to Optuna or enqueued."""
+        gone = OptunaStudyMissingError(study.name)
+        reason = f"paused: {context}{gone}"
+        self._optuna.pop(study.id, None)
+        self.db.run(lambda s: repo.set_study_state(s, study.id, "STOPPED", reason))
+        release_stale_trial_ids(self.backend)
+        logger.error("study %s: %s", study.name, reason)
+        self._emit("state", study, -1, {"study_state": "STOPPED", "reason": reason})
+        for trial in [t for t in self.active.values() if t.study.id == study.id]:
+            trial.recorded.update({"told", "requeued"})
+            if trial.decision is None:
+                why = f"stopped: its Optuna study {study.name!r} was deleted outside the tuner"
+                trial.decision = ("STOPPED", why, None, [])
+            self._end_on_error(trial, gone)
 
     def _optuna_id(self, study: Study) -> int:
         return self.backend.storage.get_study_id_from_name(study.name)
@@ -517,6 +582,8 @@ class StudyManager:
 
     def _service_isolated(self, trial: ActiveTrial) -> None:
         """Service one trial; what goes wrong with it ends that trial, not the manager."""
+        if trial.run_id not in self.active:
+            return  # ended meanwhile, with the other trials of its study
         try:
             self._service(trial)
         except LeaseLostError:
@@ -524,6 +591,9 @@ class StudyManager:
         except Exception as exc:
             if is_unavailable(exc):
                 raise
+            if self._optuna_study_gone(trial.study):
+                self._lost_optuna_study(trial.study)
+                return
             logger.exception("study %s trial %d: internal error", trial.study.name, trial.number)
             self._end_on_error(trial, exc)
 
@@ -675,7 +745,11 @@ class StudyManager:
         try:
             storage.set_trial_intermediate_value(trial.optuna_trial_id, obs.step, obs.value)
         except optuna.exceptions.UpdateFinishedTrialError:
-            raise LeaseLostError(trial.run_id) from None  # told by the manager that took over
+            # Told by the manager that took the run over (LeaseLostError), or, while the run
+            # is still ours, by someone outside the tuner (optuna-dashboard's "tell").
+            self._write(trial.lease, lambda s: None)
+            self._told_elsewhere(trial, obs)
+            return
         if trial.spec.pruner is None:
             return
         prune = study.pruner.prune(study, storage.get_trial(trial.optuna_trial_id))
@@ -693,6 +767,21 @@ class StudyManager:
             logger.info(
                 "study %s trial %d: pruned at step %d", trial.study.name, trial.number, obs.step
             )
+
+    def _told_elsewhere(self, trial: ActiveTrial, obs: Observation) -> None:
+        """Stop a trial whose Optuna trial was finished outside the tuner; it is FAILED: the
+        tuner counts as completed only what it saw the trainer complete."""
+        told = self.backend.storage.get_trial(trial.optuna_trial_id)
+        value = f" (value {told.value})" if told.value is not None else ""
+        trial.outcome = "FAILED"
+        trial.outcome_reason = (
+            f"its Optuna trial was told {told.state.name}{value} outside the tuner, e.g. in "
+            f"optuna-dashboard, while it ran; stopped at step {obs.step}"
+        )
+        logger.warning(
+            "study %s trial %d: %s", trial.study.name, trial.number, trial.outcome_reason
+        )
+        trial.process.request_stop()
 
     def _keep_best_checkpoint(self, trial: ActiveTrial) -> None:
         """Protect the best step's checkpoint from the estimator's rotation, at every poll.
@@ -822,8 +911,18 @@ class StudyManager:
 
             self.db.run(record)
             trial.recorded.add("finished")
-        study = self._optuna_study(trial.study)
+        if "viewers" not in trial.recorded:
+            viewers.trial_finished(
+                self.backend,
+                self.store,
+                trial.study,
+                trial.run_id,
+                viewers.outcome_of(trial, code),
+                optuna_attrs_too="told" not in trial.recorded,
+            )
+            trial.recorded.add("viewers")
         if "told" not in trial.recorded:
+            study = self._optuna_study(trial.study)
             try:
                 if state == "COMPLETED":
                     tell(study, trial.number, value)
@@ -836,7 +935,9 @@ class StudyManager:
             trial.recorded.add("told")
         if state == "STOPPED" and "requeued" not in trial.recorded:
             params = self.backend.storage.get_trial(trial.optuna_trial_id).params
-            study.enqueue_trial(params, user_attrs={"retry_of": trial.number})
+            self._optuna_study(trial.study).enqueue_trial(
+                params, user_attrs={"retry_of": trial.number}
+            )
             trial.recorded.add("requeued")
         logger.info("study %s trial %d: %s %s", trial.study.name, trial.number, state, reason or "")
         self._emit(
@@ -919,9 +1020,20 @@ class StudyManager:
         if run.number is None or run.optuna_trial_id is None:
             return
         study = self.db.run(lambda s: repo.get_study(s, run.study_id))
+        stopped = viewers.Outcome("STOPPED", reason)
+        if self._optuna_study_gone(study):
+            # Nothing to tell or enqueue; the study's next claim pauses it, with the reason.
+            viewers.trial_finished(
+                self.backend, self.store, study, run.id, stopped, optuna_attrs_too=False
+            )
+            return
         optuna_study = self._optuna_study(study)
         frozen = self.backend.storage.get_trial(run.optuna_trial_id)
-        if frozen.state is TrialState.RUNNING:
+        running = frozen.state is TrialState.RUNNING
+        viewers.trial_finished(
+            self.backend, self.store, study, run.id, stopped, optuna_attrs_too=running
+        )
+        if running:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 tell(optuna_study, run.number, state=TrialState.FAIL)
         # Only the manager whose takeover won gets here: the params are enqueued once.

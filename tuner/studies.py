@@ -8,22 +8,44 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from dataclasses import dataclass
 
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
+from sqlalchemy import select, update
 
 from tuner import sampling
 from tuner.entities import BestModel, Study
-from tuner.errors import DuplicateStudyError, SpecError, StudyNotFoundError, StudyStateError
+from tuner.errors import (
+    DuplicateStudyError,
+    SpecError,
+    StudyNotFoundError,
+    StudyStateError,
+    TunerError,
+)
 from tuner.persistence import Database, optuna_engine_kwargs
 from tuner.persistence import repository as repo
+from tuner.persistence.models import StudyRow, TrialRunRow
 from tuner.spec import StudySpec
 from tuner.trainers import TrainerRegistry
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class OptunaStudyMissingError(TunerError):
+    """A study's Optuna study is gone: deleted (or renamed) outside the tuner, e.g. in
+    optuna-dashboard. Its trials can be neither told nor proposed any more."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"its Optuna study {name!r} was deleted outside the tuner (in optuna-dashboard?): "
+            "no trial of it can be told or proposed any more; what ran stays in the tuner's "
+            "tables: delete the study (`tuner delete`) and submit it again to go on"
+        )
 
 
 @dataclass
@@ -83,6 +105,7 @@ def submit_study(backend: Backend, spec: StudySpec, registry: TrainerRegistry) -
             f"name: an Optuna study named {spec.name!r} already exists in this database"
         ) from None
     try:
+        name_objective(optuna_study, spec)
         with backend.db.session() as session:
             study = repo.create_study(session, spec)
         optuna_study.set_user_attr("tuner_study_id", study.id)
@@ -92,6 +115,56 @@ def submit_study(backend: Backend, spec: StudySpec, registry: TrainerRegistry) -
         optuna.delete_study(study_name=spec.name, storage=backend.storage)
         raise
     return study
+
+
+def name_objective(study: optuna.Study, spec: StudySpec) -> None:
+    """Name the study's objective after the metric tag, for optuna-dashboard and Optuna's
+    plots (which otherwise say "Objective 0")."""
+    with warnings.catch_warnings():  # experimental in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([spec.metric_tag])
+
+
+def optuna_study_missing(storage: RDBStorage, name: str, optuna_id: int | None = None) -> bool:
+    """Whether the Optuna study named `name` (with id `optuna_id`, when given) is gone.
+
+    Deleting a study in optuna-dashboard removes Optuna's study and trials, not ours; renaming
+    one there copies it under a new name and deletes the old one.
+    """
+    try:
+        found = storage.get_study_id_from_name(name)
+    except KeyError:
+        return True
+    return optuna_id is not None and found != optuna_id
+
+
+def release_stale_trial_ids(backend: Backend) -> int:
+    """Forget the Optuna trial ids of our runs whose Optuna study is gone; return how many.
+
+    Deleting a study in optuna-dashboard removes its Optuna trials, not our runs. On SQLite the
+    freed trial ids are given to the next trials of any study (a row id is the largest one + 1),
+    which our runs would still claim (`optuna_trial_id` is unique): each new trial would be
+    refused as "taken" and left RUNNING in Optuna.
+    """
+    with backend.db.session() as session:
+        studies = session.execute(select(StudyRow.id, StudyRow.name)).all()
+    gone = [study_id for study_id, name in studies if optuna_study_missing(backend.storage, name)]
+    if not gone:
+        return 0
+    with backend.db.session() as session:
+        released = session.execute(
+            update(TrialRunRow)
+            .where(TrialRunRow.study_id.in_(gone), TrialRunRow.optuna_trial_id.is_not(None))
+            .values(optuna_trial_id=None)
+        )
+        count = int(getattr(released, "rowcount", 0) or 0)
+    if count:
+        logger.warning(
+            "released the Optuna trial ids of %d run(s) of studies whose Optuna study was "
+            "deleted outside the tuner",
+            count,
+        )
+    return count
 
 
 def _previous_trials(backend: Backend, spec: StudySpec) -> list[optuna.trial.FrozenTrial]:
