@@ -49,6 +49,15 @@ def get_session(backend: BackendDep) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+StudyPath = Annotated[
+    str,
+    Path(
+        alias="study",
+        min_length=1,
+        max_length=255,
+        description="The study's id (digits only) or its name (never only digits).",
+    ),
+]
 TrialNumber = Annotated[int, Path(ge=0, le=2**31 - 1, description="The trial's number.")]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 

@@ -276,12 +276,12 @@ def test_openapi_lists_the_endpoints(server):
     paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
     for path in [
         "/api/v1/studies",
-        "/api/v1/studies/{study_id}",
-        "/api/v1/studies/{study_id}/trials",
-        "/api/v1/studies/{study_id}/best",
-        "/api/v1/studies/{study_id}/best/model",
-        "/api/v1/studies/{study_id}/events",
-        "/api/v1/studies/{study_id}/trials/{number}/log",
+        "/api/v1/studies/{study}",
+        "/api/v1/studies/{study}/trials",
+        "/api/v1/studies/{study}/best",
+        "/api/v1/studies/{study}/best/model",
+        "/api/v1/studies/{study}/events",
+        "/api/v1/studies/{study}/trials/{number}/log",
     ]:
         assert path in paths
     body = paths["/api/v1/studies"]["post"]["requestBody"]["content"]

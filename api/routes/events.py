@@ -16,7 +16,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette.sse import EventSourceResponse
 
-from api.deps import BackendDep, ReadAccess
+from api.deps import BackendDep, ReadAccess, StudyPath
 from api.event_hub import EventHub, StudyStatus
 from api.routes.studies import _ref
 from api.schemas import finite
@@ -24,7 +24,7 @@ from tuner.entities import Study
 from tuner.persistence import repository as repo
 from tuner.studies import Backend
 
-router = APIRouter(prefix="/studies/{study_id}", tags=["events"])
+router = APIRouter(prefix="/studies/{study}", tags=["events"])
 
 #: How long a client waits before reconnecting (the SSE `retry:` field), in milliseconds.
 RETRY_MS = 2000
@@ -38,7 +38,7 @@ HEARTBEAT_SECONDS = 15
     responses={200: {"content": {"text/event-stream": {}}, "description": "an event stream"}},
 )
 async def stream_events(
-    study_id: str,
+    study_id: StudyPath,
     request: Request,
     backend: BackendDep,
     last_event_id: Annotated[

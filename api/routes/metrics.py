@@ -7,14 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from pydantic import Field
 
-from api.deps import ReadAccess, SessionDep
+from api.deps import ReadAccess, SessionDep, StudyPath
 from api.routes.studies import ERRORS, _ref
 from api.routes.trials import StatesQuery
 from api.schemas import MetricHistoryPublic, Page
 from tuner.persistence import repository as repo
 from tuner.persistence import trial_queries
 
-router = APIRouter(prefix="/studies/{study_id}/metrics", tags=["metrics"], responses=ERRORS)
+router = APIRouter(prefix="/studies/{study}/metrics", tags=["metrics"], responses=ERRORS)
 
 #: Trial numbers in one `trials=` list (each is a bound parameter of one IN clause).
 MAX_TRIAL_NUMBERS = 1000
@@ -24,7 +24,7 @@ MAX_TRIAL_NUMBERS = 1000
     "/{tag:path}/history", response_model=Page[MetricHistoryPublic], dependencies=[ReadAccess]
 )
 def get_metric_history(
-    study_id: str,
+    study_id: StudyPath,
     tag: Annotated[
         str,
         Path(

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header
 from fastapi.responses import FileResponse
 
-from api.deps import BackendDep, ReadAccess, SessionDep, StoreDep, TrialNumber
+from api.deps import BackendDep, ReadAccess, SessionDep, StoreDep, StudyPath, TrialNumber
 from api.files import ArchiveResponse, Download, archive_response
 from api.routes.studies import ERRORS, _ref
 from api.schemas import BestPublic, ErrorResponse
@@ -23,7 +23,7 @@ from tuner.entities import Checkpoint, Export
 from tuner.errors import ArtifactNotFoundError
 from tuner.persistence import repository as repo
 
-router = APIRouter(prefix="/studies/{study_id}", tags=["models"], responses=ERRORS)
+router = APIRouter(prefix="/studies/{study}", tags=["models"], responses=ERRORS)
 _GZIP: dict[str, Any] = {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}
 ARCHIVE: dict[int | str, dict[str, Any]] = {
     200: {
@@ -55,7 +55,7 @@ IfRangeHeader = Annotated[
 
 
 @router.get("/best", response_model=BestPublic, dependencies=[ReadAccess])
-def get_best(study_id: str, backend: BackendDep) -> BestPublic:
+def get_best(study_id: StudyPath, backend: BackendDep) -> BestPublic:
     """The best completed trial, its best step, and that step's checkpoint and export."""
     return BestPublic.build(study_ops.best_model(backend, _ref(study_id)))
 
@@ -67,7 +67,7 @@ def get_best(study_id: str, backend: BackendDep) -> BestPublic:
     "/best/model", include_in_schema=False, dependencies=[ReadAccess], name="head_best_model"
 )
 def download_best_model(
-    study_id: str,
+    study_id: StudyPath,
     backend: BackendDep,
     store: StoreDep,
     range_header: RangeHeader = None,
@@ -91,7 +91,7 @@ def download_best_model(
     name="head_best_checkpoint",
 )
 def download_best_checkpoint(
-    study_id: str,
+    study_id: StudyPath,
     backend: BackendDep,
     store: StoreDep,
     range_header: RangeHeader = None,
@@ -116,7 +116,7 @@ def download_best_checkpoint(
     name="head_trial_model",
 )
 def download_trial_model(
-    study_id: str,
+    study_id: StudyPath,
     number: TrialNumber,
     session: SessionDep,
     store: StoreDep,
@@ -146,7 +146,7 @@ def download_trial_model(
     name="head_trial_checkpoint",
 )
 def download_trial_checkpoint(
-    study_id: str,
+    study_id: StudyPath,
     number: TrialNumber,
     session: SessionDep,
     store: StoreDep,

@@ -9,7 +9,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from api.deps import BackendDep, ReadAccess, RegistryDep, SessionDep, StoreDep, WriteAccess
+from api.deps import (
+    BackendDep,
+    ReadAccess,
+    RegistryDep,
+    SessionDep,
+    StoreDep,
+    StudyPath,
+    WriteAccess,
+)
 from api.errors import safe_text
 from api.limits import too_deep, yaml_problem
 from api.schemas import ErrorResponse, Page, ResumeRequest, StudyPublic
@@ -146,26 +154,26 @@ def list_studies(
     return Page[StudyPublic](data=[overview(backend, s) for s in found], count=total)
 
 
-@router.get("/{study_id}", response_model=StudyPublic, dependencies=[ReadAccess], responses=ERRORS)
-def get_study(study_id: str, session: SessionDep, backend: BackendDep) -> StudyPublic:
+@router.get("/{study}", response_model=StudyPublic, dependencies=[ReadAccess], responses=ERRORS)
+def get_study(study_id: StudyPath, session: SessionDep, backend: BackendDep) -> StudyPublic:
     """Spec, state, trial counts by state, best so far. `study_id` is the id or the name."""
     study = repo.get_study(session, _ref(study_id))
     return overview(backend, study)
 
 
 @router.post(
-    "/{study_id}/stop", response_model=StudyPublic, dependencies=[WriteAccess], responses=ERRORS
+    "/{study}/stop", response_model=StudyPublic, dependencies=[WriteAccess], responses=ERRORS
 )
-def stop_study(study_id: str, backend: BackendDep) -> StudyPublic:
+def stop_study(study_id: StudyPath, backend: BackendDep) -> StudyPublic:
     """Stop running trials cleanly (SIGTERM, then SIGKILL after the grace); state STOPPED."""
     return overview(backend, study_ops.request_stop(backend, _ref(study_id)))
 
 
 @router.post(
-    "/{study_id}/resume", response_model=StudyPublic, dependencies=[WriteAccess], responses=ERRORS
+    "/{study}/resume", response_model=StudyPublic, dependencies=[WriteAccess], responses=ERRORS
 )
 def resume_study(
-    study_id: str,
+    study_id: StudyPath,
     backend: BackendDep,
     request: Annotated[ResumeRequest | None, Body()] = None,
 ) -> StudyPublic:
@@ -175,21 +183,21 @@ def resume_study(
 
 
 @router.post(
-    "/{study_id}/retry", response_model=StudyPublic, dependencies=[WriteAccess], responses=ERRORS
+    "/{study}/retry", response_model=StudyPublic, dependencies=[WriteAccess], responses=ERRORS
 )
-def retry_failed_trials(study_id: str, backend: BackendDep) -> StudyPublic:
+def retry_failed_trials(study_id: StudyPath, backend: BackendDep) -> StudyPublic:
     """Enqueue the params of every failed trial as new trials (and extend the budget)."""
     return overview(backend, study_ops.retry_failed(backend, _ref(study_id)))
 
 
 @router.delete(
-    "/{study_id}",
+    "/{study}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=[WriteAccess],
     responses=ERRORS,
 )
 def delete_study(
-    study_id: str,
+    study_id: StudyPath,
     backend: BackendDep,
     store: StoreDep,
     delete_artifacts: Annotated[bool, Query(alias="deleteArtifacts")] = False,

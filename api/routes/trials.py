@@ -9,13 +9,21 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from api import service
-from api.deps import BackendDep, ReadAccess, SessionDep, SettingsDep, StoreDep, TrialNumber
+from api.deps import (
+    BackendDep,
+    ReadAccess,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+    StudyPath,
+    TrialNumber,
+)
 from api.routes.studies import ERRORS, _ref
 from api.schemas import Page, TrialDetailPublic, TrialRowPublic
 from tuner.persistence import repository as repo
 from tuner.persistence import trial_queries
 
-router = APIRouter(prefix="/studies/{study_id}/trials", tags=["trials"], responses=ERRORS)
+router = APIRouter(prefix="/studies/{study}/trials", tags=["trials"], responses=ERRORS)
 
 
 #: A trial state, as the `state` query parameter takes it (repeatable).
@@ -28,7 +36,7 @@ StatesQuery = Annotated[
 
 @router.get("", response_model=Page[TrialRowPublic], dependencies=[ReadAccess])
 def list_trials(
-    study_id: str,
+    study_id: StudyPath,
     session: SessionDep,
     sort: Annotated[
         str | None,
@@ -65,7 +73,11 @@ def list_trials(
 
 @router.get("/{number}", response_model=TrialDetailPublic, dependencies=[ReadAccess])
 def get_trial(
-    study_id: str, number: TrialNumber, backend: BackendDep, store: StoreDep, settings: SettingsDep
+    study_id: StudyPath,
+    number: TrialNumber,
+    backend: BackendDep,
+    store: StoreDep,
+    settings: SettingsDep,
 ) -> TrialDetailPublic:
     """Params, state, failure reason, every eval metric per step, checkpoints, exports, log tail."""
     return service.get_trial(backend, store, _ref(study_id), number, tail=settings.log_tail_lines)
@@ -78,7 +90,7 @@ def get_trial(
     responses={200: {"content": {"text/plain": {}}}},
 )
 def get_trial_log(
-    study_id: str,
+    study_id: StudyPath,
     number: TrialNumber,
     backend: BackendDep,
     store: StoreDep,
