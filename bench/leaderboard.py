@@ -11,7 +11,12 @@ and the best trial are then computed by the real code paths, through a real serv
 and a keep-alive httpx client:
 
 - `GET /api/v1/studies/{name}/trials?limit=50`: the leaderboard's first page;
-- `GET /api/v1/studies/{name}/best`: the best completed trial, its step, checkpoint and exports.
+- `GET /api/v1/studies/{name}/best`: the best completed trial, its step, checkpoint and exports;
+- the trial list sorted by a param (`sort=param:learning_rate`), by a metric at the best step
+  (`sort=metric:mae`), by a param at a page halfway down the study, sorted and filtered on a
+  param and a metric, and the metric history of 100 trials (`.../metrics/rmse/history`): each
+  timed in one loop with `sort=objective`, through HTTP and in-process, and reported as a ratio
+  to it, so the ratio holds whatever else loads the machine.
 
 The baseline is what a user of plain Optuna does in the same process and run:
 `optuna.load_study(study_name=..., storage=url).trials`, then the top 50 by value in Python. Two
@@ -54,6 +59,7 @@ from sqlalchemy.engine import make_url
 from tuner import sampling
 from tuner import studies as study_ops
 from tuner.persistence import repository as repo
+from tuner.persistence import trial_queries
 from tuner.persistence.models import (
     Base,
     CheckpointRow,
@@ -557,6 +563,186 @@ def measure_http(base: str, token: str, *, requests: int, warmup: int) -> HttpRe
     )
 
 
+#: A query timed against the plain objective sort: (label, path under the study, query params).
+SortedQuery = tuple[str, str, list[tuple[str, Any]]]
+
+
+def sorted_queries(trials: int) -> dict[str, SortedQuery]:
+    """Trial-list and history requests timed in one loop with `sort=objective` (the first), so
+    that each is reported as a ratio to it; the deep page starts halfway down the study."""
+    deep = trials // 2
+    return {
+        "objective": ("sort=objective", "trials", [("sort", "objective")]),
+        "param": ("sort=param:learning_rate", "trials", [("sort", "param:learning_rate")]),
+        "metric": ("sort=metric:mae", "trials", [("sort", "metric:mae")]),
+        "param-deep": (
+            f"sort=-param:hidden_units&offset={deep}",
+            "trials",
+            [("sort", "-param:hidden_units"), ("offset", deep)],
+        ),
+        "filtered": (
+            "sort=-metric:mae, 2 filters",
+            "trials",
+            [
+                ("sort", "-metric:mae"),
+                ("filter", "param:optimizer=adam"),
+                ("filter", "metric:rmse<1"),
+            ],
+        ),
+        "history": ("metrics/rmse/history?limit=100", "metrics/rmse/history", [("limit", 100)]),
+    }
+
+
+@dataclass
+class SortedResult:
+    http: dict[str, Timing]
+    in_process: dict[str, Timing]
+    bodies: dict[str, dict[str, Any]]
+    statements: dict[str, int]
+    plans: list[str]
+
+
+def sorted_params(query: SortedQuery) -> list[tuple[str, Any]]:
+    _, path, params = query
+    return [("limit", PAGE), *params] if path == "trials" else params
+
+
+def measure_sorted_http(
+    base: str, token: str, queries: dict[str, SortedQuery], *, requests: int, warmup: int
+) -> tuple[dict[str, Timing], dict[str, dict[str, Any]]]:
+    """Each sorted, filtered or history request, interleaved with `sort=objective`."""
+    headers = {"Authorization": f"Bearer {token}"}
+    timings = {key: Timing(f"GET .../{label}") for key, (label, _, _) in queries.items()}
+    with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+
+        def getter(key: str) -> Callable[[], httpx.Response]:
+            path = f"/api/v1/studies/{STUDY}/{queries[key][1]}"
+            params = sorted_params(queries[key])
+            return lambda: client.get(path, params=params).raise_for_status()
+
+        calls = {key: getter(key) for key in queries}
+        for _ in range(warmup):
+            for call in calls.values():
+                call()
+        for _ in range(requests):
+            for key, call in calls.items():
+                timings[key].samples_ms.append(timed(call))
+        bodies = {key: call().json() for key, call in calls.items()}
+    return timings, bodies
+
+
+def measure_sorted_in_process(
+    url: str, queries: dict[str, SortedQuery], repeats: int, explain: bool
+) -> tuple[dict[str, Timing], dict[str, int], list[str]]:
+    """The same queries through `trial_queries` without HTTP; statements; optional plans."""
+    backend = Backend.connect(url)
+    log = SqlLog()
+    log.attach(backend.db.engine)
+    timings = {key: Timing(f"in-process {label}") for key, (label, _, _) in queries.items()}
+
+    def runner(key: str) -> Callable[[], None]:
+        _, path, _ = queries[key]
+        params = sorted_params(queries[key])
+        single = {k: v for k, v in params if k != "filter"}
+        filters = [v for k, v in params if k == "filter"]
+
+        def run() -> None:
+            with backend.db.session() as session:
+                study = repo.get_study(session, STUDY)
+                if path == "trials":
+                    query = trial_queries.parse_query(
+                        study.spec, sort=single.get("sort"), filters=filters
+                    )
+                    trial_queries.list_trials(
+                        session,
+                        study,
+                        query,
+                        limit=int(single["limit"]),
+                        offset=int(single.get("offset", 0)),
+                    )
+                else:
+                    trial_queries.metric_history(
+                        session, study, OBJECTIVE, limit=int(single["limit"])
+                    )
+
+        return run
+
+    plans: list[str] = []
+    counts: dict[str, int] = {}
+    try:
+        runs = {key: runner(key) for key in queries}
+        for _ in range(5):
+            for run in runs.values():
+                run()
+        for _ in range(repeats):
+            for key, run in runs.items():
+                timings[key].samples_ms.append(timed(run))
+        for key, run in runs.items():
+            with log.capture() as statements:
+                run()
+            counts[timings[key].label] = len(statements)
+            if explain and key != "objective":
+                plans += [query_plan(backend.db.engine, *sql) for sql in statements[1:]]
+    finally:
+        backend.close()
+    return timings, counts, plans
+
+
+def check_sorted(bodies: dict[str, dict[str, Any]], trials: Sequence[SyntheticTrial]) -> None:
+    """Each sorted, filtered and history answer must agree with the synthetic data."""
+
+    def top(key: Callable[[SyntheticTrial], Any], pool: Sequence[SyntheticTrial]) -> list[int]:
+        return [t.number for t in sorted(pool, key=lambda t: (key(t), t.number))][:PAGE]
+
+    def numbers(key: str) -> list[int]:
+        return [row["number"] for row in bodies[key]["data"]]
+
+    def mae(t: SyntheticTrial) -> float:
+        return t.evals[t.best_step]["mae"]
+
+    if numbers("objective") != top(lambda t: t.objective, trials):
+        raise RuntimeError("sort=objective disagrees with the data")
+    if numbers("param") != top(lambda t: t.params["learning_rate"], trials):
+        raise RuntimeError("sort=param:learning_rate disagrees with the data")
+    if numbers("metric") != top(mae, trials):
+        raise RuntimeError("sort=metric:mae disagrees with the data")
+    half = len(trials) // 2
+    by_units = sorted(trials, key=lambda t: (-t.params["hidden_units"], t.number))
+    if numbers("param-deep") != [t.number for t in by_units[half : half + PAGE]]:
+        raise RuntimeError(f"sort=-param:hidden_units at offset {half} disagrees with the data")
+    passing = [t for t in trials if t.params["optimizer"] == "adam" and t.objective < 1]
+    if bodies["filtered"]["count"] != len(passing) or numbers("filtered") != top(
+        lambda t: -mae(t), passing
+    ):
+        raise RuntimeError("the filtered page disagrees with the data")
+    history = bodies["history"]
+    first = history["data"][0]
+    want = [(step, values[OBJECTIVE]) for step, values in sorted(trials[0].evals.items())]
+    if history["count"] != len(trials) or len(history["data"]) != 100:
+        raise RuntimeError(f"history: {history['count']} trials, {len(history['data'])} listed")
+    if first["number"] != 0 or [(p["step"], p["value"]) for p in first["points"]] != want:
+        raise RuntimeError("history: trial 0's points disagree with the data")
+
+
+def format_sorted(result: SortedResult, queries: dict[str, SortedQuery]) -> str:
+    """Time per page of each query, and its ratio to `sort=objective` in the same loop."""
+    http_base = result.http["objective"]
+    local_base = result.in_process["objective"]
+    width = max(len(label) for label, _, _ in queries.values())
+    header = (
+        f"{'query':<{width}} {'HTTP p50':>9} {'p99':>7} {'x obj':>6}"
+        f" {'in-proc p50':>12} {'p99':>7} {'x obj':>6}"
+    )
+    lines = [header, "-" * len(header)]
+    for key, (label, _, _) in queries.items():
+        web, local = result.http[key], result.in_process[key]
+        lines.append(
+            f"{label:<{width}} {web.p50:>9.2f} {web.p99:>7.2f} {web.p50 / http_base.p50:>6.2f}"
+            f" {local.p50:>12.2f} {local.p99:>7.2f} {local.p50 / local_base.p50:>6.2f}"
+        )
+    return "\n".join(lines)
+
+
 def top_by_value(trials: Sequence[optuna.trial.FrozenTrial], n: int) -> list[int]:
     complete = [t for t in trials if t.state is optuna.trial.TrialState.COMPLETE]
     complete.sort(key=lambda t: (t.value, t.number))
@@ -759,6 +945,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--requests", type=int, default=300, help="timed HTTP requests per endpoint"
     )
+    parser.add_argument(
+        "--sorted-requests",
+        type=int,
+        default=100,
+        help="timed HTTP requests per sorted, filtered or history query",
+    )
     parser.add_argument("--warmup", type=int, default=20, help="untimed requests per endpoint")
     parser.add_argument(
         "--baseline-repeats",
@@ -784,21 +976,36 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "page, its count, and the best-run query",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (SQLite file, log)")
+    parser.add_argument(
+        "--reuse",
+        metavar="URL",
+        help="measure the study already in this database (built by an earlier run with the same "
+        "--trials, --steps and --seed, e.g. a --keep'd SQLite file) instead of building one: "
+        "building takes minutes",
+    )
     args = parser.parse_args(argv)
-    for name in ("trials", "steps", "requests", "baseline_repeats", "in_process_repeats"):
+    for name in (
+        "trials",
+        "steps",
+        "requests",
+        "sorted_requests",
+        "baseline_repeats",
+        "in_process_repeats",
+    ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.trials < PAGE:
-        parser.error(f"--trials must be >= {PAGE} (one full page)")
+    if args.trials < 100:
+        parser.error("--trials must be >= 100 (one full page of the metric history)")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="tuner-leaderboard-"))
+    kind = make_url(args.reuse).get_backend_name() if args.reuse else args.database
     info = (
         f"{args.trials} trials x {args.steps} eval steps x {len(METRICS)} metrics, database "
-        f"{args.database}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+        f"{kind}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
         f"Optuna {optuna.__version__}"
     )
     print(info, file=sys.stderr)
@@ -807,25 +1014,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"keeping {workdir}", file=sys.stderr)
         else:
             stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-        url = stack.enter_context(database(args.database, workdir, args.pg_admin_url))
         trials = synthesize(args.trials, args.steps, args.seed)
-        start = time.perf_counter()
-        build_study(url, trials, optuna_batch=args.optuna_batch, chunk=args.chunk)
-        print(f"study built in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        if args.reuse:
+            url = args.reuse
+            print(f"reusing the study in {url}", file=sys.stderr)
+        else:
+            url = stack.enter_context(database(args.database, workdir, args.pg_admin_url))
+            start = time.perf_counter()
+            build_study(url, trials, optuna_batch=args.optuna_batch, chunk=args.chunk)
+            print(f"study built in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
         env = tuner_env(url, workdir)
         token = create_read_token(env)
+        queries = sorted_queries(args.trials)
         loads = [load_average()]
         with running_server(env, workdir / "server.log") as base:
             http = measure_http(base, token, requests=args.requests, warmup=args.warmup)
+            sorted_http, sorted_bodies = measure_sorted_http(
+                base, token, queries, requests=args.sorted_requests, warmup=args.warmup
+            )
         loads.append(load_average())
         print("HTTP done; Optuna baselines...", file=sys.stderr)
         baselines, optuna_top = measure_optuna(url, args.baseline_repeats)
         in_process, statements, plans = measure_in_process(
             url, args.in_process_repeats, args.explain
         )
+        sorted_local, sorted_statements, sorted_plans = measure_sorted_in_process(
+            url, queries, args.in_process_repeats, args.explain
+        )
         loads.append(load_average())
         check_answers(http, optuna_top, trials)
+        check_sorted(sorted_bodies, trials)
+        sorted_result = SortedResult(
+            sorted_http, sorted_local, sorted_bodies, sorted_statements, sorted_plans
+        )
 
     ours = [http.board, http.best, http.overview]
     print(f"\n{info}\n")
@@ -842,7 +1064,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     missed = [t.label for t in (http.board, http.best) if t.p99 >= TARGET_P99_MS]
     verdict = "MISSED by " + ", ".join(missed) if missed else "met"
     print(f"target p99 < {TARGET_P99_MS:.0f} ms for both endpoints: {verdict}")
-    for plan in plans:
+    print(
+        f"\nSorted and filtered pages (limit={PAGE}) and the metric history on {args.trials} "
+        f"trials: {args.sorted_requests} HTTP requests and {args.in_process_repeats} in-process "
+        "calls each, interleaved with sort=objective;\n'x obj' = p50 over the p50 of "
+        "sort=objective in the same loop.\n"
+    )
+    print(format_sorted(sorted_result, queries))
+    print(
+        "SQL statements per call: "
+        + ", ".join(f"{k}: {v}" for k, v in sorted_result.statements.items())
+    )
+    for plan in [*plans, *sorted_result.plans]:
         print(f"\n{plan}")
     return 1 if missed else 0
 

@@ -65,8 +65,9 @@ def get_metric_history(
         ),
     ] = 1000,
 ) -> Page[MetricHistoryPublic]:
-    """One metric of many trials, by trial number: only trials that wrote the tag are listed
-    (`count` of them), so a tag no trial wrote yet is an empty page."""
+    """One metric of many trials, by trial number. Pages (`limit`, `offset`, `count`) are of
+    the trials `trials` and `state` select; a page lists those that wrote the tag, so a tag no
+    trial wrote yet is an empty list, not an error."""
     study = repo.get_study(session, _ref(study_id))
     histories, total = trial_queries.metric_history(
         session,

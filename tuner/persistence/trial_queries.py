@@ -1,10 +1,11 @@
 """A study's trials sorted and filtered on the server, and one metric's history across trials.
 
-Every sort key and filter is an SQL expression, so a page of a 10,000-trial study costs one
-count and one or two page queries whatever the key: nothing loads the study's rows into Python.
-Rows without the sort value (no objective, no best step, a parameter or metric never written)
-come last in either direction: a page of them is a second query ordered by trial number, the
-same split the objective index (study_id, objective_rank, number) was made for.
+Every sort key and filter is an SQL expression: nothing loads the study's rows into Python.
+The objective sort reads its page from the (study_id, objective_rank, number) index; any other
+key sorts the filtered trials as narrow rows and reads only the page's rows in full. A value of
+another table (a metric, the best step) is one unique-index probe per trial of the study, so a
+page costs the study's size, never the database's. Trials without the sort value (no objective,
+no best step, a parameter or metric never written) come last in either direction.
 
 `metric:<tag>` (to sort or filter) means the tag's value at the trial's best step, the step
 whose checkpoint and exports are kept: the model a user would take from the trial.
@@ -19,7 +20,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -34,7 +35,6 @@ from sqlalchemy import (
     select,
     type_coerce,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session, aliased
 
 from tuner.entities import LeaderboardRow, MetricHistory, MetricPoint, Study
@@ -70,8 +70,6 @@ FILTER_SYNTAX = (
     "expected <subject><operator><value>: subject metric:<tag>, param:<name> or objective, "
     f"operator one of {OPERATORS_TEXT} (e.g. metric:rmse<0.5, param:optimizer=adam)"
 )
-#: Any SELECT whose FROM starts at the trial runs.
-_Query = TypeVar("_Query", bound=Select[*tuple[Any, ...]])
 _FILTER = re.compile(r"\s*(?P<subject>[^<>=!]+?)\s*(?P<op><=|>=|!=|<|>|=)\s*(?P<value>.*?)\s*")
 #: Points per metric-history response, all trials together (a bound on its size).
 MAX_HISTORY_POINTS = 100_000
@@ -212,14 +210,18 @@ def _param(spec: StudySpec, name: str) -> ParameterSpec | str:
 
 
 class _Expressions:
-    """SQL for each sort key and filter subject, and the joins they need."""
+    """SQL for each sort key and filter subject.
+
+    A value of another table (a metric, the best step) is a correlated scalar subquery, not a
+    join: each is one probe of a unique index per trial of the study, where a join lets
+    PostgreSQL hash the whole metrics table (every study's) to sort one study's trials.
+    """
 
     def __init__(self, session: Session, study: Study) -> None:
         self.sqlite = session.get_bind().dialect.name == "sqlite"
         self.spec = study.spec
-        self.best = aliased(EvalStepRow)
-        self.uses_best = False
-        self.metrics: dict[str, type[EvalMetricRow]] = {}
+        #: Whether a filter reads another table (then counting costs a pass of its own).
+        self.costly_filters = False
 
     def sort_key(self, key: SortKey) -> SQLColumnExpression[Any]:
         row = TrialRunRow
@@ -239,13 +241,17 @@ class _Expressions:
                 return (func.julianday(row.ended_at) - func.julianday(row.started_at)) * 86400.0
             return extract("epoch", row.ended_at - row.started_at)
         if key.key == "bestStep":
-            self.uses_best = True
-            return self.best.step
+            return (
+                select(EvalStepRow.step)
+                .where(EvalStepRow.id == row.best_step_id)
+                .correlate(TrialRunRow)
+                .scalar_subquery()
+            )
         if key.key == "lastStep":
             return last_step_of_run()
         assert key.name is not None
         if key.key == "metric":
-            return self.metric(key.name)
+            return metric_at_best_step(key.name)
         param = self._param(key.name)
         if param.type is ParamType.CATEGORICAL:
             # In the order the spec lists the values (an ordinal "small, medium, large" stays
@@ -255,23 +261,19 @@ class _Expressions:
         return self._param_value(param)
 
     def condition(self, flt: Filter) -> ColumnElement[bool]:
+        """The filter as SQL; a missing value (NULL) makes every comparison false, `!=` too."""
         if flt.subject == "objective":
             rank = TrialRunRow.objective_rank
             value: SQLColumnExpression[Any] = -rank if self.spec.goal is Goal.MAXIMIZE else rank
         elif flt.subject == "metric":
             assert flt.name is not None
-            value = self.metric(flt.name)
+            value = metric_at_best_step(flt.name)
+            self.costly_filters = True
         else:
             assert flt.name is not None
             value = self._param_value(self._param(flt.name))
-        # A trial without the value passes no filter, `!=` included.
-        return and_(value.is_not(None), OPERATORS[flt.op](value, flt.value))
-
-    def metric(self, tag: str) -> SQLColumnExpression[float | None]:
-        if tag not in self.metrics:
-            self.metrics[tag] = aliased(EvalMetricRow)
-        value: SQLColumnExpression[float | None] = self.metrics[tag].value
-        return value
+        condition: ColumnElement[bool] = OPERATORS[flt.op](value, flt.value)
+        return condition
 
     def _param(self, name: str) -> ParameterSpec:
         found = _param(self.spec, name)
@@ -279,10 +281,12 @@ class _Expressions:
         return found
 
     def _param_value(self, param: ParameterSpec) -> ColumnElement[Any]:
+        # PostgreSQL: `json` (parsed per use) is faster than `jsonb` (converted first) for one
+        # key of a small document.
         document = (
             type_coerce(TrialRunRow.params_json, JSON)
             if self.sqlite
-            else cast(TrialRunRow.params_json, JSONB)
+            else cast(TrialRunRow.params_json, JSON)
         )
         item = document[param.parameter_name]
         value: ColumnElement[Any] = (
@@ -290,14 +294,15 @@ class _Expressions:
         )
         return value
 
-    def joined(self, query: _Query, *, best: bool) -> _Query:
-        if best or self.uses_best:
-            query = query.outerjoin(self.best, self.best.id == TrialRunRow.best_step_id)
-        for tag, alias in self.metrics.items():
-            query = query.outerjoin(
-                alias, and_(alias.eval_step_id == TrialRunRow.best_step_id, alias.tag == tag)
-            )
-        return query
+
+def metric_at_best_step(tag: str) -> ColumnElement[float | None]:
+    """The tag's value at the trial's best step (null: no best step, no such tag, NaN)."""
+    return (
+        select(EvalMetricRow.value)
+        .where(EvalMetricRow.eval_step_id == TrialRunRow.best_step_id, EvalMetricRow.tag == tag)
+        .correlate(TrialRunRow)
+        .scalar_subquery()
+    )
 
 
 def last_step_of_run() -> ColumnElement[int | None]:
@@ -326,40 +331,10 @@ def list_trials(
     if query.states:
         where.append(TrialRunRow.state.in_(query.states))
     where += [sql.condition(f) for f in query.filters]
-
-    counted = select(func.count(TrialRunRow.id), func.count(key)).select_from(TrialRunRow)
-    counts = session.execute(sql.joined(counted, best=False).where(*where)).one()
-    total, keyed = int(counts[0] or 0), int(counts[1] or 0)
-
-    objective = aliased(EvalMetricRow)
-    page = sql.joined(
-        select(TrialRunRow, objective.value, sql.best.step, last_step_of_run())
-        .select_from(TrialRunRow)
-        .outerjoin(
-            objective,
-            and_(
-                objective.eval_step_id == TrialRunRow.objective_step_id,
-                objective.tag == study.spec.metric_tag,
-            ),
-        ),
-        best=True,
-    ).where(*where)
-    found: list[Any] = []
-    if offset < keyed:
-        order = key.desc() if query.sort.descending else key.asc()
-        found += session.execute(
-            page.where(key.is_not(None))
-            .order_by(order, TrialRunRow.number)
-            .limit(limit)
-            .offset(offset)
-        ).all()
-    if len(found) < limit and offset + len(found) < total:
-        found += session.execute(
-            page.where(key.is_(None))
-            .order_by(TrialRunRow.number)
-            .limit(limit - len(found))
-            .offset(max(0, offset - keyed))
-        ).all()
+    if query.sort.key == "objective":
+        found, total = _in_index_order(session, study, key, where, query, limit, offset)
+    else:
+        found, total = _sorted_narrow(session, study, sql, key, where, query, limit, offset)
     rows = [
         LeaderboardRow(
             number=int(run.number),
@@ -377,6 +352,98 @@ def list_trials(
     return rows, total
 
 
+def _details(study: Study) -> Select[TrialRunRow, float | None, int, int | None]:
+    """A trial row with what the page shows of it: objective value, best and last step."""
+    objective = aliased(EvalMetricRow)
+    best = aliased(EvalStepRow)
+    return (
+        select(TrialRunRow, objective.value, best.step, last_step_of_run())
+        .select_from(TrialRunRow)
+        .outerjoin(
+            objective,
+            and_(
+                objective.eval_step_id == TrialRunRow.objective_step_id,
+                objective.tag == study.spec.metric_tag,
+            ),
+        )
+        .outerjoin(best, best.id == TrialRunRow.best_step_id)
+    )
+
+
+def _in_index_order(
+    session: Session,
+    study: Study,
+    key: SQLColumnExpression[Any],
+    where: list[ColumnElement[bool]],
+    query: TrialQuery,
+    limit: int,
+    offset: int,
+) -> tuple[list[Any], int]:
+    """The objective sort: ranked trials straight from the (study_id, objective_rank, number)
+    index, then the unranked ones by number; a page reads its own rows, whatever the study's
+    size (a descending page reads the index backwards)."""
+    counts = session.execute(
+        select(func.count(TrialRunRow.id), func.count(key)).where(*where)
+    ).one()
+    total, keyed = int(counts[0] or 0), int(counts[1] or 0)
+    page = _details(study).where(*where)
+    found: list[Any] = []
+    if offset < keyed:
+        order = key.desc() if query.sort.descending else key.asc()
+        found += session.execute(
+            page.where(key.is_not(None))
+            .order_by(order, TrialRunRow.number)
+            .limit(limit)
+            .offset(offset)
+        ).all()
+    if len(found) < limit and offset + len(found) < total:
+        found += session.execute(
+            page.where(key.is_(None))
+            .order_by(TrialRunRow.number)
+            .limit(limit - len(found))
+            .offset(max(0, offset - keyed))
+        ).all()
+    return found, total
+
+
+def _sorted_narrow(
+    session: Session,
+    study: Study,
+    sql: _Expressions,
+    key: SQLColumnExpression[Any],
+    where: list[ColumnElement[bool]],
+    query: TrialQuery,
+    limit: int,
+    offset: int,
+) -> tuple[list[Any], int]:
+    """Any other key: no index has its order, so the filtered trials are sorted as narrow
+    rows (id, key, number) and only the page's rows are read in full: sorting whole rows
+    would compute every trial's details (its last step, its objective) first.
+
+    The total is a count of its own when the filters read only the run rows (a cheap pass),
+    and a window over the sorted rows when they read metrics (one pass instead of two).
+    """
+    order = (key.desc() if query.sort.descending else key.asc()).nulls_last()
+    total: int | None = None
+    if not sql.costly_filters:
+        total = int(session.scalar(select(func.count(TrialRunRow.id)).where(*where)) or 0)
+        if offset >= total:
+            return [], total
+    narrow = select(TrialRunRow.id, *([func.count().over()] if total is None else []))
+    picked: Sequence[Any] = session.execute(
+        narrow.where(*where).order_by(order, TrialRunRow.number).limit(limit).offset(offset)
+    ).all()
+    if total is None:
+        if not picked:  # past the end: the window had no row to count on
+            return [], int(session.scalar(select(func.count(TrialRunRow.id)).where(*where)) or 0)
+        total = int(picked[0][1])
+    ids = [row[0] for row in picked]
+    by_id = {
+        row[0].id: row for row in session.execute(_details(study).where(TrialRunRow.id.in_(ids)))
+    }
+    return [by_id[i] for i in ids if i in by_id], total
+
+
 # -- metric history ------------------------------------------------------------------------------
 
 
@@ -392,27 +459,28 @@ def metric_history(
     offset: int = 0,
     max_points: int = 1000,
 ) -> tuple[list[MetricHistory], int]:
-    """One metric of a page of trials, by trial number; and how many trials have it.
+    """One metric of a page of trials, by trial number; and how many trials the page is of.
 
-    Only trials with at least one value of `tag` (in `eval_name` when given) are listed and
-    counted: a tag no trial wrote yet is an empty page, not an error, since a plot of a running
-    study asks before the first eval. Without `eval_name`, each trial's points come from the
-    eval dir of its objective (its best step's, else its objective step's), else from the dir
-    the tag was first written to. A trial's points beyond its share of the response's cap are
-    thinned evenly (first and last kept).
+    Pages are pages of the trials that `numbers` and `states` select, by number, and `total`
+    counts those trials; a page lists the ones among them that wrote `tag` (in `eval_name` when
+    given), so a tag no trial wrote is an empty list, not an error: a plot of a running study
+    asks before the first eval is read. Counting every trial that wrote the tag instead would
+    probe each trial's steps on every request (on PostgreSQL, a hash of the whole metrics
+    table), where these pages cost their own trials' rows.
+
+    Without `eval_name`, each trial's points come from the eval dir of its objective (its best
+    step's, else its objective step's), else from the dir the tag was first written to. A
+    trial's points beyond its share of the response's cap are thinned evenly (first and last
+    kept).
     """
-    has_tag = select(EvalStepRow.id).join(
-        EvalMetricRow, EvalMetricRow.eval_step_id == EvalStepRow.id
-    )
-    has_tag = has_tag.where(EvalStepRow.run_id == TrialRunRow.id, EvalMetricRow.tag == tag)
-    if eval_name is not None:
-        has_tag = has_tag.where(EvalStepRow.eval_name == eval_name)
-    where = [TrialRunRow.study_id == study.id, TrialRunRow.number.is_not(None), has_tag.exists()]
+    where = [TrialRunRow.study_id == study.id, TrialRunRow.number.is_not(None)]
     if states:
         where.append(TrialRunRow.state.in_(list(states)))
     if numbers is not None:
         where.append(TrialRunRow.number.in_(list(numbers)))
     total = int(session.scalar(select(func.count(TrialRunRow.id)).where(*where)) or 0)
+    if offset >= total:
+        return [], total
 
     best = aliased(EvalStepRow)
     objective = aliased(EvalStepRow)
@@ -431,9 +499,16 @@ def metric_history(
         .limit(limit)
         .offset(offset)
     ).all()
-    if not trials:
-        return [], total
-
+    # The page's run ids as a subquery, not a list: PostgreSQL plans `run_id = ANY(<list>)`
+    # as a scan of every eval step, and the subquery as index probes.
+    page = (
+        select(TrialRunRow.id)
+        .where(*where)
+        .order_by(TrialRunRow.number)
+        .limit(limit)
+        .offset(offset)
+        .scalar_subquery()
+    )
     points = (
         select(
             EvalStepRow.run_id,
@@ -444,7 +519,7 @@ def metric_history(
             EvalMetricRow.wall_time,
         )
         .join(EvalMetricRow, EvalMetricRow.eval_step_id == EvalStepRow.id)
-        .where(EvalStepRow.run_id.in_([t.id for t in trials]), EvalMetricRow.tag == tag)
+        .where(EvalStepRow.run_id.in_(page), EvalMetricRow.tag == tag)
         .order_by(EvalStepRow.run_id, EvalStepRow.step, EvalStepRow.id)
     )
     if eval_name is not None:
@@ -463,7 +538,7 @@ def metric_history(
     out: list[MetricHistory] = []
     for run_id, number, state, best_dir, objective_dir in trials:
         dirs = by_run.get(run_id, {})
-        if not dirs:  # its first value arrived between the two queries' snapshots
+        if not dirs:
             continue
         chosen = next(
             (d for d in (eval_name, best_dir, objective_dir) if d is not None and d in dirs),
