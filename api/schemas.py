@@ -149,6 +149,11 @@ class TrialRowPublic(Public):
     failure_reason: str | None = Field(
         default=None, description="Why it failed or stopped (first lines of the reason)."
     )
+    last_objective: float | None = Field(
+        default=None,
+        description="The objective metric at the latest eval step (`objective` is the value "
+        "that ranks the trial: its best step's, or the last one's, as the spec says).",
+    )
 
     @classmethod
     def build(cls, row: LeaderboardRow) -> TrialRowPublic:
@@ -163,6 +168,7 @@ class TrialRowPublic(Public):
             started_at=row.started_at,
             ended_at=row.ended_at,
             failure_reason=row.failure_reason,
+            last_objective=finite(row.last_objective),
         )
 
 
@@ -318,3 +324,26 @@ class MetricHistoryPublic(Public):
             ],
             point_count=history.point_count,
         )
+
+
+class ParamImportancePublic(Public):
+    param: str
+    importance: float = Field(description="Share of the objective's variation, 0-1.")
+
+
+class ImportancesPublic(Public):
+    """A study's hyperparameter importances, from Optuna's evaluators (`optuna.importance`)."""
+
+    study: str
+    evaluator: str
+    importances: list[ParamImportancePublic] = Field(
+        description="Most important first; the importances sum to 1."
+    )
+    trial_count: int = Field(description="COMPLETED trials with an objective it is computed from.")
+    finished_trial_count: int = Field(
+        description="COMPLETED, PRUNED and FAILED trials when computed: it is recomputed when "
+        "this count changes."
+    )
+    computed_at: datetime
+    cached: bool = Field(description="Whether this is a kept evaluation.")
+    available_evaluators: list[str] = Field(description="What `evaluator` this server runs.")

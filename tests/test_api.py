@@ -101,6 +101,8 @@ def test_submit_watch_leaderboard_and_download(server, tmp_path):
     assert [s["step"] for s in detail["steps"]] == [20, 40, 60]
     assert set(detail["steps"][0]["metrics"]) == {"rmse", "loss"}
     assert detail["logTail"] and "step 60" in detail["logTail"][-1]
+    last = max(detail["steps"], key=lambda s: s["step"])
+    assert board["data"][0]["lastObjective"] == pytest.approx(last["metrics"]["rmse"])
     assert sorted(e["step"] for e in detail["exports"]) == [20, 40, 60]
 
     log = httpx.get(

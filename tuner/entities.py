@@ -111,6 +111,8 @@ class LeaderboardRow:
     started_at: datetime
     ended_at: datetime | None
     failure_reason: str | None
+    #: The objective tag's value at the latest eval step (the best may be earlier).
+    last_objective: float | None = None
 
     @property
     def duration_seconds(self) -> float | None:

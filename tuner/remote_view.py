@@ -63,6 +63,8 @@ class Board:
             return
         update: dict[str, Any] = {"last_step": max(row.last_step or 0, data["step"])}
         value = data.get("objective")
+        if value is not None and data["step"] >= (row.last_step or 0):
+            update["last_objective"] = value
         if value is not None and (row.objective is None or self._better(value, row.objective)):
             update.update(objective=value, best_step=data["step"])
         self.rows[row.number] = row.model_copy(update=update)

@@ -139,6 +139,7 @@ def leaderboard_table(
     table.add_column("#", justify="right")
     table.add_column("state")
     table.add_column(f"{study.metric} {arrow}", justify="right")
+    table.add_column("last", justify="right")
     table.add_column("best step", justify="right")
     table.add_column("step", justify="right")
     table.add_column("time", justify="right")
@@ -152,6 +153,7 @@ def leaderboard_table(
             str(row.number),
             Text(row.state, style=STATE_STYLE.get(row.state, "")),
             fmt_value(row.objective),
+            fmt_value(row.last_objective),
             "-" if row.best_step is None else str(row.best_step),
             step,
             fmt_duration(elapsed(row, now)),

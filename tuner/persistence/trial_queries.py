@@ -335,6 +335,7 @@ def list_trials(
         found, total = _in_index_order(session, study, key, where, query, limit, offset)
     else:
         found, total = _sorted_narrow(session, study, sql, key, where, query, limit, offset)
+    last_values = _last_objectives(session, [run.id for run, *_ in found], study.spec.metric_tag)
     rows = [
         LeaderboardRow(
             number=int(run.number),
@@ -346,10 +347,36 @@ def list_trials(
             started_at=_aware(run.started_at),
             ended_at=_aware(run.ended_at) if run.ended_at else None,
             failure_reason=run.failure_reason,
+            last_objective=last_values.get(run.id),
         )
         for run, value, best_step, last in found
     ]
     return rows, total
+
+
+def _last_objectives(session: Session, run_ids: list[int], tag: str) -> dict[int, float | None]:
+    """The objective tag's value at each run's latest step that has it (one query per page)."""
+    if not run_ids:
+        return {}
+    later = aliased(EvalStepRow)
+    later_metric = aliased(EvalMetricRow)
+    newest = (
+        select(func.max(later.step))
+        .join(later_metric, later_metric.eval_step_id == later.id)
+        .where(later.run_id == EvalStepRow.run_id, later_metric.tag == tag)
+        .correlate(EvalStepRow)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(EvalStepRow.run_id, EvalMetricRow.value)
+        .join(EvalMetricRow, EvalMetricRow.eval_step_id == EvalStepRow.id)
+        .where(
+            EvalStepRow.run_id.in_(run_ids),
+            EvalMetricRow.tag == tag,
+            EvalStepRow.step == newest,
+        )
+    ).all()
+    return {int(run_id): None if value is None else float(value) for run_id, value in rows}
 
 
 def _details(study: Study) -> Select[TrialRunRow, float | None, int, int | None]:
