@@ -1,13 +1,18 @@
-"""Typed dependencies of the routes: settings, storage, sessions, access control."""
+"""Typed dependencies of the routes: settings, storage, access control.
+
+There is deliberately no session dependency: a `yield` dependency keeps its pooled connection
+until the response has been sent, which for a plain `def` route is after response validation
+in the thread pool; under load every connection is then held by a request waiting for a
+thread while every thread waits for a connection. Routes open short sessions themselves
+(`api.service`), closed before they return.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
 
 from tuner.artifacts import ArtifactStore
 from tuner.auth import allows, scope_of
@@ -43,12 +48,6 @@ RegistryDep = Annotated[TrainerRegistry, Depends(get_registry)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 
 
-def get_session(backend: BackendDep) -> Iterator[Session]:
-    with backend.db.session() as session:
-        yield session
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
 StudyPath = Annotated[
     str,
     Path(

@@ -86,8 +86,19 @@ class StudyFeed:
         if after >= self.seq:
             return []
         if self.recent and self.recent[0].seq <= after + 1:
-            return [e for e in self.recent if e.seq > after]
+            return self._recent_after(after)
         return await run_in_threadpool(self._read, after)
+
+    def _recent_after(self, after: int) -> list[StudyEvent]:
+        """The kept events after `after`, read from the newest end: a client that keeps up costs
+        its own few events per wake, not a scan of the whole window."""
+        newer: list[StudyEvent] = []
+        for event in reversed(self.recent):
+            if event.seq <= after:
+                break
+            newer.append(event)
+        newer.reverse()
+        return newer
 
     def _read(self, after: int) -> list[StudyEvent]:
         with self.backend.db.session() as session:
@@ -107,6 +118,12 @@ class StudyFeed:
                 news, status = [], None
             except StorageUnavailableError as exc:  # clients keep waiting; heartbeats go on
                 logger.warning("study %d feed: %s", self.study_id, exc)
+                await asyncio.sleep(self.interval)
+                continue
+            except Exception:  # e.g. the connection pool's TimeoutError: poll again, or the
+                # feed would be over for good while its clients, kept open by the heartbeats,
+                # wait for events that never come
+                logger.exception("study %d feed: reading the journal failed", self.study_id)
                 await asyncio.sleep(self.interval)
                 continue
             async with self._changed:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from pydantic import Field
 
-from api.deps import ReadAccess, SessionDep, StudyPath
+from api.deps import BackendDep, ReadAccess, StudyPath
 from api.routes.studies import ERRORS, _ref
 from api.routes.trials import StatesQuery
 from api.schemas import MetricHistoryPublic, Page
@@ -33,7 +33,7 @@ def get_metric_history(
             description="The metric's tag; it may hold '/' (e.g. metrics/accuracy).",
         ),
     ],
-    session: SessionDep,
+    backend: BackendDep,
     trials: Annotated[
         list[Annotated[int, Field(ge=0, le=2**31 - 1)]] | None,
         Query(
@@ -68,18 +68,19 @@ def get_metric_history(
     """One metric of many trials, by trial number. Pages (`limit`, `offset`, `count`) are of
     the trials `trials` and `state` select; a page lists those that wrote the tag, so a tag no
     trial wrote yet is an empty list, not an error."""
-    study = repo.get_study(session, _ref(study_id))
-    histories, total = trial_queries.metric_history(
-        session,
-        study,
-        tag,
-        eval_name=eval_name,
-        numbers=trials,
-        states=state or (),
-        limit=limit,
-        offset=offset,
-        max_points=max_points,
-    )
+    with backend.db.session() as session:
+        study = repo.get_study(session, _ref(study_id))
+        histories, total = trial_queries.metric_history(
+            session,
+            study,
+            tag,
+            eval_name=eval_name,
+            numbers=trials,
+            states=state or (),
+            limit=limit,
+            offset=offset,
+            max_points=max_points,
+        )
     return Page[MetricHistoryPublic](
         data=[MetricHistoryPublic.build(h) for h in histories], count=total
     )

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header
 from fastapi.responses import FileResponse
 
-from api.deps import BackendDep, ReadAccess, SessionDep, StoreDep, StudyPath, TrialNumber
+from api.deps import BackendDep, ReadAccess, StoreDep, StudyPath, TrialNumber
 from api.files import ArchiveResponse, Download, archive_response
 from api.routes.studies import ERRORS, _ref
 from api.schemas import BestPublic, ErrorResponse
@@ -118,14 +118,15 @@ def download_best_checkpoint(
 def download_trial_model(
     study_id: StudyPath,
     number: TrialNumber,
-    session: SessionDep,
+    backend: BackendDep,
     store: StoreDep,
     range_header: RangeHeader = None,
     if_range: IfRangeHeader = None,
 ) -> ArchiveResponse:
     """The SavedModel of this trial's best eval step."""
-    study = repo.get_study(session, _ref(study_id))
-    detail = repo.trial_detail(session, study, number)
+    with backend.db.session() as session:  # closed before the archive is built
+        study = repo.get_study(session, _ref(study_id))
+        detail = repo.trial_detail(session, study, number)
     matching = [e for e in detail.exports if e.step == detail.best_step]
     export = matching[-1] if matching else None
     others = [e for e in detail.exports if e is not export]
@@ -148,14 +149,15 @@ def download_trial_model(
 def download_trial_checkpoint(
     study_id: StudyPath,
     number: TrialNumber,
-    session: SessionDep,
+    backend: BackendDep,
     store: StoreDep,
     range_header: RangeHeader = None,
     if_range: IfRangeHeader = None,
 ) -> ArchiveResponse:
     """The kept checkpoint of this trial's best eval step (under `checkpoint/`)."""
-    study = repo.get_study(session, _ref(study_id))
-    detail = repo.trial_detail(session, study, number)
+    with backend.db.session() as session:  # closed before the archive is built
+        study = repo.get_study(session, _ref(study_id))
+        detail = repo.trial_detail(session, study, number)
     kept = next((c for c in detail.checkpoints if c.step == detail.best_step), None)
     download = _checkpoint_download(store, kept, study.name, number)
     return archive_response(download, range_header=range_header, if_range=if_range)

@@ -9,11 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
+from api import service
 from api.deps import (
     BackendDep,
     ReadAccess,
     RegistryDep,
-    SessionDep,
     StoreDep,
     StudyPath,
     WriteAccess,
@@ -155,10 +155,9 @@ def list_studies(
 
 
 @router.get("/{study}", response_model=StudyPublic, dependencies=[ReadAccess], responses=ERRORS)
-def get_study(study_id: StudyPath, session: SessionDep, backend: BackendDep) -> StudyPublic:
-    """Spec, state, trial counts by state, best so far. `study_id` is the id or the name."""
-    study = repo.get_study(session, _ref(study_id))
-    return overview(backend, study)
+def get_study(study_id: StudyPath, backend: BackendDep) -> StudyPublic:
+    """Spec, state, trial counts by state, best so far."""
+    return service.get_study(backend, _ref(study_id))
 
 
 @router.post(

@@ -12,7 +12,6 @@ from api import service
 from api.deps import (
     BackendDep,
     ReadAccess,
-    SessionDep,
     SettingsDep,
     StoreDep,
     StudyPath,
@@ -20,8 +19,6 @@ from api.deps import (
 )
 from api.routes.studies import ERRORS, _ref
 from api.schemas import Page, TrialDetailPublic, TrialRowPublic
-from tuner.persistence import repository as repo
-from tuner.persistence import trial_queries
 
 router = APIRouter(prefix="/studies/{study}/trials", tags=["trials"], responses=ERRORS)
 
@@ -37,7 +34,7 @@ StatesQuery = Annotated[
 @router.get("", response_model=Page[TrialRowPublic], dependencies=[ReadAccess])
 def list_trials(
     study_id: StudyPath,
-    session: SessionDep,
+    backend: BackendDep,
     sort: Annotated[
         str | None,
         Query(
@@ -63,12 +60,15 @@ def list_trials(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Page[TrialRowPublic]:
     """Trials sorted and filtered on the server; `count` is the filtered total."""
-    study = repo.get_study(session, _ref(study_id))
-    query = trial_queries.parse_query(
-        study.spec, sort=sort, states=state or (), filters=filters or ()
+    return service.list_trials(
+        backend,
+        _ref(study_id),
+        sort=sort,
+        states=state or (),
+        filters=filters or (),
+        limit=limit,
+        offset=offset,
     )
-    rows, total = trial_queries.list_trials(session, study, query, limit=limit, offset=offset)
-    return Page[TrialRowPublic](data=[TrialRowPublic.build(r) for r in rows], count=total)
 
 
 @router.get("/{number}", response_model=TrialDetailPublic, dependencies=[ReadAccess])

@@ -355,26 +355,22 @@ def list_trials(
 
 
 def _last_objectives(session: Session, run_ids: list[int], tag: str) -> dict[int, float | None]:
-    """The objective tag's value at each run's latest step that has it (one query per page)."""
+    """The objective tag's value at each run's latest step that has it: one pass over the page's
+    values, newest first per run (no per-step subquery, which made PostgreSQL scan the metrics
+    table once per step of a fresh, unanalyzed study)."""
     if not run_ids:
         return {}
-    later = aliased(EvalStepRow)
-    later_metric = aliased(EvalMetricRow)
-    newest = (
-        select(func.max(later.step))
-        .join(later_metric, later_metric.eval_step_id == later.id)
-        .where(later.run_id == EvalStepRow.run_id, later_metric.tag == tag)
-        .correlate(EvalStepRow)
-        .scalar_subquery()
+    newest = func.row_number().over(
+        partition_by=EvalStepRow.run_id, order_by=(EvalStepRow.step.desc(), EvalStepRow.id.desc())
+    )
+    ranked = (
+        select(EvalStepRow.run_id, EvalMetricRow.value, newest.label("newest"))
+        .join(EvalMetricRow, EvalMetricRow.eval_step_id == EvalStepRow.id)
+        .where(EvalStepRow.run_id.in_(run_ids), EvalMetricRow.tag == tag)
+        .subquery()
     )
     rows = session.execute(
-        select(EvalStepRow.run_id, EvalMetricRow.value)
-        .join(EvalMetricRow, EvalMetricRow.eval_step_id == EvalStepRow.id)
-        .where(
-            EvalStepRow.run_id.in_(run_ids),
-            EvalMetricRow.tag == tag,
-            EvalStepRow.step == newest,
-        )
+        select(ranked.c.run_id, ranked.c.value).where(ranked.c.newest == 1)
     ).all()
     return {int(run_id): None if value is None else float(value) for run_id, value in rows}
 
