@@ -335,3 +335,26 @@ def test_leaderboard_pages_in_the_goals_direction(backend, registry, settings):
     assert [p[0].number for p in pages[:4]] == [r.number for r in rows]
     assert pages[4] == []
     assert best is not None and best.number == rows[0].number
+
+
+def test_a_trial_that_exits_between_the_signal_and_the_shutdown_is_stopped(
+    backend, registry, settings
+):
+    """Ctrl-C: the trials get SIGTERM at once; a tick that sees one exit before `shutdown`
+    records it STOPPED (not FAILED by an unknown SIGTERM), and launches nothing new."""
+    spec = make_spec(
+        args=["--train-steps=200", "--eval-every-steps=20", "--step-seconds=0.5"], maxTrials=3
+    )
+    study_ops.submit_study(backend, spec, registry)
+    manager = StudyManager(backend, registry, settings, slots=1, studies=["s"])
+    manager.tick()
+    (trial,) = manager.active.values()
+    manager.stop_requested()
+    trial.process.stop(10)  # it has exited on the SIGTERM before the next tick
+    for _ in range(5):
+        manager.tick()
+    assert not manager.active
+    manager.shutdown()
+    with backend.db.session() as s:
+        (run,) = repo.runs(s, repo.get_study(s, "s").id)
+    assert run.state == "STOPPED" and "interrupted" in (run.failure_reason or "")

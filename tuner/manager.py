@@ -127,6 +127,7 @@ class StudyManager:
         self._last_heartbeat = 0.0
         self._last_reap = 0.0
         self._stopping = False
+        self._interrupted = False
         timeout = settings.heartbeat_timeout
         self._heartbeat_every = heartbeat_every(timeout)
         self._reap_every = min(10.0, timeout / 4)
@@ -302,7 +303,7 @@ class StudyManager:
             more = True
             if self._backoff.get(study.id, (0.0, 0.0))[0] <= now:
                 eligible.append(study)
-        if not eligible or len(self.active) >= self.slots or self._stopping:
+        if not eligible or len(self.active) >= self.slots or self._winding_down:
             return more
         infrastructure = self._infrastructure_problem()
         if infrastructure is not None:
@@ -310,9 +311,11 @@ class StudyManager:
         start = self._rotation % len(eligible)
         self._rotation += 1
         eligible = eligible[start:] + eligible[:start]
-        while eligible and len(self.active) < self.slots and not self._stopping:
+        while (
+            eligible and len(self.active) < self.slots and not (self._stopping or self._interrupted)
+        ):
             for study in list(eligible):
-                if len(self.active) >= self.slots or self._stopping:
+                if len(self.active) >= self.slots or self._winding_down:
                     break
                 if not self._claim_isolated(study):
                     eligible.remove(study)
@@ -1007,9 +1010,22 @@ class StudyManager:
         if os.fsencode(str(self.store.resolve(run.output_dir))) in cmdline:
             signal_group(run.pid, signal.SIGKILL)
 
+    @property
+    def _winding_down(self) -> bool:
+        """Asked to stop or stopping: no new trial is launched."""
+        return self._stopping or self._interrupted
+
     def stop_requested(self) -> None:
-        """Ask every local trial to stop (used on SIGTERM/SIGINT before `shutdown`)."""
+        """Ask every local trial to stop (on SIGTERM/SIGINT, before `shutdown`) and launch none.
+
+        The outcome is set here, with the signal: a trial whose exit a tick sees before
+        `shutdown` runs was stopped, not killed by an unknown hand (it would be FAILED).
+        """
+        self._interrupted = True
         for trial in self.active.values():
+            if trial.outcome is None:
+                trial.outcome = "STOPPED"
+                trial.outcome_reason = "interrupted: its manager was asked to stop"
             trial.process.request_stop()
 
     def _take_over(self, run: TrialRun) -> None:
