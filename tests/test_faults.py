@@ -25,6 +25,9 @@ from tuner.manager import StudyManager
 from tuner.persistence import repository as repo
 from tuner.studies import Backend
 
+#: Pauses and outages measured against lease timeouts: run alone (scripts/test.sh).
+pytestmark = pytest.mark.serial
+
 LONG = ["--train-steps=30", "--eval-every-steps=2", "--step-seconds=0.5"]  # 7.5 s
 
 
