@@ -16,7 +16,7 @@ from pydantic.alias_generators import to_camel
 from api import docs, errors
 from api.event_hub import EventHub
 from api.limits import BodySizeLimit, NestingLimit, StripRootPath
-from api.routes import events, health, metrics, models, studies, trials
+from api.routes import events, health, metrics, models, studies, trials, web
 from api.routes.health import ManagerProblem
 from api.routes.studies import ERRORS
 from tuner import __version__
@@ -94,4 +94,5 @@ def create_app(
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(health.router)
+    web.install(app, API_PREFIX)
     return app

@@ -25,6 +25,7 @@ for _ in $(seq 1 60); do
   kill -0 $server 2>/dev/null || { cat demo-out/server.log; exit 1; }
   sleep 0.5
 done
+echo "watch it in the browser: $TUNER_SERVER/#/studies/house-prices-demo (sign in with the token $TUNER_TOKEN)"
 
 $tuner submit examples/house_prices/spec.yaml
 $tuner watch house-prices-demo

@@ -27,3 +27,21 @@ if [[ ! -f "$stamp" ]]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+
+# The browser tests (tests/test_web.py) and bench/web.py drive Debian's chromium through
+# Playwright (installed above with the dev extra); without a chromium they skip.
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  sudo=""
+  if [[ "$(id -u)" -ne 0 ]] && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    sudo="sudo"
+  fi
+  if command -v apt-get >/dev/null && { [[ "$(id -u)" -eq 0 ]] || [[ -n "$sudo" ]]; }; then
+    echo "installing chromium for the browser tests (apt-get)..." >&2
+    { $sudo apt-get install -y -qq chromium >/dev/null 2>&1 \
+      || { $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null; }; } \
+      || echo "warning: could not install chromium: tests/test_web.py will skip" >&2
+  else
+    echo "note: no chromium found: tests/test_web.py will skip" \
+      "(install it with 'apt-get install chromium', or set TUNER_TEST_CHROMIUM)" >&2
+  fi
+fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fetch the web assets the server ships (Swagger UI, ReDoc) from npm at pinned versions into
-# api/static/vendor/, and check them against api/static/vendor/SHA256SUMS.
+# Fetch the web assets the server ships (Swagger UI, ReDoc, and uPlot for the web UI's charts)
+# from npm at pinned versions into api/static/vendor/, and check them against
+# api/static/vendor/SHA256SUMS.
 # The files are committed, so installing the package never needs Node or the network; this
 # script only reproduces (or, with --update, upgrades) them. Needs `npm`.
 set -euo pipefail
@@ -14,6 +15,9 @@ assets=(
   "swagger-ui-dist@5.35.0 LICENSE swagger-ui.LICENSE"
   "redoc@3.0.1 bundles/redoc.standalone.js redoc.standalone.js"
   "redoc@3.0.1 LICENSE redoc.LICENSE"
+  "uplot@1.6.32 dist/uPlot.iife.min.js uPlot.iife.min.js"
+  "uplot@1.6.32 dist/uPlot.min.css uPlot.min.css"
+  "uplot@1.6.32 LICENSE uPlot.LICENSE"
 )
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -1,0 +1,44 @@
+"""Hyperparameter importances of a study, computed on demand by the server, cached."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.deps import BackendDep, ReadAccess, StudyPath
+from api.routes.studies import ERRORS, _ref
+from api.schemas import ImportancesPublic, ParamImportancePublic
+from tuner import importance
+
+router = APIRouter(prefix="/studies/{study}", tags=["metrics"], responses=ERRORS)
+
+
+@router.get("/importances", response_model=ImportancesPublic, dependencies=[ReadAccess])
+def get_param_importances(
+    study_id: StudyPath,
+    backend: BackendDep,
+    evaluator: Annotated[
+        importance.Evaluator,
+        Query(
+            description="Optuna's evaluator: PED_ANOVA (the default, Optuna's own), FANOVA or "
+            "MEAN_DECREASE_IMPURITY (random forests: these need scikit-learn on the server)."
+        ),
+    ] = "PED_ANOVA",
+) -> ImportancesPublic:
+    """How much each parameter explains the objective, over the COMPLETED trials.
+
+    Evaluated when asked and kept until the study finishes another trial; 409 while fewer than
+    two COMPLETED trials have an objective.
+    """
+    found = importance.param_importances(backend, _ref(study_id), evaluator)
+    return ImportancesPublic(
+        study=found.study,
+        evaluator=found.evaluator,
+        importances=[ParamImportancePublic(param=p, importance=v) for p, v in found.params],
+        trial_count=found.trial_count,
+        finished_trial_count=found.finished_count,
+        computed_at=found.computed_at,
+        cached=found.cached,
+        available_evaluators=list(importance.available_evaluators()),
+    )

@@ -1,0 +1,795 @@
+// One study, live: the summary and actions, the server-sorted leaderboard, eval curves,
+// optimization history, parallel coordinates and importances, all kept current from the
+// study's event stream (refetches are throttled, so a busy study costs a few requests a second).
+
+import { auth, call, follow, get, post, query, studyPath } from "./api.js";
+import { Chart, curvesData, drawParallel, historyData } from "./charts.js";
+import {
+  age, alertBox, badge, duration, h, hide, num, param, replace, scroller, showError, showInfo,
+  throttle, whenVisible,
+} from "./dom.js";
+
+const FINISHED = ["COMPLETED", "PRUNED", "FAILED"];
+const TRIAL_STATES = ["RUNNING", "COMPLETED", "PRUNED", "FAILED", "STOPPED"];
+
+export function studyView(container, { study: name }) {
+  const path = studyPath(name);
+  const s = {
+    study: null,
+    running: new Set(),
+    tags: new Set(),
+    board: { sort: "objective", state: "", filter: "", limit: 50, offset: 0, rows: [], count: 0 },
+    stream: null,
+    streamEnded: false,
+    gone: false,
+  };
+  const cleanups = [];
+  const onGone = (fn) => cleanups.push(fn);
+
+  // -- summary and actions ----------------------------------------------------------------
+  const heading = h("h1", { tabindex: -1 }, name);
+  const live = h("span", { class: "live", role: "status", text: "connecting…" });
+  const summary = h("dl", { class: "summary" });
+  const reason = h("p", { class: "reason", hidden: true });
+  const actionBox = alertBox();
+  const actions = h("div", { class: "actions", "aria-label": "Actions", role: "group" });
+  const specBox = h("pre", { class: "spec" });
+  const pageBox = alertBox();
+
+  async function loadStudy() {
+    try {
+      const before = s.study ? s.study.counts.COMPLETED || 0 : null;
+      s.study = await get(path);
+      if (s.gone) return;
+      hide(pageBox);
+      if (before !== null && (s.study.counts.COMPLETED || 0) !== before) {
+        parallel.refresh();
+        importances.refresh();
+      }
+      renderSummary();
+      if (s.study.state === "RUNNING" && s.streamEnded) startStream();
+    } catch (error) {
+      if (s.gone) return;
+      showError(pageBox, error);
+      if (error.status === 404) stopAll();
+    }
+  }
+  const refreshStudy = throttle(loadStudy, 1000);
+  onGone(refreshStudy.cancel);
+
+  function renderSummary() {
+    const st = s.study;
+    document.title = `${st.name} · estimator-tuner`;
+    replace(heading, st.name, " ", badge(st.state));
+    const finished = FINISHED.reduce((sum, k) => sum + (st.counts[k] || 0), 0);
+    const item = (term, ...value) => h("div", {}, h("dt", { text: term }), h("dd", {}, ...value));
+    const counts = TRIAL_STATES.filter((k) => st.counts[k]).map((k) => `${st.counts[k]} ${k}`).join(", ");
+    replace(
+      summary,
+      item("Objective", `${st.metric} (${st.goal})`),
+      item(
+        "Progress",
+        `${finished} / ${st.maxTrials} finished `,
+        h("progress", { max: st.maxTrials, value: Math.min(finished, st.maxTrials), "aria-label": "trials finished" })
+      ),
+      item("Running", String(st.counts.RUNNING || 0)),
+      item(
+        "Best",
+        st.best
+          ? [num(st.best.objective), " ", h("a", { href: `#${path}/trials/${st.best.number}`, text: `trial #${st.best.number}` }), st.best.bestStep !== null ? ` at step ${num(st.best.bestStep)}` : ""]
+          : "—"
+      ),
+      item("Trials", counts || "none yet"),
+      item("Trainer", st.trainer),
+      item("Created", h("span", { title: st.createdAt, text: age(st.createdAt) }))
+    );
+    reason.hidden = !st.stateReason;
+    reason.textContent = st.stateReason || "";
+    reason.className = st.state === "FAILED" ? "reason bad" : "reason";
+    specBox.textContent = JSON.stringify(st.spec, null, 2);
+    renderActions();
+  }
+
+  function renderActions() {
+    if (!auth.canWrite) {
+      actions.hidden = true;
+      return;
+    }
+    const st = s.study;
+    const running = st.state === "RUNNING";
+    const budget = h("input", {
+      id: "resume-budget",
+      type: "number",
+      min: 1,
+      max: 100000,
+      value: String(st.maxTrials),
+      inputmode: "numeric",
+    });
+    replace(
+      actions,
+      running
+        ? h("button", { type: "button", class: "danger", text: "Stop", onclick: () => act("Stop", () => post(`${path}/stop`)) })
+        : h(
+            "form",
+            {
+              class: "inline",
+              onsubmit: (event) => {
+                event.preventDefault();
+                const max = Number(budget.value);
+                act("Resume", () => post(`${path}/resume`, max && max !== st.maxTrials ? { maxTrials: max } : undefined));
+              },
+            },
+            h("label", { for: "resume-budget", text: "Budget (max trials)" }),
+            budget,
+            h("button", { type: "submit", class: "primary", text: "Resume" })
+          ),
+      st.counts.FAILED
+        ? h("button", { type: "button", text: `Retry ${st.counts.FAILED} failed`, onclick: () => act("Retry failed", () => post(`${path}/retry`)) })
+        : null,
+      h("button", { type: "button", class: "danger", text: "Delete…", onclick: confirmDelete })
+    );
+    actions.hidden = false;
+  }
+
+  async function act(label, work) {
+    hide(actionBox);
+    for (const b of actions.querySelectorAll("button")) b.disabled = true;
+    try {
+      s.study = await work();
+      renderSummary();
+      showInfo(actionBox, `${label}: done. The study is ${s.study.state}.`);
+      if (s.study.state === "RUNNING" && s.streamEnded) startStream();
+      refreshBoard();
+    } catch (error) {
+      showError(actionBox, error);
+      renderActions();
+    }
+  }
+
+  function confirmDelete() {
+    const artifacts = h("input", { type: "checkbox", id: "delete-artifacts" });
+    const dialog = h(
+      "dialog",
+      { class: "confirm", "aria-labelledby": "delete-title" },
+      h(
+        "form",
+        { method: "dialog" },
+        h("h2", { id: "delete-title", text: `Delete study ${name}?` }),
+        h("p", { text: "Its records are deleted; its trial dirs stay unless you tick the box. A study with running trials cannot be deleted: stop it first." }),
+        h("p", {}, artifacts, " ", h("label", { for: "delete-artifacts", text: "also delete its artifacts (checkpoints, exports, logs)" })),
+        h(
+          "div",
+          { class: "row" },
+          h("button", { value: "cancel", text: "Cancel", autofocus: true }),
+          h("button", { value: "delete", class: "danger", text: "Delete" })
+        )
+      )
+    );
+    dialog.addEventListener("close", async () => {
+      const confirmed = dialog.returnValue === "delete";
+      dialog.remove();
+      if (!confirmed) return;
+      try {
+        await call(path + query({ deleteArtifacts: artifacts.checked ? "true" : "" }), { method: "DELETE" });
+        location.hash = "#/";
+      } catch (error) {
+        showError(actionBox, error);
+      }
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+  }
+
+  // -- leaderboard ------------------------------------------------------------------------
+  const boardBox = alertBox();
+  const boardTable = h("table", { class: "grid leaderboard", "aria-label": "Leaderboard" });
+  const boardPager = h("div", { class: "pager" });
+  const stateSelect = h(
+    "select",
+    { id: "board-state", onchange: () => { s.board.state = stateSelect.value; s.board.offset = 0; loadBoard(); } },
+    h("option", { value: "", text: "every state" }),
+    TRIAL_STATES.map((k) => h("option", { value: k, text: k }))
+  );
+  const filterInput = h("input", { id: "board-filter", type: "search", placeholder: "metric:rmse<0.5", spellcheck: "false", "aria-describedby": "board-filter-help" });
+  const sizeSelect = h(
+    "select",
+    { id: "board-size", onchange: () => { s.board.limit = Number(sizeSelect.value); s.board.offset = 0; loadBoard(); } },
+    [25, 50, 100].map((n) => h("option", { value: String(n), text: String(n), selected: n === 50 }))
+  );
+  const boardControls = h(
+    "form",
+    { class: "toolbar", onsubmit: (event) => { event.preventDefault(); s.board.filter = filterInput.value.trim(); s.board.offset = 0; loadBoard(); } },
+    h("label", { for: "board-state", text: "State" }),
+    stateSelect,
+    h("label", { for: "board-filter", text: "Filter" }),
+    filterInput,
+    h("button", { type: "submit", text: "Apply" }),
+    h("label", { for: "board-size", text: "Rows" }),
+    sizeSelect,
+    h("span", { id: "board-filter-help", class: "muted small", text: "e.g. param:lr>=0.001, metric:loss<2, objective<=0.3" })
+  );
+
+  let boardRequest = 0;
+  async function loadBoard() {
+    const b = s.board;
+    const mine = ++boardRequest;
+    try {
+      const page = await get(`${path}/trials`, { sort: b.sort, state: b.state, filter: b.filter, limit: b.limit, offset: b.offset });
+      if (s.gone || mine !== boardRequest) return;
+      hide(boardBox);
+      b.rows = page.data;
+      b.count = page.count;
+      b.loaded = true;
+      if (b.offset > 0 && b.offset >= page.count) {
+        b.offset = Math.max(0, Math.floor((page.count - 1) / b.limit) * b.limit);
+        return loadBoard();
+      }
+      renderBoard();
+      if (page.data.length && !performance.getEntriesByName("leaderboard-painted").length) {
+        performance.mark("leaderboard-rendered");
+        // After the next frame: when the rows are on screen (what bench/web.py times).
+        requestAnimationFrame(() => setTimeout(() => performance.mark("leaderboard-painted")));
+      }
+      for (const row of page.data) if (row.state === "RUNNING") s.running.add(row.number);
+    } catch (error) {
+      if (!s.gone) showError(boardBox, error);
+    }
+  }
+  const refreshBoard = throttle(loadBoard, 1000);
+  onGone(refreshBoard.cancel);
+
+  function paramNames() {
+    return ((s.study && s.study.spec.hyperparameters.params) || []).map((p) => p.parameterName);
+  }
+
+  function sortHeader(label, key, extra = {}) {
+    const b = s.board;
+    const active = b.sort === key || b.sort === `-${key}`;
+    const descending = b.sort === `-${key}`;
+    const ariaSort = active ? (descending ? "descending" : "ascending") : "none";
+    return h(
+      "th",
+      { scope: "col", "aria-sort": ariaSort, ...extra },
+      h(
+        "button",
+        {
+          type: "button",
+          class: "sort",
+          "data-sort": key,
+          title: key === "objective" ? "ascending = best first" : `sort by ${key}`,
+          onclick: () => {
+            b.sort = active && !descending ? `-${key}` : key;
+            b.offset = 0;
+            loadBoard();
+          },
+        },
+        label,
+        h("span", { class: "arrow", "aria-hidden": "true", text: active ? (descending ? " ▼" : " ▲") : "" })
+      )
+    );
+  }
+
+  function renderBoard() {
+    const b = s.board;
+    const names = paramNames();
+    const metric = s.study ? s.study.metric : "objective";
+    const head = h(
+      "thead",
+      {},
+      h(
+        "tr",
+        {},
+        h("th", { scope: "col", text: "#" }),
+        sortHeader("Trial", "number"),
+        sortHeader("State", "state"),
+        sortHeader(metric, "objective", { class: "n" }),
+        h("th", { scope: "col", class: "n", title: `${metric} at the latest eval step`, text: "latest" }),
+        sortHeader("Best step", "bestStep", { class: "n" }),
+        sortHeader("Last step", "lastStep", { class: "n" }),
+        names.map((p) => sortHeader(p, `param:${p}`)),
+        sortHeader("Duration", "duration", { class: "n" }),
+        h("th", { scope: "col", text: "Failure reason" })
+      )
+    );
+    const body = h(
+      "tbody",
+      {},
+      b.rows.length
+        ? b.rows.map((r, i) =>
+            h(
+              "tr",
+              { "data-number": r.number, "data-state": r.state },
+              h("td", { class: "n muted", text: String(b.offset + i + 1) }),
+              h("th", { scope: "row" }, h("a", { href: `#${path}/trials/${r.number}`, text: `#${r.number}` })),
+              h("td", {}, badge(r.state)),
+              h("td", { class: "n", text: num(r.objective) }),
+              h("td", { class: "n muted", text: num(r.lastObjective ?? null) }),
+              h("td", { class: "n", text: num(r.bestStep) }),
+              h("td", { class: "n", text: num(r.lastStep) }),
+              names.map((p) => h("td", { text: p in r.params ? param(r.params[p]) : "—" })),
+              h("td", { class: "n", text: r.state === "RUNNING" ? `${duration((Date.now() - Date.parse(r.startedAt)) / 1000)}…` : duration(r.durationSeconds) }),
+              h("td", { class: "reason-cell", title: r.failureReason || "", text: r.failureReason || "" })
+            )
+          )
+        : h("tr", {}, h("td", { colspan: 9 + names.length, class: "muted", text: b.filter || b.state ? "No trial matches." : "No trial yet: the leaderboard fills as trials start." }))
+    );
+    // A live refresh rebuilds the table: keep the keyboard focus on the same sort button.
+    const focused = boardTable.contains(document.activeElement) ? document.activeElement.dataset.sort : null;
+    replace(boardTable, head, body);
+    if (focused) boardTable.querySelector(`button[data-sort="${CSS.escape(focused)}"]`)?.focus();
+    const last = Math.min(b.offset + b.limit, b.count);
+    replace(
+      boardPager,
+      h("span", { text: b.count ? `${num(b.offset + 1)}–${num(last)} of ${num(b.count)} trials` : "" }),
+      h("button", { type: "button", text: "First", disabled: b.offset === 0, onclick: () => { b.offset = 0; loadBoard(); } }),
+      h("button", { type: "button", text: "Previous", disabled: b.offset === 0, onclick: () => { b.offset = Math.max(0, b.offset - b.limit); loadBoard(); } }),
+      h("button", { type: "button", text: "Next", disabled: last >= b.count, onclick: () => { b.offset += b.limit; loadBoard(); } })
+    );
+  }
+
+  // -- charts -----------------------------------------------------------------------------
+  const curves = curvesPanel(s, path, onGone);
+  const history = historyPanel(s, path, onGone);
+  const parallel = parallelPanel(s, path, onGone);
+  const importances = importancePanel(s, path, onGone);
+
+  // -- the event stream -------------------------------------------------------------------
+  function onEvent({ event, data }) {
+    if (event === "snapshot") {
+      s.running = new Set(data.running || []);
+      // What changed between the first requests and the snapshot (nothing, once it ended).
+      if (data.state === "RUNNING" || (s.study && s.study.state !== data.state)) {
+        refreshStudy();
+        refreshBoard();
+      }
+      curves.runningChanged();
+    } else if (event === "created") {
+      s.running.add(data.number);
+      refreshStudy();
+      refreshBoard();
+      curves.created(data);
+    } else if (event === "eval") {
+      for (const tag of Object.keys(data.metrics || {})) curves.addTag(tag);
+      curves.evaluated(data);
+      refreshBoard();
+    } else if (event === "state") {
+      s.running.delete(data.number);
+      refreshStudy();
+      refreshBoard();
+      curves.ended(data);
+      history.ended(data);
+    } else if (event === "study") {
+      refreshStudy();
+    } else if (event === "end") {
+      refreshStudy();
+    }
+  }
+
+  function startStream() {
+    const after = s.stream ? s.stream.lastId() : null;
+    if (s.stream) s.stream.close();
+    s.streamEnded = false;
+    s.stream = follow(name, {
+      after,
+      onEvent,
+      onStatus: (status) => {
+        if (s.gone) return;
+        s.streamEnded = status === "ended";
+        live.className = `live ${status}`;
+        live.textContent = { live: "● live", reconnecting: "reconnecting…", ended: "not running" }[status];
+      },
+      onError: (error) => {
+        if (s.gone) return;
+        live.className = "live ended";
+        live.textContent = "no live updates";
+        showError(pageBox, error);
+      },
+    });
+  }
+
+  const authChanged = () => s.study && renderActions();
+  window.addEventListener("tuner-auth", authChanged);
+  onGone(() => window.removeEventListener("tuner-auth", authChanged));
+
+  function stopAll() {
+    s.gone = true;
+    if (s.stream) s.stream.close();
+    for (const fn of cleanups) fn();
+  }
+
+  replace(
+    container,
+    h("nav", { class: "crumbs", "aria-label": "Breadcrumbs" }, h("a", { href: "#/", text: "Studies" }), " › ", name),
+    h("div", { class: "title" }, heading, live),
+    pageBox,
+    summary,
+    reason,
+    actions,
+    actionBox,
+    h("details", { class: "spec-box" }, h("summary", { text: "Spec" }), specBox),
+    h(
+      "section",
+      { "aria-labelledby": "board-title" },
+      h("h2", { id: "board-title", text: "Leaderboard" }),
+      boardControls,
+      boardBox,
+      scroller("Leaderboard table", boardTable),
+      boardPager
+    ),
+    h("div", { class: "panels" }, curves.el, history.el, parallel.el, importances.el)
+  );
+  actions.hidden = true;
+  const studyLoaded = loadStudy().then(() => {
+    if (!s.gone && s.board.loaded) renderBoard(); // its parameter columns
+  });
+  // The panels load when scrolled to, once the leaderboard has its height: the first screen
+  // costs the study and one page of the leaderboard, whatever the study's size.
+  Promise.all([studyLoaded, loadBoard()]).then(() => {
+    if (s.gone) return;
+    // The stream after the first paint (its snapshot tells what changed meanwhile).
+    startStream();
+    if (!s.study) return;
+    curves.arm();
+    history.arm();
+    parallel.arm();
+    importances.arm();
+  });
+  return stopAll;
+}
+
+/** Curves of one metric by step: the best N trials (server-sorted) and the running ones. */
+function curvesPanel(s, path, onGone) {
+  const opt = { metric: null, pick: "best:10", running: true, log: false };
+  const trials = new Map();
+  const metricSelect = h("select", { id: "curve-metric", onchange: () => { opt.metric = metricSelect.value; reload(); } });
+  const topSelect = h(
+    "select",
+    { id: "curve-top", onchange: () => { opt.pick = topSelect.value; reload(); } },
+    [5, 10, 20, 50].map((n) => h("option", { value: `best:${n}`, text: `best ${n}`, selected: n === 10 })),
+    [10, 20, 50].map((n) => h("option", { value: `latest:${n}`, text: `latest ${n} (failed too)` }))
+  );
+  const runningBox = h("input", { id: "curve-running", type: "checkbox", checked: true, onchange: () => { opt.running = runningBox.checked; reload(); } });
+  const logBox = h("input", { id: "curve-log", type: "checkbox", onchange: () => { opt.log = logBox.checked; draw(); } });
+  const box = alertBox();
+  const note = h("p", { class: "muted small" });
+  const holder = h("div", { class: "chart-holder" });
+  const el = h(
+    "section",
+    { class: "panel wide", "aria-labelledby": "curves-title" },
+    h("h2", { id: "curves-title", text: "Eval curves" }),
+    h(
+      "div",
+      { class: "toolbar" },
+      h("label", { for: "curve-metric", text: "Metric" }),
+      metricSelect,
+      h("label", { for: "curve-top", text: "Trials" }),
+      topSelect,
+      h("span", {}, runningBox, h("label", { for: "curve-running", text: " and running" })),
+      h("span", {}, logBox, h("label", { for: "curve-log", text: " log scale" }))
+    ),
+    box,
+    holder,
+    note
+  );
+  const chart = new Chart(holder, { height: 300, label: "Eval curves" });
+  holder.firstChild.dataset.chart = "curves";
+  onGone(() => chart.destroy());
+  let started = false;
+
+  function addTag(tag) {
+    if (s.tags.has(tag)) return;
+    s.tags.add(tag);
+    const tags = [...s.tags].sort();
+    replace(metricSelect, tags.map((t) => h("option", { value: t, text: t, selected: t === opt.metric })));
+  }
+
+  async function start() {
+    if (started || !s.study) return;
+    started = true;
+    opt.metric = s.study.metric;
+    addTag(opt.metric);
+    // The tags a trial wrote: from the best trial (or else the leaderboard's first row).
+    const first = s.study.best ? s.study.best.number : s.board.rows.find((r) => r.lastStep !== null)?.number;
+    if (first !== undefined) {
+      get(`${path}/trials/${first}`).then((detail) => {
+        for (const step of detail.steps) for (const tag of Object.keys(step.metrics)) addTag(tag);
+      }).catch(() => {});
+    }
+    reload();
+  }
+
+  let request = 0;
+  async function reload() {
+    const mine = ++request;
+    try {
+      const [how, n] = opt.pick.split(":");
+      const top = await get(`${path}/trials`, { sort: how === "latest" ? "-number" : "objective", limit: Number(n) });
+      const rows = new Map(top.data.map((r) => [r.number, r]));
+      if (opt.running) for (const n of s.running) if (!rows.has(n)) rows.set(n, { number: n, state: "RUNNING", bestStep: null });
+      const numbers = [...rows.keys()];
+      const found = numbers.length
+        ? await get(`${path}/metrics/${encodeURIComponent(opt.metric)}/history`, { trials: numbers, limit: Math.min(500, numbers.length), maxPoints: 500 })
+        : { data: [] };
+      if (s.gone || mine !== request) return;
+      hide(box);
+      trials.clear();
+      for (const n of numbers) {
+        const row = rows.get(n);
+        trials.set(n, { number: n, state: row.state, bestStep: row.bestStep, evalName: null, points: new Map() });
+      }
+      for (const item of found.data) {
+        const t = trials.get(item.number);
+        if (!t) continue;
+        t.state = item.state;
+        t.evalName = item.evalName;
+        for (const p of item.points) if (p.value !== null) t.points.set(p.step, p.value);
+      }
+      draw();
+    } catch (error) {
+      if (!s.gone) showError(box, error);
+    }
+  }
+  const refresh = throttle(reload, 3000);
+  onGone(refresh.cancel);
+  const redraw = throttle(draw, 250);
+  onGone(redraw.cancel);
+
+  function draw() {
+    const shown = [...trials.values()].filter((t) => t.points.size).sort((a, b) => a.number - b.number);
+    const points = shown.reduce((sum, t) => sum + t.points.size, 0);
+    const holderChart = holder.firstChild;
+    holderChart.dataset.points = String(points);
+    holderChart.dataset.trials = shown.map((t) => `${t.number}:${t.state}`).join(" ");
+    if (!shown.length) {
+      chart.destroyPlot();
+      chart.key = "";
+      note.textContent = `No ${opt.metric} value yet: curves appear as evals are written.`;
+      return;
+    }
+    const positive = shown.every((t) => [...t.points.values()].every((v) => v > 0));
+    const { opts, data, key } = curvesData(shown, { metric: opt.metric, logScale: opt.log && positive });
+    chart.update(opts, data, key);
+    chart.label(`Eval curves of ${opt.metric} by global step for ${shown.length} trials`);
+    note.textContent = "Dashed: PRUNED · dotted: FAILED · dash-dot: STOPPED · ringed: each trial's best step (its kept checkpoint). Click a legend entry to hide a trial.";
+  }
+
+  function evaluated(data) {
+    let t = trials.get(data.number);
+    if (!t && opt.running && started && s.running.has(data.number)) {
+      t = { number: data.number, state: "RUNNING", bestStep: null, evalName: null, points: new Map() };
+      trials.set(data.number, t);
+    }
+    if (!t || !data.metrics || !(opt.metric in data.metrics)) return;
+    if (t.evalName && data.evalName !== t.evalName) return;
+    t.evalName = data.evalName;
+    const value = data.metrics[opt.metric];
+    if (value !== null) t.points.set(data.step, value);
+    if (opt.metric === s.study.metric && t.state === "RUNNING") t.bestStep = bestOf(t, s.study);
+    redraw();
+  }
+
+  return {
+    el,
+    arm: () => onGone(whenVisible(el, start)),
+    addTag,
+    evaluated,
+    created: () => {},
+    runningChanged: () => { if (started) refresh(); },
+    ended(data) {
+      const t = trials.get(data.number);
+      if (t) {
+        t.state = data.state;
+        redraw();
+      }
+      refresh();
+    },
+  };
+}
+
+function bestOf(trial, study) {
+  if (study.spec.objective === "final") return Math.max(...trial.points.keys());
+  let best = null;
+  for (const [step, value] of trial.points) {
+    const better = best === null || (study.goal === "MAXIMIZE" ? value > best[1] : value < best[1]);
+    if (better) best = [step, value];
+  }
+  return best ? best[0] : null;
+}
+
+/** Objective by trial number with the best so far: the first trials by number, a page at a time. */
+function historyPanel(s, path, onGone) {
+  const PAGE = 500;
+  let cap = PAGE;
+  const rows = new Map();
+  let count = 0;
+  const box = alertBox();
+  const note = h("p", { class: "muted small" });
+  const more = h("button", { type: "button", hidden: true, text: "Load more trials", onclick: () => { cap += PAGE; load(); } });
+  const holder = h("div", { class: "chart-holder" });
+  const el = h(
+    "section",
+    { class: "panel", "aria-labelledby": "history-title" },
+    h("h2", { id: "history-title", text: "Optimization history" }),
+    box,
+    holder,
+    h("div", { class: "row" }, note, more)
+  );
+  const chart = new Chart(holder, { height: 260, label: "Optimization history" });
+  onGone(() => chart.destroy());
+  let loaded = false;
+
+  async function load() {
+    try {
+      for (let offset = 0; offset < cap; offset += PAGE) {
+        const page = await get(`${path}/trials`, { sort: "number", state: ["COMPLETED", "PRUNED"], limit: PAGE, offset });
+        if (s.gone) return;
+        count = page.count;
+        for (const r of page.data) rows.set(r.number, r);
+        if (offset + PAGE >= page.count) break;
+      }
+      loaded = true;
+      hide(box);
+      draw();
+    } catch (error) {
+      if (!s.gone) showError(box, error);
+    }
+  }
+
+  function draw() {
+    if (!s.study) return;
+    const shown = [...rows.values()].filter((r) => r.objective !== null);
+    if (!shown.length) {
+      chart.destroyPlot();
+      chart.key = "";
+      note.textContent = "No finished trial with an objective yet.";
+      more.hidden = true;
+      return;
+    }
+    const { opts, data, key } = historyData(shown, { metric: s.study.metric, goal: s.study.goal });
+    chart.update(opts, data, key);
+    chart.label(`Optimization history: ${s.study.metric} of ${shown.length} finished trials by number, with the best so far`);
+    note.textContent = rows.size < count ? `The first ${num(rows.size)} of ${num(count)} finished trials by number.` : `${num(count)} finished trials.`;
+    more.hidden = rows.size >= count;
+  }
+  const redraw = throttle(draw, 1000);
+  onGone(redraw.cancel);
+
+  return {
+    el,
+    arm: () => onGone(whenVisible(el, load)),
+    async ended(data) {
+      if (!loaded || !["COMPLETED", "PRUNED"].includes(data.state)) return;
+      try {
+        const detail = await get(`${path}/trials/${data.number}`);
+        if (s.gone) return;
+        rows.set(detail.number, detail);
+        count = Math.max(count, rows.size);
+        redraw();
+      } catch {
+        // shown at the next full load
+      }
+    },
+  };
+}
+
+/** Parallel coordinates of the best K COMPLETED trials. */
+function parallelPanel(s, path, onGone) {
+  let top = 100;
+  let rows = [];
+  const box = alertBox();
+  const note = h("p", { class: "muted small" });
+  const canvas = h("canvas", { role: "img", "aria-label": "Parallel coordinates" });
+  const holder = h("div", { class: "chart-holder" }, canvas);
+  const select = h(
+    "select",
+    { id: "parallel-top", onchange: () => { top = Number(select.value); load(); } },
+    [50, 100, 200, 500].map((n) => h("option", { value: String(n), text: `best ${n}`, selected: n === top }))
+  );
+  const el = h(
+    "section",
+    { class: "panel", "aria-labelledby": "parallel-title" },
+    h("h2", { id: "parallel-title", text: "Parameters against the objective" }),
+    h("div", { class: "toolbar" }, h("label", { for: "parallel-top", text: "COMPLETED trials" }), select),
+    box,
+    holder,
+    note
+  );
+  let visible = false;
+
+  async function load() {
+    try {
+      const page = await get(`${path}/trials`, { sort: "objective", state: "COMPLETED", limit: top });
+      if (s.gone) return;
+      rows = page.data;
+      hide(box);
+      draw();
+    } catch (error) {
+      if (!s.gone) showError(box, error);
+    }
+  }
+
+  function draw() {
+    if (!s.study || !visible) return;
+    const params = s.study.spec.hyperparameters.params;
+    if (!rows.length) {
+      canvas.hidden = true;
+      note.textContent = "No COMPLETED trial yet.";
+      return;
+    }
+    canvas.hidden = false;
+    drawParallel(canvas, { params, rows, metric: s.study.metric, goal: s.study.goal });
+    canvas.setAttribute("aria-label", `Parallel coordinates: ${params.map((p) => p.parameterName).join(", ")} against ${s.study.metric} for the ${rows.length} best COMPLETED trials`);
+    note.textContent = `One line per trial, the ${rows.length} best; darker is better, the best is thickest.`;
+  }
+  const refresh = throttle(() => visible && load(), 5000);
+  onGone(refresh.cancel);
+  const resize = new ResizeObserver(() => draw());
+  resize.observe(holder);
+  onGone(() => resize.disconnect());
+  return { el, refresh, arm: () => onGone(whenVisible(el, () => { visible = true; load(); })) };
+}
+
+/** Importances from the server (Optuna's evaluators), asked again when trials finish. */
+function importancePanel(s, path, onGone) {
+  let evaluator = "PED_ANOVA";
+  const box = alertBox();
+  const list = h("ol", { class: "bars", "aria-label": "Importances" });
+  const note = h("p", { class: "muted small" });
+  const select = h(
+    "select",
+    { id: "importance-evaluator", onchange: () => { evaluator = select.value; load(); } },
+    h("option", { value: "PED_ANOVA", text: "PED-ANOVA" })
+  );
+  const el = h(
+    "section",
+    { class: "panel", "aria-labelledby": "importance-title" },
+    h("h2", { id: "importance-title", text: "Hyperparameter importances" }),
+    h("div", { class: "toolbar" }, h("label", { for: "importance-evaluator", text: "Evaluator" }), select),
+    box,
+    list,
+    note
+  );
+  let visible = false;
+  const NAMES = { PED_ANOVA: "PED-ANOVA", FANOVA: "fANOVA", MEAN_DECREASE_IMPURITY: "mean decrease impurity" };
+
+  async function load() {
+    if (s.study && (s.study.counts.COMPLETED || 0) < 2) {
+      // The server would answer 409: say so without asking.
+      note.textContent = "Importances need at least 2 COMPLETED trials.";
+      return;
+    }
+    try {
+      const found = await get(`${path}/importances`, { evaluator });
+      if (s.gone) return;
+      hide(box);
+      replace(select, found.availableEvaluators.map((e) => h("option", { value: e, text: NAMES[e] || e, selected: e === evaluator })));
+      replace(
+        list,
+        found.importances.map((item) => {
+          const bar = h("span", { class: "fill" });
+          bar.style.width = `${(item.importance * 100).toFixed(1)}%`;
+          return h(
+            "li",
+            {},
+            h("span", { class: "name", text: item.param }),
+            h("span", { class: "bar", "aria-hidden": "true" }, bar),
+            h("span", { class: "value", text: `${(item.importance * 100).toFixed(1)}%` })
+          );
+        })
+      );
+      note.textContent = `${NAMES[found.evaluator] || found.evaluator} (optuna.importance) over ${found.trialCount} COMPLETED trials; recomputed when a trial finishes.`;
+    } catch (error) {
+      if (s.gone) return;
+      list.replaceChildren();
+      if (error.code === "STUDY_STATE_CONFLICT") {
+        hide(box);
+        note.textContent = error.message;
+      } else {
+        showError(box, error);
+      }
+    }
+  }
+  const refresh = throttle(() => visible && load(), 5000);
+  onGone(refresh.cancel);
+  return { el, refresh, arm: () => onGone(whenVisible(el, () => { visible = true; load(); })) };
+}

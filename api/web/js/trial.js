@@ -1,0 +1,255 @@
+// One trial: params as the trainer received them, every metric of every eval step (curves and
+// a table), the kept checkpoint and exports with downloads, and the log followed while it runs.
+
+import { call, download, follow, get, query, studyPath } from "./api.js";
+import { Chart, curvesData } from "./charts.js";
+import { alertBox, badge, bytes, duration, h, hide, num, param, replace, scroller, showError, showInfo, throttle, time } from "./dom.js";
+
+const LOG_BYTES = 64 * 1024;
+const LOG_LINES = 2000;
+
+export function trialView(container, { study, number }) {
+  const path = `${studyPath(study)}/trials/${number}`;
+  let detail = null;
+  let gone = false;
+  let missing = false;
+  let stream = null;
+  const charts = [];
+
+  const heading = h("h1", { tabindex: -1 }, `Trial #${number}`);
+  const pageBox = alertBox();
+  const summary = h("dl", { class: "summary" });
+  const failure = h("section", { class: "failure", hidden: true, "aria-labelledby": "failure-title" });
+  const params = h("section", { class: "panel", "aria-labelledby": "params-title" });
+  const artifacts = h("section", { class: "panel", "aria-labelledby": "artifacts-title" });
+  const curves = h("div", { class: "small-multiples" });
+  const metricsTable = h("div");
+  const downloadBox = alertBox();
+  const logBox = h("pre", { class: "log", role: "log", tabindex: 0, "aria-label": "Log" });
+  const logNote = h("p", { class: "muted small" });
+
+  async function load() {
+    try {
+      detail = await get(path);
+      if (gone) return;
+      hide(pageBox);
+      render();
+    } catch (error) {
+      if (gone) return;
+      showError(pageBox, error);
+      missing = error.status === 404;
+    }
+  }
+  const refresh = throttle(load, 1000);
+
+  function render() {
+    const d = detail;
+    document.title = `${study} #${number} · estimator-tuner`;
+    replace(heading, `Trial #${number} `, badge(d.state));
+    const item = (term, ...value) => h("div", {}, h("dt", { text: term }), h("dd", {}, ...value));
+    replace(
+      summary,
+      item("Objective", num(d.objective)),
+      item("Best step", num(d.bestStep)),
+      item("Last step", num(d.lastStep)),
+      item("Started", time(d.startedAt)),
+      item("Ended", d.endedAt ? time(d.endedAt) : "running"),
+      item("Duration", d.state === "RUNNING" ? `${duration((Date.now() - Date.parse(d.startedAt)) / 1000)}…` : duration(d.durationSeconds)),
+      item("Exit code", d.exitCode === null ? "—" : String(d.exitCode)),
+      item("Worker", d.worker || "—")
+    );
+    failure.hidden = !d.failureReason && !d.problems.length;
+    replace(
+      failure,
+      h("h2", { id: "failure-title", text: d.state === "STOPPED" ? "Why it stopped" : "Why it failed" }),
+      d.failureReason ? h("pre", { class: "reason", text: d.failureReason }) : null,
+      d.problems.length ? h("ul", {}, d.problems.map((p) => h("li", { text: p }))) : null
+    );
+    replace(
+      params,
+      h("h2", { id: "params-title", text: "Params" }),
+      h("p", { class: "muted small", text: "As the trainer received them (--name=value)." }),
+      h(
+        "table",
+        { class: "grid", "aria-label": "Params" },
+        h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "Parameter" }), h("th", { scope: "col", text: "Value" }))),
+        h("tbody", {}, Object.entries(d.params).map(([k, v]) => h("tr", {}, h("th", { scope: "row", text: k }), h("td", { text: param(v) }))))
+      )
+    );
+    renderArtifacts();
+    renderMetrics();
+  }
+
+  function renderArtifacts() {
+    const d = detail;
+    const kept = d.checkpoints.find((c) => c.step === d.bestStep);
+    const exported = d.exports.filter((e) => e.step === d.bestStep);
+    const button = (label, what, enabled, why) =>
+      h("button", {
+        type: "button",
+        class: "primary",
+        disabled: !enabled,
+        title: enabled ? "" : why,
+        text: label,
+        onclick: async (event) => {
+          const b = event.currentTarget;
+          b.disabled = true;
+          hide(downloadBox);
+          try {
+            const saved = await download(`${path}/${what}`, `${study}-trial${number}-${what}.tar.gz`, (done, total) => {
+              showInfo(downloadBox, `Downloading ${bytes(done)}${total ? ` of ${bytes(total)}` : ""}…`);
+            });
+            showInfo(downloadBox, `Saved ${saved.name} (${bytes(saved.size)}).`);
+          } catch (error) {
+            showError(downloadBox, error);
+          } finally {
+            b.disabled = false;
+          }
+        },
+      });
+    replace(
+      artifacts,
+      h("h2", { id: "artifacts-title", text: "Kept checkpoint and exports" }),
+      h(
+        "div",
+        { class: "row" },
+        button(`Download SavedModel${d.bestStep !== null ? ` (step ${num(d.bestStep)})` : ""}`, "model", exported.length > 0, "no SavedModel export of the best step"),
+        button(`Download checkpoint${kept ? ` (step ${num(kept.step)})` : ""}`, "checkpoint", Boolean(kept), "no kept checkpoint of the best step")
+      ),
+      downloadBox,
+      h("h3", { text: "Checkpoint" }),
+      d.checkpoints.length
+        ? h("ul", {}, d.checkpoints.map((c) => h("li", {}, `step ${num(c.step)}: `, h("code", { text: c.path }))))
+        : h("p", { class: "muted", text: "None kept (yet)." }),
+      h("h3", { text: "Exports" }),
+      d.exports.length
+        ? h(
+            "ul",
+            {},
+            d.exports.map((e) =>
+              h("li", {}, `${e.exporter}/${e.version}, step ${num(e.step)}${e.matchedBy ? ` (matched by ${e.matchedBy})` : ""}: `, h("code", { text: e.path }))
+            )
+          )
+        : h("p", { class: "muted", text: "None." })
+    );
+  }
+
+  function renderMetrics() {
+    const d = detail;
+    const tags = [...new Set(d.steps.flatMap((st) => Object.keys(st.metrics)))].sort();
+    const evalNames = [...new Set(d.steps.map((st) => st.evalName))];
+    for (const c of charts.splice(0)) c.destroy();
+    curves.replaceChildren();
+    for (const tag of tags) {
+      const holder = h("div", { class: "chart-holder" });
+      const figure = h("figure", { class: "panel" }, h("figcaption", { text: tag }), holder);
+      curves.append(figure);
+      const series = evalNames
+        .map((name, i) => {
+          const points = new Map();
+          for (const st of d.steps) if (st.evalName === name && st.metrics[tag] !== null && st.metrics[tag] !== undefined) points.set(st.step, st.metrics[tag]);
+          return { number: i, state: d.state === "RUNNING" ? "RUNNING" : "COMPLETED", bestStep: d.bestStep, points, label: name };
+        })
+        .filter((t) => t.points.size);
+      if (!series.length) continue;
+      const chart = new Chart(holder, { height: 200, label: `${tag} by global step` });
+      const { opts, data, key } = curvesData(series, { metric: tag });
+      opts.series.forEach((one, i) => {
+        if (i > 0) one.label = series[i - 1].label;
+      });
+      chart.update(opts, data, key);
+      charts.push(chart);
+    }
+    if (!tags.length) curves.append(h("p", { class: "muted", text: "No eval written yet." }));
+    const table = h(
+      "table",
+      { class: "grid", "aria-label": "Metrics by eval step" },
+      h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "Eval dir" }), h("th", { scope: "col", class: "n", text: "Step" }), tags.map((t) => h("th", { scope: "col", class: "n", text: t })), h("th", { scope: "col", text: "Written" }))),
+      h(
+        "tbody",
+        {},
+        d.steps.map((st) =>
+          h(
+            "tr",
+            { class: st.step === d.bestStep ? "best" : "" },
+            h("td", { text: st.evalName }),
+            h("th", { scope: "row", class: "n", text: `${num(st.step)}${st.step === d.bestStep ? " ★" : ""}`, title: st.step === d.bestStep ? "best step" : "" }),
+            tags.map((t) => h("td", { class: "n", text: num(st.metrics[t] ?? null) })),
+            h("td", { text: new Date(st.wallTime * 1000).toLocaleTimeString() })
+          )
+        )
+      )
+    );
+    replace(metricsTable, scroller("Metrics table", table));
+  }
+
+  // -- the log, followed from a byte offset while the trial runs --------------------------
+  let logOffset = null;
+  let logTimer = null;
+  let logText = "";
+
+  async function readLog() {
+    clearTimeout(logTimer);
+    try {
+      if (logOffset === null) {
+        const sized = await call(`${path}/log${query({ offset: "4611686018427387904" })}`, { raw: true });
+        await sized.text();
+        const size = Number(sized.headers.get("X-Log-Size")) || 0;
+        logOffset = Math.max(0, size - LOG_BYTES);
+      }
+      const response = await call(`${path}/log${query({ offset: logOffset })}`, { raw: true });
+      const chunk = await response.text();
+      if (gone) return;
+      const size = Number(response.headers.get("X-Log-Size"));
+      const startsMidLine = logText === "" && logOffset > 0;
+      logOffset = Number.isFinite(size) ? Math.max(logOffset, size) : logOffset + new TextEncoder().encode(chunk).length;
+      let text = chunk;
+      if (startsMidLine) text = text.slice(text.indexOf("\n") + 1);
+      if (text) appendLog(text);
+      // New output while it runs: the trial moved on (events may lag behind a busy server).
+      if (chunk && detail && detail.state === "RUNNING") refresh();
+      logNote.textContent = detail && detail.state === "RUNNING" ? "Following the log while the trial runs." : `The last ${bytes(Math.min(LOG_BYTES, logOffset))} of the log.`;
+    } catch (error) {
+      if (gone) return;
+      logNote.textContent = error.code === "ARTIFACT_NOT_FOUND" ? "No log yet." : error.message;
+    }
+    if (!gone && !missing && (!detail || detail.state === "RUNNING")) logTimer = setTimeout(readLog, 1500);
+  }
+
+  function appendLog(text) {
+    const atBottom = logBox.scrollTop + logBox.clientHeight >= logBox.scrollHeight - 8;
+    logText += text;
+    const lines = logText.split("\n");
+    if (lines.length > LOG_LINES) logText = lines.slice(-LOG_LINES).join("\n");
+    logBox.textContent = logText;
+    if (atBottom) logBox.scrollTop = logBox.scrollHeight;
+  }
+
+  replace(
+    container,
+    h("nav", { class: "crumbs", "aria-label": "Breadcrumbs" }, h("a", { href: "#/", text: "Studies" }), " › ", h("a", { href: `#${studyPath(study)}`, text: study }), " › ", `trial #${number}`),
+    heading,
+    pageBox,
+    summary,
+    failure,
+    h("div", { class: "panels" }, params, artifacts),
+    h("section", { "aria-labelledby": "metrics-title" }, h("h2", { id: "metrics-title", text: "Metrics by eval step" }), curves, metricsTable),
+    h("section", { "aria-labelledby": "log-title" }, h("h2", { id: "log-title", text: "Log" }), logNote, logBox)
+  );
+  load().then(readLog);
+  stream = follow(study, {
+    onEvent: ({ event, data }) => {
+      if (data && data.number === number && (event === "eval" || event === "state")) {
+        refresh();
+        if (event === "state") setTimeout(readLog, 500);
+      }
+    },
+  });
+  return () => {
+    gone = true;
+    refresh.cancel();
+    clearTimeout(logTimer);
+    stream.close();
+    for (const c of charts) c.destroy();
+  };
+}
