@@ -257,6 +257,7 @@ class TrialDetailPublic(TrialRowPublic):
 
 class BestPublic(Public):
     study: str
+    metric: str = Field(default="", description="The objective metric's tag.")
     number: int
     state: str
     params: dict[str, Any]
@@ -271,6 +272,7 @@ class BestPublic(Public):
         assert best.run.number is not None
         return cls(
             study=best.study.name,
+            metric=best.study.spec.metric_tag,
             number=best.run.number,
             state=best.run.state,
             params=best.run.params,

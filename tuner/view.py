@@ -243,7 +243,7 @@ def best_view(best: BestPublic, artifact_root: str | None) -> Text:
     lines = [
         f"study       {best.study}",
         f"best trial  {best.number}",
-        f"objective   {fmt_value(best.objective)}",
+        f"objective   {best.metric + '=' if best.metric else ''}{fmt_value(best.objective)}",
         f"best step   {best.step}",
         f"params      {fmt_params(best.params)}",
     ]
