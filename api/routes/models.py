@@ -19,9 +19,10 @@ from api.schemas import BestPublic, ErrorResponse
 from tuner import studies as study_ops
 from tuner.archives import checkpoint_archive, export_archive
 from tuner.artifacts import ArtifactStore, checkpoint_files
-from tuner.entities import Checkpoint, Export
+from tuner.entities import Checkpoint, Export, Study, TrialDetail
 from tuner.errors import ArtifactNotFoundError
 from tuner.persistence import repository as repo
+from tuner.studies import Backend
 
 router = APIRouter(prefix="/studies/{study}", tags=["models"], responses=ERRORS)
 _GZIP: dict[str, Any] = {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}
@@ -124,9 +125,7 @@ def download_trial_model(
     if_range: IfRangeHeader = None,
 ) -> ArchiveResponse:
     """The SavedModel of this trial's best eval step."""
-    with backend.db.session() as session:  # closed before the archive is built
-        study = repo.get_study(session, _ref(study_id))
-        detail = repo.trial_detail(session, study, number)
+    study, detail = _trial(backend, study_id, number)
     matching = [e for e in detail.exports if e.step == detail.best_step]
     export = matching[-1] if matching else None
     others = [e for e in detail.exports if e is not export]
@@ -155,12 +154,17 @@ def download_trial_checkpoint(
     if_range: IfRangeHeader = None,
 ) -> ArchiveResponse:
     """The kept checkpoint of this trial's best eval step (under `checkpoint/`)."""
-    with backend.db.session() as session:  # closed before the archive is built
-        study = repo.get_study(session, _ref(study_id))
-        detail = repo.trial_detail(session, study, number)
+    study, detail = _trial(backend, study_id, number)
     kept = next((c for c in detail.checkpoints if c.step == detail.best_step), None)
     download = _checkpoint_download(store, kept, study.name, number)
     return archive_response(download, range_header=range_header, if_range=if_range)
+
+
+def _trial(backend: Backend, study_id: str, number: int) -> tuple[Study, TrialDetail]:
+    """The trial's rows, read in a session closed before any archive is built."""
+    with backend.db.session() as session:
+        study = repo.get_study(session, _ref(study_id))
+        return study, repo.trial_detail(session, study, number)
 
 
 def _export_download(
