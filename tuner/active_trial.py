@@ -8,10 +8,11 @@ from pathlib import Path
 
 from tuner.artifacts import TrialPaths
 from tuner.entities import Lease, Observation, Study
-from tuner.execution import TrialProcess
+from tuner.execution import TrialCommand, TrialProcess
 from tuner.metrics import CheckpointPathValue, ScalarValue
 from tuner.outputs import TrialOutputs
 from tuner.spec import StudySpec
+from tuner.warm_starts import ParentKey
 
 __all__ = ["ActiveTrial", "KeptCheckpoint"]
 
@@ -64,6 +65,14 @@ class ActiveTrial:
     decision: tuple[str, str | None, float | None, list[str]] | None = None
     #: Writes of the outcome already done (so a retried `_finish` does them once).
     recorded: set[str] = field(default_factory=set)
+    #: Whether any value was read from its files (a warm start that failed before: retried).
+    values_read: bool = False
+    #: The preloading parent it forks from (None: its trainer starts cold).
+    warm_key: ParentKey | None = None
+    #: What it was started with (a warm start that failed is run again cold with it).
+    command: TrialCommand | None = None
+    #: How its warm start ended, when it was run again cold after it.
+    warm_failure: str | None = None
 
     @property
     def spec(self) -> StudySpec:

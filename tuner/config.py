@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     trial_max_seconds: float | None = Field(
         default=None, gt=0, description="Default per-trial deadline (a spec's own wins)."
     )
+    warm_starts: bool = Field(
+        default=True,
+        description="Fork trials of trainers with `preload` from a preloading parent.",
+    )
     log_tail_lines: int = Field(default=20, ge=1, description="Log lines kept in a failure reason.")
     public_reads: bool = Field(
         default=False, description="Serve GET endpoints without a token (writes still need one)."

@@ -14,10 +14,10 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tuner.hypertune import METRIC_FILE
 from tuner.layout import VERTEX_MODEL_DIR
@@ -73,11 +73,57 @@ def cloud_ml_environment(output_dir: Path, *, trial_number: int, job_id: str) ->
     }
 
 
+class ChildProcess(Protocol):
+    """What a trial's process must answer: `subprocess.Popen`, or an adopted child."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+class AdoptedChild:
+    """A child this process did not fork itself (a warm trial, re-parented to it as a child
+    subreaper): waited for by pid, with the same exit codes as `Popen` (negative: a signal)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                waited, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                # Reaped elsewhere: its status is lost; it is gone all the same.
+                self.returncode = -signal.SIGKILL
+                return self.returncode
+            if waited:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if end is not None and time.monotonic() >= end:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
+            time.sleep(0.01)
+        assert self.returncode is not None
+        return self.returncode
+
+
 class TrialProcess:
     """A running trial: its own process group, stopped with SIGTERM then SIGKILL."""
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+    def __init__(self, popen: ChildProcess, *, warm: bool = False) -> None:
         self._popen = popen
+        #: Whether it was forked from a preloading parent (`tuner.warm_starts`).
+        self.warm = warm
         self.stop_requested_at: float | None = None
         self.killed = False
         self._exit_fd: int | None = None
@@ -96,6 +142,11 @@ class TrialProcess:
                 start_new_session=True,
             )
         return cls(popen)
+
+    @classmethod
+    def adopt(cls, pid: int) -> TrialProcess:
+        """A warm trial: a child of this process by re-parenting, not by its own fork."""
+        return cls(AdoptedChild(pid), warm=True)
 
     @property
     def pid(self) -> int:
@@ -159,9 +210,10 @@ class TrialProcess:
             self.poll()
 
 
-def wait_for_exit(processes: list[TrialProcess], timeout: float) -> None:
-    """Sleep up to `timeout` seconds, waking as soon as one of `processes` exits."""
-    fds = [fd for fd in (p.exit_fd() for p in processes) if fd is not None]
+def wait_for_exit(processes: list[TrialProcess], timeout: float, also: Sequence[int] = ()) -> None:
+    """Sleep up to `timeout` seconds, waking as soon as one of `processes` exits (or one of
+    the file descriptors `also` becomes readable)."""
+    fds = [fd for fd in (p.exit_fd() for p in processes) if fd is not None] + list(also)
     if not fds:
         time.sleep(timeout)
         return

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import logging
 import os
+import shutil
 import signal
 import socket
 import time
@@ -41,6 +42,7 @@ from tuner.config import Settings
 from tuner.entities import Lease, Observation, Study, TrialRun
 from tuner.errors import ArtifactNotFoundError, LeaseLostError, TrialTakenError, TunerError
 from tuner.execution import (
+    TrialCommand,
     TrialProcess,
     build_command,
     describe_exit,
@@ -49,6 +51,7 @@ from tuner.execution import (
     tail_lines,
     wait_for_exit,
 )
+from tuner.hparams import HPARAMS_DIR
 from tuner.infrastructure import artifact_store_problem, is_infrastructure
 from tuner.leases import StalenessJudge, WorkerId, fence_after, heartbeat_every, new_worker_id
 from tuner.metrics import CheckpointPathValue
@@ -64,8 +67,9 @@ from tuner.studies import (
     release_stale_trial_ids,
     tell,
 )
-from tuner.trainers import TrainerRegistry
+from tuner.trainers import Trainer, TrainerRegistry
 from tuner.verdict import decide, final_problems, limit_reached
+from tuner.warm_starts import ParentKey, WarmStartError, WarmStarts, reap_orphans
 from tuner.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
@@ -76,6 +80,14 @@ BACKOFF_MAX = 60.0
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _writes_to(pid: int, log_path: Path) -> bool:
+    """Whether a process's stdout is that log (a warm trial's command line is its parent's)."""
+    try:
+        return Path(os.readlink(f"/proc/{pid}/fd/1")) == log_path
+    except OSError:
+        return False
 
 
 def default_worker_id() -> str:
@@ -119,6 +131,7 @@ class StudyManager:
         self.worker_id = worker_id or default_worker_id()
         self.listener = listener
         self.store = ArtifactStore(settings.artifact_root)
+        self.warm = WarmStarts(self.store.root / ".warm", enabled=settings.warm_starts)
         self.active: dict[int, ActiveTrial] = {}
         #: Claims cut short by a database error: (run id, study, Optuna trial number or None).
         self._abandoned: list[tuple[int, Study, int | None]] = []
@@ -155,7 +168,9 @@ class StudyManager:
                     break
                 # Wakes early when a trial exits, so the next one starts at once.
                 wait_for_exit(
-                    [t.process for t in self.active.values()], self.settings.poll_interval
+                    [t.process for t in self.active.values()],
+                    self.settings.poll_interval,
+                    also=self.warm.wake_fds(),
                 )
         finally:
             self.shutdown()
@@ -171,6 +186,7 @@ class StudyManager:
             self._clean_abandoned()
             for trial in list(self.active.values()):
                 self._service_isolated(trial)
+            reap_orphans(self.warm.orphan_groups)
             running, counts = self.db.run(self._running_studies_and_counts)
             self.judge.database_answered(time.monotonic())
             self._stop_trials_of_inactive_studies(running)
@@ -273,6 +289,7 @@ class StudyManager:
                 logger.error("trial %s: could not record its end: %s", trial.number, exc)
         self.active.clear()
         self.watchdog.close()
+        self.warm.close()
 
     # -- launching -------------------------------------------------------------------------------
 
@@ -393,6 +410,10 @@ class StudyManager:
         return True
 
     def _claim_and_start(self, study: Study) -> bool:
+        trainer = self.registry.get(study.spec.trainer)
+        warm_key = self.warm.key(trainer)
+        if warm_key is not None and self.warm.status(warm_key) == "warming":
+            return False  # its trials start once the parent has imported (it wakes the loop)
         claim = self.db.run(lambda s: self._reserve(s, study.id))
         if claim is None:
             return False
@@ -434,7 +455,6 @@ class StudyManager:
         except Exception:
             self._abandoned.append((run_id, study, trial.number))
             raise
-        trainer = self.registry.get(study.spec.trainer)
         command = build_command(
             trainer,
             args=list(study.spec.args),
@@ -456,7 +476,7 @@ class StudyManager:
         )
         try:
             paths.output_dir.mkdir(parents=True, exist_ok=True)
-            process = TrialProcess.start(command, paths.log_path)
+            process, start_note = self._start_process(warm_key, trainer, command, paths.log_path)
         except (OSError, ValueError) as exc:
             started()
             self._start_failed(study, lease, trial, optuna_study, command.argv[0], exc)
@@ -474,11 +494,85 @@ class StudyManager:
             process=process,
             outputs=TrialOutputs(paths.output_dir, study.spec),
             lease=lease,
+            warm_key=warm_key,
+            command=command,
         )
         self._write(lease, lambda s: repo.set_pid(s, run_id, process.pid))
+        if start_note is not None:
+            self._add_problems(self.active[run_id], [start_note])
         started()  # while the trainer starts up
-        logger.info("study %s: trial %d started (pid %d)", study.name, trial.number, process.pid)
+        logger.info(
+            "study %s: trial %d started (pid %d%s)",
+            study.name,
+            trial.number,
+            process.pid,
+            ", warm" if process.warm else "",
+        )
         self._emit("created", study, trial.number, {"params": params, "state": "RUNNING"})
+        return True
+
+    def _start_process(
+        self, warm_key: ParentKey | None, trainer: Trainer, command: TrialCommand, log_path: Path
+    ) -> tuple[TrialProcess, str | None]:
+        """Start a trial warm if its trainer's parent is ready, else cold; and why it is cold
+        when its trainer asked for warm starts."""
+        if warm_key is not None and self.warm.status(warm_key) == "ready":
+            try:
+                return self.warm.start(warm_key, trainer, command, log_path), None
+            except WarmStartError as exc:
+                failed = f"started cold: the warm start failed ({exc})"
+                return TrialProcess.start(command, log_path), failed
+        cold_because = self.warm.note(warm_key)
+        note = (
+            None if cold_because is None else f"started cold: warm starts are off ({cold_because})"
+        )
+        return TrialProcess.start(command, log_path), note
+
+    def _retry_cold(self, trial: ActiveTrial, code: int) -> bool:
+        """Run a warm trial that failed before its first eval again, cold (once).
+
+        Whether a failure comes from the warm start can only be told by trying without it;
+        a trainer whose cold retries got further starts cold on this worker from then on.
+        """
+        key = trial.warm_key
+        if (
+            key is None
+            or not trial.process.warm
+            or code == 0
+            or trial.outcome is not None
+            or trial.values_read
+            or not self.warm.should_retry_cold(key)
+        ):
+            return False
+        trial.warm_failure = f"warm start {describe_exit(code)} before any eval"
+        logger.warning(
+            "study %s trial %d: %s; running it again cold",
+            trial.study.name,
+            trial.number,
+            trial.warm_failure,
+        )
+        for entry in trial.paths.output_dir.iterdir():
+            if entry.name != HPARAMS_DIR:
+                shutil.rmtree(
+                    entry
+                ) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        with open(trial.paths.log_path, "a", encoding="utf-8") as log:
+            log.write(f"\n--- {trial.warm_failure}; starting it again cold ---\n")
+        assert trial.command is not None
+        self.watchdog.forget(trial.process.pid)
+        trial.process = TrialProcess.start(trial.command, trial.paths.log_path)
+        self.watchdog.watch(trial.process.pid)
+        trial.outputs = TrialOutputs(trial.paths.output_dir, trial.spec)
+        trial.pending_offsets = {}
+        self._write(trial.lease, lambda s: repo.set_pid(s, trial.run_id, trial.process.pid))
+        self._add_problems(
+            trial,
+            [
+                f"{trial.warm_failure}; it was run again with a cold start (see its log). "
+                "If the cold start gets further, this trainer starts cold on this worker; "
+                "leave 'preload' out of its registry entry to start it cold everywhere"
+            ],
+        )
         return True
 
     def _attach(self, lease: Lease, attach: Callable[[Any], None]) -> None:
@@ -630,7 +724,10 @@ class StudyManager:
             return
         # Children that outlived the trainer (e.g. ones that ignored SIGTERM) go with it.
         signal_group(trial.process.pid, signal.SIGKILL)
+        self.warm.orphan_groups.add(trial.process.pid)
         self._ingest(trial, final=True)  # what was written between the poll above and the exit
+        if self._retry_cold(trial, code):
+            return
         self._finish(trial, code)
         self.watchdog.forget(trial.process.pid)
         del self.active[trial.run_id]
@@ -653,6 +750,12 @@ class StudyManager:
         trial.pending_offsets.update(result.changed_offsets)
         if result.values:
             trial.progressed = time.monotonic()
+            trial.values_read = True
+            if trial.warm_failure is not None and trial.warm_key is not None:
+                self.warm.cold_retry_worked(
+                    trial.warm_key,
+                    f"trial {trial.number}'s {trial.warm_failure}, and its cold start did not",
+                )
         for value in result.values:
             if isinstance(value, CheckpointPathValue):
                 trial.reported_checkpoints[(value.eval_name, value.step)] = value.path
@@ -896,6 +999,7 @@ class StudyManager:
         """
         if trial.decision is None:
             trial.decision = (*self._outcome(trial, code), self._final_problems(trial))
+            self._judge_cold_retry(trial, code)
         state, reason, value, problems = trial.decision
         if "finished" not in trial.recorded:
 
@@ -949,6 +1053,18 @@ class StudyManager:
             trial.number,
             {"state": state, "reason": reason, "objective": value, "exit_code": code},
         )
+
+    def _judge_cold_retry(self, trial: ActiveTrial, code: int) -> None:
+        """A cold retry that also failed before any eval: the trainer's own failure."""
+        if trial.warm_failure is None or trial.warm_key is None or trial.values_read:
+            return
+        if code == 0:
+            self.warm.cold_retry_worked(
+                trial.warm_key,
+                f"trial {trial.number}'s {trial.warm_failure}, and its cold start exited 0",
+            )
+        else:
+            self.warm.cold_retry_failed(trial.warm_key)
 
     def _outcome(self, trial: ActiveTrial, code: int) -> tuple[str, str | None, float | None]:
         verdict = decide(
@@ -1007,7 +1123,9 @@ class StudyManager:
             cmdline = Path(f"/proc/{run.pid}/cmdline").read_bytes()
         except OSError:
             return
-        if os.fsencode(str(self.store.resolve(run.output_dir))) in cmdline:
+        if os.fsencode(str(self.store.resolve(run.output_dir))) in cmdline or (
+            run.log_path and _writes_to(run.pid, self.store.resolve(run.log_path))
+        ):
             signal_group(run.pid, signal.SIGKILL)
 
     @property

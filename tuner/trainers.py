@@ -12,6 +12,7 @@ trainers:
     workingDir: .                        # relative to this file
     python: /usr/bin/python3             # default: the tuner's own interpreter
     env: {TF_CPP_MIN_LOG_LEVEL: "2"}
+    preload: [tensorflow, tensorflow_estimator]   # warm starts (tuner/warm_starts.py)
   legacy:
     command: [/opt/legacy/bin/train, --verbose]
 ```
@@ -39,6 +40,10 @@ class Trainer:
     argv: tuple[str, ...]
     working_dir: Path
     env: Mapping[str, str] = field(default_factory=dict)
+    #: The module of a `python -m MODULE` trainer (None for a `command` trainer).
+    module: str | None = None
+    #: Modules its preloading parent imports once for all trials (empty: cold starts).
+    preload: tuple[str, ...] = ()
 
 
 class _TrainerEntry(BaseModel):
@@ -49,6 +54,7 @@ class _TrainerEntry(BaseModel):
     working_dir: str = "."
     python: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    preload: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_of_module_or_command(self) -> _TrainerEntry:
@@ -58,6 +64,11 @@ class _TrainerEntry(BaseModel):
             raise ValueError("'command' must not be empty")
         if self.python is not None and self.command is not None:
             raise ValueError("'python' applies only to 'module' trainers")
+        if self.preload and self.command is not None:
+            raise ValueError("'preload' (warm starts) applies only to 'module' trainers")
+        for name in self.preload:
+            if not all(part.isidentifier() for part in name.split(".")):
+                raise ValueError(f"'preload': {name!r} is not a module name")
         return self
 
 
@@ -103,6 +114,7 @@ class TrainerRegistry:
         *,
         working_dir: Path | None = None,
         env: Mapping[str, str] | None = None,
+        preload: tuple[str, ...] = (),
     ) -> Trainer:
         """Register a local `python -m MODULE` trainer (the CLI does this for local runs)."""
         trainer = Trainer(
@@ -110,6 +122,8 @@ class TrainerRegistry:
             argv=(sys.executable, "-m", module),
             working_dir=(working_dir or Path.cwd()).resolve(),
             env=dict(env or {}),
+            module=module,
+            preload=tuple(preload),
         )
         self._trainers[name] = trainer
         return trainer
@@ -134,4 +148,11 @@ def _to_trainer(name: str, entry: _TrainerEntry, base: Path) -> Trainer:
     else:
         assert entry.command is not None
         argv = tuple(entry.command)
-    return Trainer(name=name, argv=argv, working_dir=working_dir, env=dict(entry.env))
+    return Trainer(
+        name=name,
+        argv=argv,
+        working_dir=working_dir,
+        env=dict(entry.env),
+        module=entry.module,
+        preload=tuple(entry.preload),
+    )
