@@ -230,13 +230,18 @@ def signal_group(pgid: int, sig: signal.Signals) -> bool:
 
 
 def process_exists(pid: int) -> bool:
+    """Whether a process runs (a zombie, waiting for its parent to reap it, does not)."""
     try:
         os.kill(pid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def describe_exit(code: int) -> str:

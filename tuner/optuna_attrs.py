@@ -18,7 +18,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from optuna.storages import BaseStorage
+from optuna.storages import BaseStorage, RDBStorage
+
+try:  # the storage's internals, for one transaction per batch of attrs (see `set_attrs`)
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+except ImportError:  # pragma: no cover - another Optuna: one commit per key
+    models = None  # type: ignore[assignment]
 
 from tuner.artifacts import ArtifactStore, TrialPaths
 
@@ -89,6 +95,19 @@ def outcome_attrs(
 
 
 def set_attrs(storage: BaseStorage, trial_id: int, attrs: Mapping[str, Any]) -> None:
-    """Write `attrs` as user attrs of an Optuna trial (which must not be finished yet)."""
-    for key, value in attrs.items():
-        storage.set_trial_user_attr(trial_id, key, value)
+    """Write `attrs` as user attrs of an Optuna trial (which must not be finished yet).
+
+    In one transaction on an `RDBStorage`: its public `set_trial_user_attr` commits once per
+    key (a dozen commits per trial), and Optuna has no call that sets several. This uses the
+    storage's own per-key upsert inside one of its sessions; any other storage, or an Optuna
+    without those internals, gets the public calls.
+    """
+    upsert = getattr(storage, "_set_trial_attr_without_commit", None)
+    scoped = getattr(storage, "scoped_session", None)
+    if not isinstance(storage, RDBStorage) or upsert is None or scoped is None or models is None:
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(trial_id, key, value)
+        return
+    with _create_scoped_session(scoped, True) as session:
+        for key, value in attrs.items():
+            upsert(session, models.TrialUserAttributeModel, trial_id, key, value)
