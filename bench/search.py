@@ -1,14 +1,28 @@
-"""Compute saved by early stopping and TPE: random search vs TPE vs TPE with the default pruner.
+"""Compute saved by early stopping and TPE, in training steps and in trial wall time: random
+search vs TPE vs TPE with the default pruner, and the candidates for what
+`enableTrialEarlyStopping: true` should mean.
 
-Three configurations of the same study (same params, same `maxTrials`, `maxParallelTrials` 2,
-`seed` = the run's seed), each run over several seeds:
+Configurations of the same study (same params, same `maxTrials`, `maxParallelTrials` 2,
+`seed` = the run's seed), each run over several seeds. The baselines:
 
 - `random`: `algorithm: RANDOM_SEARCH`, no early stopping;
 - `tpe`: `algorithm: ALGORITHM_UNSPECIFIED` (the tuner's TPE), no early stopping;
-- `tpe+prune`: TPE with `enableTrialEarlyStopping: true`, i.e. the default pruner
-  (`PrunerSpec()`: median, 3 startup trials, no warmup).
+- `tpe+prune`: TPE with `enableTrialEarlyStopping: true`, i.e. the current default pruner
+  (`PrunerSpec()`: median, 3 startup trials, no warmup; a percentile pruner at 50 without
+  warm-up is the same rule, so this is also "percentile 50").
 
-on two tasks:
+The candidates (`--candidates`: all of them, or a comma-separated subset), each TPE with
+`enableTrialEarlyStopping: true` and an explicit `earlyStopping`, its resources taken from the
+task's train steps T and eval interval E (each task prints what they come to):
+
+- `median-warmup`: `{type: median, startupTrials: 3, warmupSteps: T/3}`;
+- `percentile75`: `{type: percentile, percentile: 75, startupTrials: 3}` (keep the top 75 %);
+- `sha`: `{type: successive_halving, minResource: R, reductionFactor: 3}`, Optuna's
+  `SuccessiveHalvingPruner` (asynchronous successive halving), R = T/9 in whole eval
+  intervals and at least E: rungs at R, 3R, 9R, ... below T (no decision at the last eval);
+- `hyperband`: `{type: hyperband, minResource: R, maxResource: T, reductionFactor: 3}`.
+
+(All steps above are rounded to whole eval intervals.) The tasks:
 
 - `curves`: `bench/curves_trainer.py`, a synthetic trainer without TensorFlow whose learning
   curves cross (a high learning rate converges fast to a worse floor, a low one slowly to a better
@@ -20,26 +34,38 @@ Every run is a real study: `tuner.studies.submit_study`, then `StudyManager(...)
 trial processes, on its own temporary SQLite database and artifact root (deleted afterwards), with
 `Settings().poll_interval` unless `--poll-interval` says otherwise. A listener on the manager
 records, as trials finish, each trial's last eval step (its training steps; for a pruned trial
-the last eval step it wrote, which undercounts the steps it trained before SIGTERM landed) and
-objective. From that, per run: total steps, best objective (of COMPLETED trials: a pruned trial
-has no objective in the tuner), and the sequence (steps spent so far, best so far).
+the last eval step it wrote, which undercounts the steps it trained before SIGTERM landed),
+objective, and the wall time of its trainer process: from the `TrialProcess` coming to be (just
+after the spawn, cold or forked warm) to the manager first seeing it exited (it sleeps on the
+processes' pidfds, so at once unless busy). That is timed by wrapping `TrialProcess.__init__`
+and `TrialProcess.poll` during the run (measurement only: the wrappers call the originals), so a
+pruned trial's start-up (importing TensorFlow, building the graph) and its exit after SIGTERM
+count in full. Per run: total steps, summed trial-seconds, the study's wall time (`run()` start
+to end), best objective (of COMPLETED trials: a pruned trial has no objective in the tuner).
 
 Per task, the target is the median over seeds of `random`'s best at its full budget; a run's
-compute-to-target is the steps spent when its best-so-far first reaches the target. The median
-compute-to-target of a configuration is the lower median with "not reached" counted as infinite:
-the steps by which at least half of its seeds had reached the target. The headline ratios are
-random/tpe+prune (goal: >= 2) and random/tpe; prune-decision latencies
-(`StudyManager.prune_latencies`: seconds from an eval event's wall time to the decision) are
-pooled over every pruned run.
+compute-to-target is the compute (steps, or trial-seconds) spent, in the order trials finish,
+when its best first reaches the target. The median compute-to-target of a configuration is the
+lower median with "not reached" counted as infinite: the compute by which at least half of its
+seeds had reached the target. Each configuration gets the ratio random/configuration in both
+measures, with a 90% interval from resampling the seeds. The goal for a candidate: ratio >= 2.5
+(random's median best with at most 1/2.5 of its compute) on both tasks, in steps and in
+trial-seconds; the last lines name the candidate that meets it, or the closest (the highest
+worst ratio of the four). Prune-decision latencies (`StudyManager.prune_latencies`: seconds from
+an eval event's wall time to the decision) are pooled over every pruned run.
 
-`--variant NAME` (repeatable) adds an opt-in configuration beside the three; some only change the
+`--variant NAME` (repeatable) adds an opt-in configuration beside those; some only change the
 spec's `earlyStopping` (a user setting), others monkeypatch library code inside the run (to
-measure a proposed default); they never change the headline configurations.
+measure a proposed default); they never change the baselines and candidates, and are not in the
+verdict.
 
-    python bench/search.py --json /tmp/search.json                  # both tasks (~35 min)
-    python bench/search.py --skip-estimator --curves-seeds 5        # a quick look
+    python bench/search.py --candidates --json /tmp/search.json      # everything, both tasks
+    python bench/search.py --skip-estimator --curves-seeds 5         # a quick look
     python bench/search.py --reuse /tmp/search.json --variant warmup --configs random \\
         --json /tmp/search-warmup.json    # a variant beside the stored runs
+
+Runs stored by an older version (without trial wall times) still load with `--reuse`: their
+wall-time figures are missing, and the wall-time ratios leave them out.
 """
 
 from __future__ import annotations
@@ -60,7 +86,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +95,7 @@ import optuna
 from tuner import sampling
 from tuner import studies as study_ops
 from tuner.config import Settings
+from tuner.execution import TrialProcess
 from tuner.manager import StudyManager, TrialEvent
 from tuner.spec import PrunerSpec, load_spec_file, parse_spec
 from tuner.studies import Backend
@@ -79,8 +106,11 @@ CURVES_TRAINER = REPO / "bench" / "curves_trainer.py"
 HOUSE_SPEC = REPO / "examples" / "house_prices" / "spec.yaml"
 TASKS = ("curves", "house_prices")
 BASE_CONFIGS = ("random", "tpe", "tpe+prune")
-TARGET_RATIO = 2.0
+#: A candidate's goal: random / candidate compute to target, on both tasks, in both measures.
+GOAL_RATIO = 2.5
 TARGET_P95 = 1.0
+#: The two measures of compute: training steps, and trainer-process wall seconds.
+MEASURES = ("steps", "seconds")
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -232,7 +262,7 @@ VARIANTS: dict[str, Variant] = {
         ),
         Variant(
             "percentile75",
-            "percentile pruner at 75: prune only trials worse than 3 in 4 completed ones",
+            "percentile pruner at 75, as the candidate percentile75 (kept for stored runs)",
             early_stopping=lambda s: {"type": "percentile", "percentile": 75.0, "startupTrials": 3},
         ),
         Variant(
@@ -247,7 +277,8 @@ VARIANTS: dict[str, Variant] = {
         ),
         Variant(
             "hyperband",
-            "Hyperband from one eval interval to the full steps, reduction factor 3",
+            "Hyperband from one eval interval to the full steps, reduction factor 3 (the "
+            "candidate hyperband on the default steps; kept for stored runs)",
             early_stopping=lambda s: {
                 "type": "hyperband",
                 "minResource": s.eval_every,
@@ -257,7 +288,8 @@ VARIANTS: dict[str, Variant] = {
         ),
         Variant(
             "sha",
-            "successive halving from one eval interval, reduction factor 3",
+            "successive halving from one eval interval, reduction factor 3 (the candidate "
+            "sha on the default steps; kept for stored runs)",
             early_stopping=lambda s: {
                 "type": "successive_halving",
                 "minResource": s.eval_every,
@@ -279,8 +311,76 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-def config_names(base: Sequence[str], variants: Sequence[str]) -> list[str]:
-    return [*base, *(f"v:{v}" for v in variants)]
+def _eval_steps(setup: TaskSetup, fraction: float) -> int:
+    """`fraction` of the train steps in whole eval intervals, at least one."""
+    return max(setup.eval_every, _steps(setup, fraction))
+
+
+def _sha_min_resource(setup: TaskSetup) -> int:
+    """Successive halving's first rung: T/9 (the reduction factor squared), so that the
+    rungs R, 3R, 9R below T leave room for two or three decisions."""
+    return _eval_steps(setup, 1 / 9)
+
+
+#: The candidates for what `enableTrialEarlyStopping: true` should mean (first-class
+#: configurations: named without a prefix, run with `--candidates`, judged in the verdict).
+CANDIDATES: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant(
+            "median-warmup",
+            "median pruner, 3 startup trials, no decision before 1/3 of the train steps",
+            early_stopping=lambda s: {
+                "type": "median",
+                "startupTrials": 3,
+                "warmupSteps": _eval_steps(s, 1 / 3),
+            },
+        ),
+        Variant(
+            "percentile75",
+            "percentile pruner keeping the top 75%%, 3 startup trials, no warm-up",
+            early_stopping=lambda s: {"type": "percentile", "percentile": 75.0, "startupTrials": 3},
+        ),
+        Variant(
+            "sha",
+            "successive halving (ASHA), first rung at 1/9 of the train steps, reduction factor 3",
+            early_stopping=lambda s: {
+                "type": "successive_halving",
+                "minResource": _sha_min_resource(s),
+                "reductionFactor": 3,
+            },
+        ),
+        Variant(
+            "hyperband",
+            "Hyperband from 1/9 of the train steps to all of them, reduction factor 3",
+            early_stopping=lambda s: {
+                "type": "hyperband",
+                "minResource": _sha_min_resource(s),
+                "maxResource": s.train_steps,
+                "reductionFactor": 3,
+            },
+        ),
+    )
+}
+
+
+def config_names(
+    base: Sequence[str], variants: Sequence[str], candidates: Sequence[str] = ()
+) -> list[str]:
+    return [*base, *candidates, *(f"v:{v}" for v in variants)]
+
+
+def _variant_of(config: str) -> Variant | None:
+    """A candidate's or variant's definition (None for a baseline or an unknown name)."""
+    if config in CANDIDATES:
+        return CANDIDATES[config]
+    if config.startswith("v:"):
+        return VARIANTS.get(config.removeprefix("v:"))
+    return None
+
+
+def known_config(config: str) -> bool:
+    return config in BASE_CONFIGS or _variant_of(config) is not None
 
 
 def study_document(setup: TaskSetup, config: str, seed: int) -> dict[str, Any]:
@@ -296,15 +396,73 @@ def study_document(setup: TaskSetup, config: str, seed: int) -> dict[str, Any]:
     elif config == "tpe+prune":
         hp.update(algorithm="ALGORITHM_UNSPECIFIED", enableTrialEarlyStopping=True)
     else:
-        variant = VARIANTS[config.removeprefix("v:")]
+        variant = _variant_of(config)
+        if variant is None:
+            raise KeyError(f"unknown configuration {config!r}")
         hp.update(algorithm=variant.algorithm, enableTrialEarlyStopping=True)
         if variant.early_stopping is not None:
             document["earlyStopping"] = variant.early_stopping(setup)
     return document
 
 
+def config_definition(setup: TaskSetup, config: str) -> dict[str, Any]:
+    """What a configuration runs on a task: stored with each run, compared on `--reuse`."""
+    document = study_document(setup, config, seed=0)
+    hp = document["hyperparameters"]
+    variant = _variant_of(config)
+    return {
+        "algorithm": hp["algorithm"],
+        "enableTrialEarlyStopping": hp["enableTrialEarlyStopping"],
+        "earlyStopping": document.get("earlyStopping"),
+        "patch": config if variant is not None and variant.patch is not None else None,
+    }
+
+
+def _rungs(setup: TaskSetup, first: int, factor: int) -> list[int]:
+    """The steps at which successive halving decides: first, first x factor, ... below the
+    train steps (a decision at the last eval would only throw a finished trial away)."""
+    out, rung = [], first
+    while rung < setup.train_steps:
+        out.append(rung)
+        rung *= factor
+    return out
+
+
+def describe_config(setup: TaskSetup, config: str) -> str:
+    """One line: what the configuration is on this task, with the resources it comes to."""
+    if config == "random":
+        return "RANDOM_SEARCH, no early stopping"
+    if config == "tpe":
+        return "TPE, no early stopping"
+    if config == "tpe+prune":
+        d = PrunerSpec()
+        rule = {"median": "median (= percentile 50)", "percentile": f"percentile {d.percentile:g}"}
+        rule_text = rule.get(d.type, d.type)
+        return (
+            "TPE, enableTrialEarlyStopping: true without earlyStopping, i.e. PrunerSpec(): "
+            f"{rule_text}, startupTrials {d.startup_trials}, warmupSteps {d.warmup_steps}"
+        )
+    variant = _variant_of(config)
+    if variant is None:
+        return "(not defined in this version; stored runs only)"
+    algorithm = "TPE" if variant.algorithm == "ALGORITHM_UNSPECIFIED" else variant.algorithm
+    if variant.early_stopping is None:
+        return f"{algorithm}, {variant.help.replace('%%', '%')}"
+    es = variant.early_stopping(setup)
+    text = f"{algorithm}, earlyStopping {json.dumps(es)}"
+    factor = int(es.get("reductionFactor", 3))
+    if es["type"] == "successive_halving" and isinstance(es.get("minResource"), int):
+        text += f": rungs at {_rungs(setup, es['minResource'], factor)} steps"
+    elif es["type"] == "hyperband" and isinstance(es.get("minResource"), int):
+        low, high = es["minResource"], int(es.get("maxResource", setup.train_steps))
+        brackets = math.floor(math.log(high / low, factor)) + 1
+        per = " / ".join(str(_rungs(setup, low * factor**b, factor)) for b in range(brackets))
+        text += f": {brackets} bracket{'s' if brackets > 1 else ''}, rungs at {per} steps"
+    return text
+
+
 def _variant_patch(config: str, setup: TaskSetup) -> AbstractContextManager[None]:
-    variant = VARIANTS.get(config.removeprefix("v:")) if config.startswith("v:") else None
+    variant = _variant_of(config)
     if variant is not None and variant.patch is not None:
         return variant.patch(setup)
     return nullcontext()
@@ -321,6 +479,18 @@ class TrialRecord:
     objective: float | None
     params: dict[str, Any]
     finished_at: float  # seconds since the run started
+    #: Wall seconds of its trainer process(es), from creation to exit (None: not recorded, as in
+    #: files of older versions); 0 for a trial whose process never started.
+    seconds: float | None = None
+    #: When its process was created, seconds since the run started.
+    started_at: float | None = None
+    #: Whether it was forked from a preloading parent (None: not known).
+    warm: bool | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrialRecord:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass
@@ -329,11 +499,19 @@ class RunResult:
     config: str
     seed: int
     setup: dict[str, Any]
+    #: The study's wall time: `StudyManager.run()` from start to end.
     wall_seconds: float
     trials: list[TrialRecord]
     prune_latencies: list[float]
+    #: What ran (`config_definition`; None in files of older versions).
+    definition: dict[str, Any] | None = None
+    #: The machine's 1-minute load average when the run started and when it ended (None in
+    #: files of older versions): trial-seconds stretch when other work shares the cores.
+    load_average: list[float] | None = None
     total_steps: int = 0
     best: float | None = None
+    #: Summed trainer-process seconds (None unless every trial's were recorded).
+    trial_seconds: float | None = None
     #: (steps spent so far, best so far) after each finished trial, in finishing order.
     sequence: list[tuple[int, float | None]] = field(default_factory=list)
 
@@ -346,43 +524,139 @@ class RunResult:
                 best = t.objective if best is None else min(best, t.objective)
             self.sequence.append((spent, best))
         self.total_steps, self.best = spent, best
+        seconds = [t.seconds for t in self.trials]
+        timed = bool(seconds) and all(s is not None for s in seconds)
+        self.trial_seconds = round(sum(s or 0.0 for s in seconds), 2) if timed else None
 
-    def compute_to_target(self, target: float) -> float:
-        for spent, best in self.sequence:
-            if best is not None and best <= target:
-                return float(spent)
+    @property
+    def timed(self) -> bool:
+        return self.trial_seconds is not None
+
+    def compute_to_target(self, target: float, measure: str = "steps") -> float:
+        """Compute spent (`steps`, or trial-`seconds`), in finishing order, when the best so far
+        first reaches `target`: inf if it never does, nan for seconds of an untimed run."""
+        if measure == "seconds" and not self.timed:
+            return math.nan
+        spent = 0.0
+        for t in self.trials:
+            spent += t.steps if measure == "steps" else (t.seconds or 0.0)
+            if t.state == "COMPLETED" and t.objective is not None and t.objective <= target:
+                return spent
         return math.inf
+
+    def total(self, measure: str) -> float:
+        if measure == "steps":
+            return float(self.total_steps)
+        return math.nan if self.trial_seconds is None else self.trial_seconds
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunResult:
-        trials = [TrialRecord(**t) for t in data["trials"]]
+        """A stored run; files of older versions have no definition and no wall times."""
         return cls(
             task=data["task"],
             config=data["config"],
             seed=data["seed"],
             setup=data["setup"],
             wall_seconds=data["wall_seconds"],
-            trials=trials,
+            trials=[TrialRecord.from_json(t) for t in data["trials"]],
             prune_latencies=data["prune_latencies"],
+            definition=data.get("definition"),
+            load_average=data.get("load_average"),
         )
 
 
-class Recorder:
-    """Listens to the manager: each trial's params, last eval step, and end, in order."""
+class ProcessClock:
+    """When each trainer process came to be and when the manager first saw it exited
+    (`time.monotonic()`, by `id()` of its `TrialProcess`).
+
+    While installed, `TrialProcess.__init__` and `TrialProcess.poll` are wrapped (measurement
+    only: the wrappers call the originals and return what they return). A `TrialProcess` is
+    made right after its trainer is spawned, cold (`Popen`) or warm (forked from a preloading
+    parent); the manager sleeps on the trial processes' pidfds, so the first `poll` that returns
+    an exit code comes at once after the exit, unless the manager is busy.
+    """
 
     def __init__(self) -> None:
+        self.created: dict[int, float] = {}
+        self.exited: dict[int, float] = {}
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        init, poll = TrialProcess.__init__, TrialProcess.poll
+        clock = self
+
+        def timed_init(process: TrialProcess, *args: Any, **kwargs: Any) -> None:
+            init(process, *args, **kwargs)
+            clock.created[id(process)] = time.monotonic()
+            clock.exited.pop(id(process), None)
+
+        def timed_poll(process: TrialProcess) -> int | None:
+            code = poll(process)
+            if code is not None:
+                clock.exited.setdefault(id(process), time.monotonic())
+            return code
+
+        TrialProcess.__init__ = timed_init  # type: ignore[method-assign, assignment]
+        TrialProcess.poll = timed_poll  # type: ignore[method-assign, assignment]
+        try:
+            yield
+        finally:
+            TrialProcess.__init__ = init  # type: ignore[method-assign]
+            TrialProcess.poll = poll  # type: ignore[method-assign]
+
+
+class Recorder:
+    """Listens to the manager: each trial's params, last eval step, process times, and end, in
+    order. `manager` is set once the manager exists (its active trials give the processes)."""
+
+    def __init__(self, clock: ProcessClock) -> None:
         self.start = time.monotonic()
+        self.clock = clock
+        self.manager: StudyManager | None = None
         self.params: dict[int, dict[str, Any]] = {}
         self.steps: dict[int, int] = {}
+        #: The trainer processes of each trial (more than one after a failed warm start).
+        self.processes: dict[int, list[TrialProcess]] = {}
         self.finished: dict[int, TrialRecord] = {}
+
+    def _note_process(self, number: int) -> None:
+        if self.manager is None:
+            return
+        for active in self.manager.active.values():
+            if active.number == number:
+                seen = self.processes.setdefault(number, [])
+                if all(p is not active.process for p in seen):
+                    seen.append(active.process)
+
+    def _times(self, number: int) -> tuple[float | None, float | None, bool | None]:
+        """(seconds, started_at, warm) of a trial's processes."""
+        if self.manager is None:
+            return None, None, None
+        processes = self.processes.get(number, [])
+        if not processes:
+            return 0.0, None, None  # it never started (e.g. its trainer could not be run)
+        created = self.clock.created.get(id(processes[0]))
+        exited = self.clock.exited.get(id(processes[-1]))
+        warm = getattr(processes[0], "warm", None)
+        if created is None:
+            return None, None, warm
+        started_at = round(created - self.start, 3)
+        if exited is None:
+            return None, started_at, warm
+        return round(exited - created, 3), started_at, warm
 
     def __call__(self, event: TrialEvent) -> None:
         n = event.number
+        if n < 0:
+            return  # the study's own state
         if event.kind == "created":
             self.params[n] = dict(event.data.get("params") or {})
+            self._note_process(n)
         elif event.kind == "eval":
             self.steps[n] = max(self.steps.get(n, 0), int(event.data["step"]))
-        elif event.kind == "state" and n not in self.finished:
+        elif event.kind == "state" and "state" in event.data and n not in self.finished:
+            self._note_process(n)
+            seconds, started_at, warm = self._times(n)
             objective = event.data.get("objective")
             self.finished[n] = TrialRecord(
                 number=n,
@@ -391,6 +665,9 @@ class Recorder:
                 objective=float(objective) if objective is not None else None,
                 params=self.params.get(n, {}),
                 finished_at=round(time.monotonic() - self.start, 3),
+                seconds=seconds,
+                started_at=started_at,
+                warm=warm,
             )
 
 
@@ -399,6 +676,7 @@ def run_one(setup: TaskSetup, config: str, seed: int) -> RunResult:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("tuner.spec").setLevel(logging.ERROR)  # spec.yaml's ignored scaleTier
     root = Path(tempfile.mkdtemp(prefix=f"bench-search-{setup.task}-"))
+    clock = ProcessClock()
     try:
         settings = Settings(
             database_url=f"sqlite:///{root / 'tuner.db'}",
@@ -408,11 +686,11 @@ def run_one(setup: TaskSetup, config: str, seed: int) -> RunResult:
         )
         backend = Backend.connect(settings.database_url)
         try:
-            with _variant_patch(config, setup):
+            with _variant_patch(config, setup), clock.installed():
                 spec = parse_spec(study_document(setup, config, seed))
                 reg = registry()
                 study_ops.submit_study(backend, spec, reg)
-                recorder = Recorder()
+                recorder = Recorder(clock)
                 manager = StudyManager(
                     backend,
                     reg,
@@ -421,9 +699,12 @@ def run_one(setup: TaskSetup, config: str, seed: int) -> RunResult:
                     studies=[spec.name],
                     listener=recorder,
                 )
+                recorder.manager = manager
+                load = [round(os.getloadavg()[0], 2)]
                 started = time.monotonic()
                 manager.run()
                 wall = time.monotonic() - started
+                load.append(round(os.getloadavg()[0], 2))
         finally:
             backend.close()
     finally:
@@ -437,6 +718,8 @@ def run_one(setup: TaskSetup, config: str, seed: int) -> RunResult:
         wall_seconds=round(wall, 2),
         trials=trials,
         prune_latencies=[round(x, 4) for x in manager.prune_latencies],
+        definition=config_definition(setup, config),
+        load_average=load,
     )
 
 
@@ -464,7 +747,33 @@ def fmt_steps(value: float) -> str:
     return "not reached" if math.isinf(value) else f"{value:,.0f}"
 
 
+def fmt_seconds(value: float, decimals: int = 0) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return "not reached" if math.isinf(value) else f"{value:,.{decimals}f}s"
+
+
+def fmt_ratio_short(num: float, den: float) -> str:
+    """`fmt_ratio` for a table cell."""
+    if math.isnan(num) or math.isnan(den):
+        return "n/a"
+    if math.isinf(den):
+        return "neither" if math.isinf(num) else "unreached"
+    return "inf" if math.isinf(num) else f"{num / den:.2f}x"
+
+
+def fmt_x(ratio: float | None) -> str:
+    """A ratio from `ctt_ratio`: 0 means the other did not reach the target, nan neither."""
+    if ratio is None or math.isnan(ratio):
+        return "n/a"
+    if ratio == 0:
+        return "unreached"
+    return "inf" if math.isinf(ratio) else f"{ratio:.2f}x"
+
+
 def fmt_ratio(num: float, den: float) -> str:
+    if math.isnan(num) or math.isnan(den):
+        return "n/a (untimed)"
     if math.isinf(den) and math.isinf(num):
         return "n/a (neither reached)"
     if math.isinf(den):
@@ -476,7 +785,9 @@ def fmt_ratio(num: float, den: float) -> str:
 
 def ctt_ratio(a: float, c: float) -> float:
     """random's median compute-to-target over another's: inf if only the other reached it,
-    0 if only random did, nan if neither."""
+    0 if only random did, nan if neither (or either is untimed)."""
+    if math.isnan(a) or math.isnan(c):
+        return math.nan
     if math.isinf(a) and math.isinf(c):
         return math.nan
     if math.isinf(c):
@@ -484,13 +795,24 @@ def ctt_ratio(a: float, c: float) -> float:
     return math.inf if math.isinf(a) else a / c
 
 
+def median_to_target(runs: Sequence[RunResult], target: float, measure: str) -> float:
+    """The lower median compute-to-target over the runs that have the measure (nan if none)."""
+    values = [r.compute_to_target(target, measure) for r in runs]
+    return lower_median([x for x in values if not math.isnan(x)])
+
+
 def bootstrap_ratio(
-    baseline: list[RunResult], other: list[RunResult], target: float, rounds: int = 2000
+    baseline: list[RunResult],
+    other: list[RunResult],
+    target: float,
+    measure: str = "steps",
+    rounds: int = 2000,
 ) -> tuple[float, float]:
-    """A 90% interval of `ctt_ratio` when the seeds are resampled (paired by seed)."""
-    a = {r.seed: r.compute_to_target(target) for r in baseline}
-    c = {r.seed: r.compute_to_target(target) for r in other}
-    seeds = sorted(a.keys() & c.keys())
+    """A 90% interval of `ctt_ratio` when the seeds are resampled (paired by seed; seeds
+    without the measure in either are left out)."""
+    a = {r.seed: r.compute_to_target(target, measure) for r in baseline}
+    c = {r.seed: r.compute_to_target(target, measure) for r in other}
+    seeds = sorted(s for s in a.keys() & c.keys() if not (math.isnan(a[s]) or math.isnan(c[s])))
     if not seeds:
         return math.nan, math.nan
     rng = random.Random(0)
@@ -508,6 +830,8 @@ def fmt_interval(low: float, high: float) -> str:
     def one(x: float) -> str:
         return "inf" if math.isinf(x) else f"{x:.2f}x"
 
+    if math.isnan(low) or math.isnan(high):
+        return "n/a"
     return f"{one(low)}-{one(high)}"
 
 
@@ -528,6 +852,19 @@ def pruned_would_have(run: RunResult, target: float, setup: TaskSetup) -> tuple[
     return len(pruned), good
 
 
+def _median_or_nan(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def _or_zero(ratio: float | None) -> float:
+    """A ratio for ranking: an undefined one (untimed, or neither reached) counts as 0."""
+    return 0.0 if ratio is None or math.isnan(ratio) else ratio
+
+
+def _goal(ratio: float | None) -> bool:
+    return ratio is not None and not math.isnan(ratio) and ratio >= GOAL_RATIO
+
+
 def summarize(task: str, runs: list[RunResult], configs: list[str]) -> dict[str, Any]:
     by_config = {
         c: sorted((r for r in runs if r.config == c), key=lambda r: r.seed) for c in configs
@@ -545,14 +882,21 @@ def summarize(task: str, runs: list[RunResult], configs: list[str]) -> dict[str,
         f"{len(by_config['random'])} seeds; poll {setup.poll_interval}s"
     )
     print(f"target = median over seeds of random's best = {target:.4f}")
+    out: dict[str, Any] = {
+        "target": target,
+        "full_budget_steps": full,
+        "goal_ratio": GOAL_RATIO,
+        "configs": {},
+    }
+    rows: dict[str, dict[str, Any]] = out["configs"]
+
+    print("\ncompute in training steps (a pruned trial: its last eval step)")
     header = (
-        f"{'config':<23}{'seeds':>6}{'med best':>10}{'med steps':>11}{'% budget':>9}"
-        f"{'med to target':>15}{'reached':>9}{'@25%':>6}{'@50%':>6}"
-        f"{'pruned/run':>11}{'wall s/run':>11}"
+        f"{'config':<17}{'seeds':>6}{'med best':>10}{'med steps':>11}{'% budget':>9}"
+        f"{'steps to target':>17}{'reached':>9}{'@25%':>6}{'@50%':>6}{'pruned/run':>11}"
     )
     print(header)
     print("-" * len(header))
-    out: dict[str, Any] = {"target": target, "full_budget_steps": full, "configs": {}}
     for config, rs in by_config.items():
         if not rs:
             continue
@@ -560,7 +904,11 @@ def summarize(task: str, runs: list[RunResult], configs: list[str]) -> dict[str,
         bests = [r.best if r.best is not None else math.inf for r in rs]
         steps = [float(r.total_steps) for r in rs]
         pruned = [sum(t.state == "PRUNED" for t in r.trials) for r in rs]
-        row = {
+        row: dict[str, Any] = {
+            "definition": (
+                config_definition(setup, config) if known_config(config) else rs[-1].definition
+            ),
+            "description": describe_config(setup, config),
             "seeds": len(rs),
             "median_best": statistics.median(bests),
             "median_total_steps": statistics.median(steps),
@@ -570,34 +918,108 @@ def summarize(task: str, runs: list[RunResult], configs: list[str]) -> dict[str,
             "reached_by_25pct": sum(x <= full / 4 for x in ctt),
             "reached_by_50pct": sum(x <= full / 2 for x in ctt),
             "median_pruned": statistics.median(pruned),
+            #: the study's wall time (`StudyManager.run()`), median over seeds
             "median_wall_seconds": statistics.median(r.wall_seconds for r in rs),
         }
-        out["configs"][config] = row
+        rows[config] = row
         print(
-            f"{config:<23}{len(rs):>6}{row['median_best']:>10.4f}"
+            f"{config:<17}{len(rs):>6}{row['median_best']:>10.4f}"
             f"{row['median_total_steps']:>11,.0f}{row['median_total_steps'] / full:>9.0%}"
-            f"{fmt_steps(row['median_compute_to_target']):>15}"
+            f"{fmt_steps(row['median_compute_to_target']):>17}"
             f"{row['reached']:>5}/{len(rs):<3}{row['reached_by_25pct']:>6}"
             f"{row['reached_by_50pct']:>6}{row['median_pruned']:>11g}"
-            f"{row['median_wall_seconds']:>11.1f}"
         )
-    rows = out["configs"]
-    a = rows["random"]["median_compute_to_target"]
+
+    print(
+        "\ncompute in trial-seconds (each trainer process from creation to exit, start-up and "
+        "a pruned trial's exit included); study s = the study's wall time"
+    )
+    header = (
+        f"{'config':<17}{'timed':>6}{'med trial-s':>12}{'% random':>9}{'trial-s to target':>19}"
+        f"{'s/completed':>12}{'s/pruned':>9}{'warm':>6}{'study s':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    random_timed = [r.total("seconds") for r in by_config["random"] if r.timed]
+    random_seconds = _median_or_nan(random_timed)
+    for config, rs in by_config.items():
+        if not rs:
+            continue
+        row = rows[config]
+        timed = [r for r in rs if r.timed]
+        trials = [t for r in timed for t in r.trials]
+        done = [t.seconds for t in trials if t.state == "COMPLETED" and t.seconds is not None]
+        cut = [t.seconds for t in trials if t.state == "PRUNED" and t.seconds is not None]
+        warm_known = [t.warm for t in trials if t.warm is not None]
+        row.update(
+            timed_seeds=len(timed),
+            median_trial_seconds=_median_or_nan([r.total("seconds") for r in timed]),
+            median_seconds_to_target=median_to_target(timed, target, "seconds"),
+            median_seconds_completed_trial=_median_or_nan(done),
+            median_seconds_pruned_trial=_median_or_nan(cut),
+            warm_trials=sum(warm_known),
+            trials_timed=len(trials),
+        )
+        share = row["median_trial_seconds"] / random_seconds if random_seconds else math.nan
+        warm = f"{sum(warm_known) / len(warm_known):.0%}" if warm_known else "-"
+        print(
+            f"{config:<17}{f'{len(timed)}/{len(rs)}':>6}"
+            f"{fmt_seconds(row['median_trial_seconds']):>12}"
+            f"{'n/a' if math.isnan(share) else f'{share:.0%}':>9}"
+            f"{fmt_seconds(row['median_seconds_to_target']):>19}"
+            f"{fmt_seconds(row['median_seconds_completed_trial'], 1):>12}"
+            f"{fmt_seconds(row['median_seconds_pruned_trial'], 1):>9}"
+            f"{warm:>6}{row['median_wall_seconds']:>9.1f}"
+        )
+
+    loads = [x for rs in by_config.values() for r in rs for x in (r.load_average or [])]
+    if loads:
+        cores = os.cpu_count() or 1
+        out["load_average"] = {"median": statistics.median(loads), "max": max(loads)}
+        print(
+            f"machine load (1-min load average at run starts and ends): median "
+            f"{statistics.median(loads):.1f}, max {max(loads):.1f}, on {cores} cores"
+            + (
+                "; other work shared the cores, which stretches trial-seconds"
+                if max(loads) > cores
+                else ""
+            )
+        )
+
+    print(
+        f"\ncompute to target, random / config (90% seed bootstrap); "
+        f"goal >= {GOAL_RATIO:g}x in both measures"
+    )
+    header = f"{'config':<17}{'steps':>12}{'(90%)':>15}{'trial-s':>12}{'(90%)':>15}{'goal':>14}"
+    print(header)
+    print("-" * len(header))
     for config in rows:
         if config == "random":
             continue
-        c = rows[config]["median_compute_to_target"]
-        ratio = ctt_ratio(a, c)
-        rows[config]["ratio_random_over_this"] = None if math.isnan(ratio) else ratio
-        low, high = bootstrap_ratio(by_config["random"], by_config[config], target)
-        rows[config]["ratio_bootstrap_90"] = [low, high]
-        mark = ""
-        if config != "tpe":
-            mark = "; goal >= 2x: " + ("met" if ratio >= TARGET_RATIO else "MISSED")
-        print(
-            f"compute to target, random / {config}: {fmt_ratio(a, c)} "
-            f"(90% seed bootstrap {fmt_interval(low, high)}{mark})"
-        )
+        row = rows[config]
+        cells = []
+        met: dict[str, bool] = {}
+        for measure in MEASURES:
+            a = median_to_target(by_config["random"], target, measure)
+            c = median_to_target(by_config[config], target, measure)
+            ratio = ctt_ratio(a, c)
+            low, high = bootstrap_ratio(by_config["random"], by_config[config], target, measure)
+            key = (
+                "ratio_random_over_this" if measure == "steps" else "ratio_seconds_random_over_this"
+            )
+            row[key] = None if math.isnan(ratio) else ratio
+            row[key.replace("random_over_this", "bootstrap_90")] = [low, high]
+            met[measure] = _goal(ratio)
+            cells.append(f"{fmt_ratio_short(a, c):>12}{fmt_interval(low, high):>15}")
+        row["goal_met"] = met
+        goal = {
+            (True, True): "met",
+            (True, False): "steps only",
+            (False, True): "trial-s only",
+            (False, False): "MISSED",
+        }[(met["steps"], met["seconds"])]
+        print(f"{config:<17}{''.join(cells)}{goal:>14}")
+
     for config, rs in by_config.items():
         latencies = [x for r in rs for x in r.prune_latencies]
         if not latencies:
@@ -629,17 +1051,137 @@ def summarize(task: str, runs: list[RunResult], configs: list[str]) -> dict[str,
     return out
 
 
+def decide(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Which candidate meets the goal on every task, in both measures; or which is closest."""
+    tasks = [t for t in TASKS if summaries.get(t)]
+    if not tasks:
+        print("\nverdict: none (no task has random-search runs, so no target)")
+        return {}
+    present = {c for t in tasks for c in summaries[t]["configs"]}
+    judged = [c for c in ("tpe+prune", *CANDIDATES) if c in present]
+    others = sorted((c for c in present if c not in judged and c != "random"), key=_config_order)
+    print(
+        f"\n== verdict: what should enableTrialEarlyStopping: true mean? Goal: random search's "
+        f"median best with at most 1/{GOAL_RATIO:g} of its compute (random / config >= "
+        f"{GOAL_RATIO:g}x) on both tasks, in steps and in trial-seconds"
+    )
+    columns = [(t, m) for t in tasks for m in MEASURES]
+    label = {"steps": "steps", "seconds": "trial-s"}
+    header = f"{'config':<17}" + "".join(
+        f"{f'{t} {label[m]}':>{max(12, len(t) + 9)}}" for t, m in columns
+    )
+    header += f"{'worst':>11}  goal"
+    print(header)
+    print("-" * len(header))
+    table: dict[str, Any] = {}
+    for config in [*judged, *others]:
+        ratios: dict[str, dict[str, float | None]] = {}
+        untimed: list[tuple[str, str]] = []  # (task, measure) without wall times to compare
+        cells = []
+        for t, m in columns:
+            rows = summaries[t]["configs"]
+            row = rows.get(config, {})
+            key = "ratio_random_over_this" if m == "steps" else "ratio_seconds_random_over_this"
+            value = row.get(key)
+            ratios.setdefault(t, {})[m] = value
+            if m == "seconds" and not (row.get("timed_seeds") and rows["random"]["timed_seeds"]):
+                untimed.append((t, m))
+            text = "untimed" if (t, m) in untimed else fmt_x(value)
+            cells.append(f"{text:>{max(12, len(t) + 9)}}")
+        compared = [(t, m) for t, m in columns if (t, m) not in untimed]
+        worst_at = min(compared, key=lambda tm: _or_zero(ratios[tm[0]][tm[1]]), default=None)
+        worst = 0.0 if worst_at is None else _or_zero(ratios[worst_at[0]][worst_at[1]])
+        met = not untimed and all(_goal(ratios[t][m]) for t, m in columns)
+        if config in judged:
+            note = "met" if met else "missed"
+            if config == "tpe+prune":
+                note += " (the current default)"
+        else:
+            note = "(reference, not judged)"
+        table[config] = {
+            "ratios": ratios,
+            "worst": worst,
+            "worst_at": list(worst_at) if worst_at else None,
+            "untimed": [list(x) for x in untimed],
+            "met": met,
+            "judged": config in judged,
+        }
+        print(f"{config:<17}{''.join(cells)}{fmt_x(worst):>11}  {note}")
+    both = all(t in tasks for t in TASKS)
+    scope = "both tasks" if both else f"{' and '.join(tasks)} (the only task run)"
+    meeting = sorted((c for c in judged if table[c]["met"]), key=lambda c: -table[c]["worst"])
+
+    def weakest(config: str) -> str:
+        at = table[config]["worst_at"]
+        if not at:
+            return f"weakest: {fmt_x(table[config]['worst'])}"
+        row = summaries[at[0]]["configs"].get(config, {})
+        key = "ratio_bootstrap_90" if at[1] == "steps" else "ratio_seconds_bootstrap_90"
+        low, high = row.get(key) or (math.nan, math.nan)
+        interval = fmt_interval(
+            math.nan if low is None else low, math.inf if high is None else high
+        )
+        return (
+            f"weakest: {at[0]} {label[at[1]]} {fmt_x(table[config]['worst'])}, "
+            f"90% seed bootstrap {interval}"
+        )
+
+    if meeting:
+        best = meeting[0]
+        line = f"{best} meets the goal on {scope} in both measures ({weakest(best)})"
+        if meeting[1:]:
+            line += f"; also meeting it: {', '.join(meeting[1:])}"
+    elif judged:
+        closest = max(judged, key=lambda c: _closeness(table[c], summaries, c))
+        line = (
+            f"no candidate meets the goal on {scope} in both measures; "
+            f"closest: {closest} ({weakest(closest)})"
+        )
+        if table[closest]["untimed"]:
+            line += "; some runs have no trial wall times, so the time measure is missing"
+    else:
+        line = "no candidates were run (--candidates)"
+    if not both:
+        line += "; the goal needs both tasks: run the other one too"
+    print(f"verdict: {line}")
+    return {"goal_ratio": GOAL_RATIO, "tasks": tasks, "configs": table, "verdict": line}
+
+
+def _closeness(
+    entry: dict[str, Any], summaries: dict[str, dict[str, Any]], config: str
+) -> tuple[float, int, float, float]:
+    """How near a candidate is to the goal: its worst ratio, then how many of its ratios meet
+    the goal, then their geometric mean (an unreached one as 0.1x), then the share of its
+    seeds that reached the target."""
+    values = [_or_zero(v) for r in entry["ratios"].values() for v in r.values()]
+    meeting = sum(v >= GOAL_RATIO for v in values)
+    logs = [math.log(min(max(v, 0.1), 1e3)) for v in values]
+    mean = math.exp(sum(logs) / len(logs)) if logs else 0.0
+    reached = [
+        row["reached"] / row["seeds"]
+        for s in summaries.values()
+        if s and (row := s["configs"].get(config)) is not None
+    ]
+    return entry["worst"], meeting, mean, sum(reached) / len(reached) if reached else 0.0
+
+
 def print_runs(runs: list[RunResult], target: float) -> None:
-    print(f"{'config':<23}{'seed':>5}{'best':>9}{'steps':>9}{'to target':>13}{'states':>26}")
-    for r in sorted(runs, key=lambda r: (r.config, r.seed)):
+    print(
+        f"{'config':<17}{'seed':>5}{'best':>9}{'steps':>9}{'to target':>13}"
+        f"{'trial-s':>9}{'to target':>13}{'study s':>9}{'states':>26}"
+    )
+    for r in sorted(runs, key=lambda r: (_config_order(r.config), r.seed)):
         states: dict[str, int] = {}
         for t in r.trials:
             states[t.state] = states.get(t.state, 0) + 1
         text = " ".join(f"{k[:4]}={v}" for k, v in sorted(states.items()))
         best = f"{r.best:.4f}" if r.best is not None else "-"
         print(
-            f"{r.config:<23}{r.seed:>5}{best:>9}{r.total_steps:>9,}"
-            f"{fmt_steps(r.compute_to_target(target)):>13}{text:>26}"
+            f"{r.config:<17}{r.seed:>5}{best:>9}{r.total_steps:>9,}"
+            f"{fmt_steps(r.compute_to_target(target)):>13}"
+            f"{fmt_seconds(r.total('seconds')):>9}"
+            f"{fmt_seconds(r.compute_to_target(target, 'seconds')):>13}"
+            f"{r.wall_seconds:>9.1f}{text:>26}"
         )
 
 
@@ -683,6 +1225,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="comma-separated subset of the base configurations to run",
     )
     p.add_argument(
+        "--candidates",
+        nargs="?",
+        const="all",
+        default=None,
+        metavar="NAMES",
+        help="also run the candidates for enableTrialEarlyStopping: true (all of them, or a "
+        "comma-separated subset) and judge them: "
+        + "; ".join(f"{v.name}: {v.help}" for v in CANDIDATES.values()),
+    )
+    p.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -705,11 +1257,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("tuner.spec").setLevel(logging.ERROR)  # spec.yaml's ignored scaleTier
     base = [c for c in args.configs.split(",") if c]
     unknown = set(base) - set(BASE_CONFIGS)
     if unknown:
         raise SystemExit(f"--configs: unknown {sorted(unknown)}; choose from {BASE_CONFIGS}")
-    configs = config_names(base, args.variant)
+    candidates: list[str] = []
+    if args.candidates is not None:
+        asked = [c for c in args.candidates.split(",") if c]
+        candidates = list(CANDIDATES) if asked == ["all"] else asked
+        unknown = set(candidates) - set(CANDIDATES)
+        if unknown:
+            raise SystemExit(
+                f"--candidates: unknown {sorted(unknown)}; choose from {list(CANDIDATES)} or all"
+            )
+    configs = config_names(base, args.variant, candidates)
     setups: list[tuple[TaskSetup, int, int]] = []
     if not args.skip_curves:
         setup = TaskSetup(
@@ -749,15 +1311,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     summaries: dict[str, Any] = {}
     for setup, seeds, jobs in setups:
         seed_list = list(range(args.first_seed, args.first_seed + seeds))
-        have = {
-            (r.config, r.seed): r
-            for r in reused
-            if r.task == setup.task and r.setup == asdict(setup) and r.seed in seed_list
-        }
+        have: dict[tuple[str, int], RunResult] = {}
+        changed = 0
+        for r in reused:
+            if r.task != setup.task or r.setup != asdict(setup) or r.seed not in seed_list:
+                continue
+            if (
+                r.definition is not None
+                and known_config(r.config)
+                and r.definition != config_definition(setup, r.config)
+            ):
+                changed += 1  # stored under a name whose definition has changed since
+                continue
+            have[(r.config, r.seed)] = r
         wanted = sorted({*configs, *(c for c, _ in have)}, key=_config_order)
         todo = [(setup, c, s) for s in seed_list for c in configs if (c, s) not in have]
         print(
-            f"\n{setup.task}: {len(todo)} runs to do, {len(have)} reused; {jobs} at a time ...",
+            f"\n{setup.task}: {setup.train_steps} train steps, an eval every {setup.eval_every}; "
+            "configurations (resources from these steps):"
+        )
+        for config in wanted:
+            print(f"  {config:<17}{describe_config(setup, config)}")
+        untimed = sum(not r.timed for r in have.values())
+        print(
+            f"{setup.task}: {len(todo)} runs to do, {len(have)} reused"
+            + (f" ({untimed} without trial wall times)" if untimed else "")
+            + (f", {changed} stored runs left out (their definition changed)" if changed else "")
+            + f"; {jobs} at a time ...",
             flush=True,
         )
         started = time.monotonic()
@@ -777,6 +1357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.runs and summaries[setup.task]:
             print_runs(runs, summaries[setup.task]["target"])
         all_runs += runs
+    decision = decide(summaries)
     if args.json:
         document = {
             "machine": {
@@ -788,6 +1369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "code": code,
             "argv": sys.argv[1:] if argv is None else list(argv),
             "summary": summaries,
+            "decision": decision,
             "runs": [asdict(r) for r in all_runs],
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -814,9 +1396,12 @@ def code_version() -> dict[str, str]:
 
 
 def _config_order(config: str) -> tuple[int, str]:
-    return (
-        (BASE_CONFIGS.index(config), "") if config in BASE_CONFIGS else (len(BASE_CONFIGS), config)
-    )
+    """Baselines, then candidates (in their order), then variants and others by name."""
+    if config in BASE_CONFIGS:
+        return BASE_CONFIGS.index(config), ""
+    if config in CANDIDATES:
+        return len(BASE_CONFIGS) + list(CANDIDATES).index(config), ""
+    return len(BASE_CONFIGS) + len(CANDIDATES), config
 
 
 def _finite(value: Any) -> Any:
@@ -835,7 +1420,8 @@ def _progress(result: RunResult, done: int, total: int, started: float) -> None:
     pruned = sum(t.state == "PRUNED" for t in result.trials)
     print(
         f"  [{done}/{total} {time.monotonic() - started:6.0f}s] {result.task} {result.config} "
-        f"seed {result.seed}: best {best}, {result.total_steps:,} steps, {pruned} pruned, "
+        f"seed {result.seed}: best {best}, {result.total_steps:,} steps, "
+        f"{fmt_seconds(result.total('seconds'))} of trials, {pruned} pruned, "
         f"{result.wall_seconds:.0f}s",
         flush=True,
     )

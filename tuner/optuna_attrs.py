@@ -15,18 +15,23 @@ Our tables stay the authority (`docs/architecture.md`); these are copies for vie
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, Final
 
 from optuna.storages import BaseStorage, RDBStorage
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 
-try:  # the storage's internals, for one transaction per batch of attrs (see `set_attrs`)
+try:  # Optuna's table models, for one statement per batch of attrs (see `set_attrs`)
     from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
 except ImportError:  # pragma: no cover - another Optuna: one commit per key
     models = None  # type: ignore[assignment]
 
+
 from tuner.artifacts import ArtifactStore, TrialPaths
+
+_UPSERTS: Final[dict[str, Any]] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 __all__ = [
     "BEST_STEP",
@@ -97,17 +102,33 @@ def outcome_attrs(
 def set_attrs(storage: BaseStorage, trial_id: int, attrs: Mapping[str, Any]) -> None:
     """Write `attrs` as user attrs of an Optuna trial (which must not be finished yet).
 
-    In one transaction on an `RDBStorage`: its public `set_trial_user_attr` commits once per
-    key (a dozen commits per trial), and Optuna has no call that sets several. This uses the
-    storage's own per-key upsert inside one of its sessions; any other storage, or an Optuna
-    without those internals, gets the public calls.
+    On an `RDBStorage` over SQLite or PostgreSQL: one transaction, one state check and one
+    multi-row upsert into Optuna's own table (through Optuna's own model). Optuna's public
+    `set_trial_user_attr` commits once per key, after reading the trial again, and Optuna has
+    no call that sets several; a dozen attrs cost a dozen commits per trial. Any other storage
+    or database, or an Optuna without those models, gets the public calls.
     """
-    upsert = getattr(storage, "_set_trial_attr_without_commit", None)
-    scoped = getattr(storage, "scoped_session", None)
-    if not isinstance(storage, RDBStorage) or upsert is None or scoped is None or models is None:
+    if not attrs:
+        return
+    engine = getattr(storage, "engine", None)
+    dialect = engine.dialect.name if engine is not None else None
+    if not isinstance(storage, RDBStorage) or models is None or dialect not in _UPSERTS:
         for key, value in attrs.items():
             storage.set_trial_user_attr(trial_id, key, value)
         return
-    with _create_scoped_session(scoped, True) as session:
-        for key, value in attrs.items():
-            upsert(session, models.TrialUserAttributeModel, trial_id, key, value)
+    assert engine is not None
+    table = models.TrialUserAttributeModel.__table__
+    rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
+    insert = _UPSERTS[dialect](table).values(rows)
+    upsert = insert.on_conflict_do_update(
+        index_elements=[table.c.trial_id, table.c.key],
+        set_={"value_json": insert.excluded.value_json},
+    )
+    with engine.begin() as connection:
+        state = connection.execute(
+            select(models.TrialModel.state).where(models.TrialModel.trial_id == trial_id)
+        ).scalar_one_or_none()
+        if state is None:
+            raise KeyError(f"no trial with trial_id {trial_id}")
+        storage.check_trial_is_updatable(trial_id, state)
+        connection.execute(upsert)
