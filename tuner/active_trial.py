@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tuner.artifacts import TrialPaths
 from tuner.entities import Lease, Observation, Study
@@ -40,6 +43,12 @@ class ActiveTrial:
     outputs: TrialOutputs
     lease: Lease
     started: float = field(default_factory=time.monotonic)
+    #: When it started, by the clock (the run row's `started_at`, give or take a few ms).
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: The values the trainer received, by parameter.
+    params: dict[str, Any] = field(default_factory=dict)
+    #: The Optuna trial from the ask (telling it by object saves a lookup by number).
+    optuna_trial: Any = None
     #: When the trial last wrote a value (for `stallTimeoutSeconds`).
     progressed: float = field(default_factory=time.monotonic)
     objective_dir: str | None = None
@@ -65,6 +74,8 @@ class ActiveTrial:
     decision: tuple[str, str | None, float | None, list[str]] | None = None
     #: Writes of the outcome already done (so a retried `_finish` does them once).
     recorded: set[str] = field(default_factory=set)
+    #: Writes about it made since the last commit, done with the next one (`_flush`).
+    unflushed: list[Callable[[Any], Any]] = field(default_factory=list)
     #: Whether any value was read from its files (a warm start that failed before: retried).
     values_read: bool = False
     #: The preloading parent it forks from (None: its trainer starts cold).

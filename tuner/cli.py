@@ -75,10 +75,11 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _backend(settings: Settings) -> Backend:
+def _backend(settings: Settings, *, manager: bool = False) -> Backend:
+    """`manager=True`: for a study manager (no pool pre-ping, see `create_db_engine`)."""
     from tuner.studies import Backend
 
-    return Backend.connect(settings.database_url)
+    return Backend.connect(settings.database_url, pre_ping=not manager)
 
 
 def _registry(settings: Settings) -> TrainerRegistry:
@@ -117,7 +118,7 @@ def run(
     try:
         spec = load_spec_file(spec_file, name=name, trainer=trainer)
         registry.get(spec.trainer)
-        backend = _backend(settings)
+        backend = _backend(settings, manager=True)
     except TunerError as exc:
         raise _fail(str(exc)) from None
     try:
@@ -305,7 +306,7 @@ def worker(
     from tuner.manager import StudyManager
 
     settings = get_settings()
-    backend = _connect(settings)
+    backend = _connect(settings, manager=True)
     manager = StudyManager(
         backend, _registry(settings), settings, slots=slots, studies=study or None
     )
@@ -521,9 +522,9 @@ def db_check() -> None:
     console.print("schema is up to date")
 
 
-def _connect(settings: Settings) -> Backend:
+def _connect(settings: Settings, *, manager: bool = False) -> Backend:
     try:
-        return _backend(settings)
+        return _backend(settings, manager=manager)
     except TunerError as exc:
         raise _fail(str(exc)) from None
 

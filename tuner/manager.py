@@ -434,27 +434,6 @@ class StudyManager:
         trial = proposal
         params = sampling.trainer_values(study.spec, trial.params)
         paths = self.store.trial_paths(study.name, trial.number)
-        try:
-            self._attach(
-                lease,
-                lambda s: repo.attach_trial(
-                    s,
-                    run_id,
-                    number=trial.number,
-                    optuna_trial_id=trial._trial_id,
-                    params=params,
-                    output_dir=self.store.relative(paths.output_dir),
-                    log_path=self.store.relative(paths.log_path),
-                ),
-            )
-        except TrialTakenError:
-            # Another manager took the same enqueued trial (Optuna's queue pop is not atomic
-            # on SQLite): it is theirs; only this reservation goes.
-            self._drop_reservation(run_id)
-            return True
-        except Exception:
-            self._abandoned.append((run_id, study, trial.number))
-            raise
         command = build_command(
             trainer,
             args=list(study.spec.args),
@@ -474,17 +453,47 @@ class StudyManager:
             paths=paths,
             trainer_values=params,
         )
+
+        def attach(pid: int | None) -> Callable[[Any], None]:
+            def work(session: Any) -> None:
+                repo.attach_trial(
+                    session,
+                    run_id,
+                    number=trial.number,
+                    optuna_trial_id=trial._trial_id,
+                    params=params,
+                    output_dir=self.store.relative(paths.output_dir),
+                    log_path=self.store.relative(paths.log_path),
+                    pid=pid,
+                )
+
+            return work
+
+        # The process starts first, so that the trial and its pid are written in one
+        # transaction; the watchdog guards it from its first moment.
         try:
             paths.output_dir.mkdir(parents=True, exist_ok=True)
             process, start_note = self._start_process(warm_key, trainer, command, paths.log_path)
         except (OSError, ValueError) as exc:
+            if not self._attach_or_drop(lease, attach(None), run_id, study, trial.number):
+                return True
             started()
             self._start_failed(study, lease, trial, optuna_study, command.argv[0], exc)
             return True
-        if not self.active:
-            self._renewed_at = time.monotonic()  # the claim's writes renewed the lease
         self.watchdog.watch(process.pid)
         self.watchdog.renew(self._fence_after)
+        try:
+            attached = self._attach_or_drop(lease, attach(process.pid), run_id, study, trial.number)
+        except BaseException:
+            process.stop(0.0)
+            self.watchdog.forget(process.pid)
+            raise
+        if not attached:
+            process.stop(0.0)  # another manager's trial: this start never happened
+            self.watchdog.forget(process.pid)
+            return True
+        if not self.active:
+            self._renewed_at = time.monotonic()  # the claim's writes renewed the lease
         self.active[run_id] = ActiveTrial(
             run_id=run_id,
             study=study,
@@ -496,8 +505,9 @@ class StudyManager:
             lease=lease,
             warm_key=warm_key,
             command=command,
+            params=params,
+            optuna_trial=trial,
         )
-        self._write(lease, lambda s: repo.set_pid(s, run_id, process.pid))
         if start_note is not None:
             self._add_problems(self.active[run_id], [start_note])
         started()  # while the trainer starts up
@@ -575,6 +585,21 @@ class StudyManager:
         )
         return True
 
+    def _attach_or_drop(
+        self, lease: Lease, attach: Callable[[Any], None], run_id: int, study: Study, number: int
+    ) -> bool:
+        """Attach the asked trial to the run; False (the reservation dropped) if another
+        manager's run has it (Optuna's queue pop is not atomic on SQLite)."""
+        try:
+            self._attach(lease, attach)
+        except TrialTakenError:
+            self._drop_reservation(run_id)
+            return False
+        except Exception:
+            self._abandoned.append((run_id, study, number))
+            raise
+        return True
+
     def _attach(self, lease: Lease, attach: Callable[[Any], None]) -> None:
         """Attach the asked trial to the run; `TrialTakenError` if another run has it.
 
@@ -589,10 +614,7 @@ class StudyManager:
             self._write(lease, attach)
 
     def _reserve(self, session: Any, study_id: int) -> tuple[int, int] | None:
-        run_id = repo.reserve_run(session, study_id, worker=self.worker_id)
-        if run_id is None:
-            return None
-        return run_id, repo.run_ordinal(session, study_id, run_id)
+        return repo.reserve_run_with_ordinal(session, study_id, worker=self.worker_id)
 
     def _start_failed(
         self,
@@ -717,7 +739,7 @@ class StudyManager:
     def _service(self, trial: ActiveTrial) -> None:
         self._fence_if_unrenewed()
         code = trial.process.poll()
-        self._ingest(trial)
+        self._ingest(trial, flush=code is None)  # an ended trial's writes go with its end
         if code is None:
             self._enforce_limits(trial)
             trial.process.enforce_stop(self.settings.stop_grace_seconds)
@@ -743,7 +765,9 @@ class StudyManager:
         logger.warning("study %s trial %d: %s", trial.study.name, trial.number, reason)
         trial.process.request_stop()
 
-    def _ingest(self, trial: ActiveTrial, *, final: bool = False) -> None:
+    def _ingest(self, trial: ActiveTrial, *, final: bool = False, flush: bool = True) -> None:
+        """Read what the trial wrote, store it, act on it. `flush=False`: the deferred writes
+        wait for the end's transaction (the trial has exited)."""
         polled_at = time.time()
         result = trial.outputs.poll(final=final)
         trial.pending_values.extend(result.values)
@@ -769,6 +793,8 @@ class StudyManager:
                     trial.pending_values,
                     trial.pending_offsets,
                     objective_tag=trial.spec.metric_tag,
+                    study_id=trial.study.id,
+                    number=trial.number,
                 ),
             )
             trial.pending_values = []
@@ -781,13 +807,19 @@ class StudyManager:
             self._observe(trial, observation)
         self._keep_best_checkpoint(trial)
         recorded = self._record_exports(trial, polled_at)
-        matched = bool(observations) and self._write(
-            trial.lease,
-            lambda s: repo.match_exports_by_step(s, trial.run_id, trial.objective_dir),
-        )
         trial.has_exports = trial.has_exports or recorded
+        matched = (
+            bool(observations)
+            and trial.has_exports
+            and self._write(
+                trial.lease,
+                lambda s: repo.match_exports_by_step(s, trial.run_id, trial.objective_dir),
+            )
+        )
         if recorded or matched or (observations and trial.has_exports):
             self._keep_best_export(trial)
+        if flush and not final:
+            self._flush(trial)
 
     def _observe(self, trial: ActiveTrial, obs: Observation) -> None:
         """A new objective value: keep the best checkpoint, report it, maybe prune."""
@@ -817,16 +849,17 @@ class StudyManager:
         if improved:
             trial.best = obs
         objective = trial.best if trial.spec.objective is ObjectiveMode.BEST else trial.last
-        self._write(
-            trial.lease,
+        best_id = trial.best.eval_step_id if trial.best else None
+        objective_id = objective.eval_step_id if objective else None
+        rank = repo.objective_rank(objective.value if objective else None, trial.spec.goal)
+        self._later(
+            trial,
             lambda s: repo.set_objective_steps(
                 s,
                 trial.run_id,
-                best_step_id=trial.best.eval_step_id if trial.best else None,
-                objective_step_id=objective.eval_step_id if objective else None,
-                objective_rank=repo.objective_rank(
-                    objective.value if objective else None, trial.spec.goal
-                ),
+                best_step_id=best_id,
+                objective_step_id=objective_id,
+                objective_rank=rank,
             ),
         )
         self._emit(
@@ -952,6 +985,18 @@ class StudyManager:
             self._set_export_kept(trial, export_id, None)
             drop_export(self.store.resolve(kept_path))
 
+    def _later(self, trial: ActiveTrial, work: Callable[[Any], Any]) -> None:
+        """A write about the trial, done with the next commit about it (`_flush` or the end):
+        an ingest commits once instead of once per write. Kept until committed."""
+        trial.unflushed.append(work)
+
+    def _flush(self, trial: ActiveTrial) -> None:
+        """Commit the trial's deferred writes in one transaction."""
+        if trial.unflushed:
+            items = list(trial.unflushed)
+            self._write(trial.lease, lambda s: [work(s) for work in items])
+            del trial.unflushed[: len(items)]
+
     def _add_problems(self, trial: ActiveTrial, problems: list[str]) -> None:
         self._write(trial.lease, lambda s: repo.add_problems(s, trial.run_id, problems))
 
@@ -1005,6 +1050,8 @@ class StudyManager:
 
             def record(session: Any) -> None:
                 repo.hold_lease(session, trial.lease)
+                for work in trial.unflushed:
+                    work(session)
                 if problems:
                     repo.add_problems(session, trial.run_id, problems)
                 repo.finish_run(
@@ -1017,6 +1064,7 @@ class StudyManager:
                 )
 
             self.db.run(record)
+            trial.unflushed.clear()
             trial.recorded.add("finished")
         if "viewers" not in trial.recorded:
             viewers.trial_finished(
@@ -1026,17 +1074,25 @@ class StudyManager:
                 trial.run_id,
                 viewers.outcome_of(trial, code),
                 optuna_attrs_too="told" not in trial.recorded,
+                known=viewers.RunFacts(
+                    number=trial.number,
+                    optuna_trial_id=trial.optuna_trial_id,
+                    output_dir=self.store.relative(trial.paths.output_dir),
+                    params=trial.params,
+                    started_at=trial.started_at,
+                ),
             )
             trial.recorded.add("viewers")
         if "told" not in trial.recorded:
             study = self._optuna_study(trial.study)
             try:
+                told = trial.optuna_trial or trial.number  # by object: no lookup by number
                 if state == "COMPLETED":
-                    tell(study, trial.number, value)
+                    tell(study, told, value)
                 elif state == "PRUNED":
-                    tell(study, trial.number, state=TrialState.PRUNED)
+                    tell(study, told, state=TrialState.PRUNED)
                 else:
-                    tell(study, trial.number, state=TrialState.FAIL)
+                    tell(study, told, state=TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 logger.warning("study %s trial %d: already told", trial.study.name, trial.number)
             trial.recorded.add("told")
@@ -1079,6 +1135,8 @@ class StudyManager:
         return verdict.state, verdict.reason, verdict.objective
 
     def _final_problems(self, trial: ActiveTrial) -> list[str]:
+        if not trial.has_exports:
+            return final_problems(trial, [])  # nothing recorded, nothing unmatched: no read
         return final_problems(trial, self.db.run(lambda s: repo.unmatched_exports(s, trial.run_id)))
 
     def _stop_trials_of_inactive_studies(self, running: list[Study]) -> None:

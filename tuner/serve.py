@@ -138,9 +138,12 @@ def serve(
             server.should_exit = True
 
     manager_thread = None
-    if slots > 0:
+    # The manager has a pool of its own, without the API's pre-ping (see `create_db_engine`).
+    manager_backend = Backend.connect(settings.database_url, pre_ping=False) if slots > 0 else None
+    if manager_backend is not None:
         manager_thread = ManagerThread(
-            lambda: StudyManager(backend, registry, settings, slots=slots), on_give_up=give_up
+            lambda: StudyManager(manager_backend, registry, settings, slots=slots),
+            on_give_up=give_up,
         )
     app = create_app(
         settings,
@@ -166,6 +169,8 @@ def serve(
     finally:
         if manager_thread is not None:
             manager_thread.stop()
+        if manager_backend is not None:
+            manager_backend.close()
         backend.close()
     if manager_thread is not None and manager_thread.gave_up:
         raise ManagerCrashLoopError(

@@ -25,7 +25,7 @@ from tuner.errors import (
     StudyStateError,
     TunerError,
 )
-from tuner.persistence import Database, optuna_engine_kwargs
+from tuner.persistence import Database, optuna_engine_kwargs, tune_optuna_engine
 from tuner.persistence import repository as repo
 from tuner.persistence.models import StudyRow, TrialRunRow
 from tuner.spec import StudySpec
@@ -56,10 +56,13 @@ class Backend:
     storage: RDBStorage
 
     @classmethod
-    def connect(cls, url: str, *, auto_init: bool = True) -> Backend:
-        db = Database(url)
+    def connect(cls, url: str, *, auto_init: bool = True, pre_ping: bool = True) -> Backend:
+        """Our database and Optuna's storage; `pre_ping=False` for a study manager's own
+        (see `create_db_engine`)."""
+        db = Database(url, pre_ping=pre_ping)
         db.prepare(auto_init=auto_init)
-        storage = RDBStorage(db.url, engine_kwargs=optuna_engine_kwargs(db.url))
+        storage = RDBStorage(db.url, engine_kwargs=optuna_engine_kwargs(db.url, pre_ping=pre_ping))
+        tune_optuna_engine(storage.engine, db.url)
         return cls(db=db, storage=storage)
 
     def close(self) -> None:
@@ -321,7 +324,7 @@ def best_model(backend: Backend, ref: str | int) -> BestModel:
 
 def tell(
     study: optuna.Study,
-    number: int,
+    number: int | optuna.trial.Trial,
     value: float | None = None,
     *,
     state: TrialState | None = None,

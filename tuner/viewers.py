@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import optuna
@@ -18,7 +19,7 @@ import optuna
 from tuner import hparams, optuna_attrs
 from tuner.active_trial import ActiveTrial
 from tuner.artifacts import ArtifactStore, TrialPaths
-from tuner.entities import Study
+from tuner.entities import Study, TrialRun
 from tuner.persistence import repository as repo
 from tuner.spec import ObjectiveMode
 from tuner.studies import Backend, name_objective
@@ -127,6 +128,17 @@ def trial_started(
     )
 
 
+@dataclass(frozen=True)
+class RunFacts:
+    """What the viewers need of a run at its end (its manager knows them: no read)."""
+
+    number: int | None
+    optuna_trial_id: int | None
+    output_dir: str | None
+    params: Mapping[str, Any]
+    started_at: datetime
+
+
 def trial_finished(
     backend: Backend,
     store: ArtifactStore,
@@ -135,14 +147,19 @@ def trial_finished(
     outcome: Outcome,
     *,
     optuna_attrs_too: bool = True,
+    known: RunFacts | None = None,
 ) -> None:
     """At the end, after the run's end is recorded and before Optuna is told (Optuna refuses
     attrs on a finished trial): the outcome attrs, then the HParams session end."""
-    try:
-        run = backend.db.run(lambda s: repo.get_run(s, run_id))
-    except Exception as exc:
-        logger.warning("study %s run %d: viewers not updated: %s", study.name, run_id, exc)
-        return
+    run: RunFacts | TrialRun
+    if known is not None:
+        run = known
+    else:
+        try:
+            run = backend.db.run(lambda s: repo.get_run(s, run_id))
+        except Exception as exc:
+            logger.warning("study %s run %d: viewers not updated: %s", study.name, run_id, exc)
+            return
     if run.number is None or run.output_dir is None:
         return
     number = run.number

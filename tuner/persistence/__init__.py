@@ -11,6 +11,7 @@ from tuner.persistence.database import (
     is_unavailable,
     normalize_url,
     optuna_engine_kwargs,
+    tune_optuna_engine,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "is_unavailable",
     "normalize_url",
     "optuna_engine_kwargs",
+    "tune_optuna_engine",
 ]

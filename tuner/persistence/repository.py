@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -148,14 +149,23 @@ def reserve_run(session: Session, study_id: int, *, worker: str) -> int | None:
     The study row is written first: on PostgreSQL that takes its row lock, on SQLite the
     database write lock, so concurrent managers reserve one at a time.
     """
+    reserved = reserve_run_with_ordinal(session, study_id, worker=worker)
+    return None if reserved is None else reserved[0]
+
+
+def reserve_run_with_ordinal(
+    session: Session, study_id: int, *, worker: str
+) -> tuple[int, int] | None:
+    """`reserve_run`, and the run's ordinal (see `run_ordinal`) from the same counts."""
     locked = session.execute(
         update(StudyRow)
         .where(StudyRow.id == study_id, StudyRow.state == "RUNNING")
         .values(updated_at=now())
-    )
-    if locked.rowcount != 1:  # type: ignore[attr-defined]
+        .returning(StudyRow.spec_json, StudyRow.name)
+    ).one_or_none()
+    if locked is None:
         return None
-    spec = _spec(session.get_one(StudyRow, study_id))
+    spec = _parsed_spec(locked.spec_json, locked.name)
     counts = trial_counts(session, study_id)
     running = counts.get(ACTIVE_STATE, 0)
     counted = sum(counts.get(s, 0) for s in COUNTED_STATES)
@@ -175,7 +185,8 @@ def reserve_run(session: Session, study_id: int, *, worker: str) -> int | None:
     )
     session.add(row)
     session.flush()
-    return row.id
+    # Every earlier run of the study has a smaller id (ids only grow; the study row is held).
+    return row.id, sum(counts.values())
 
 
 def run_ordinal(session: Session, study_id: int, run_id: int) -> int:
@@ -199,29 +210,34 @@ def attach_trial(
     params: dict[str, Any],
     output_dir: str,
     log_path: str,
+    pid: int | None = None,
 ) -> None:
+    """Attach the asked trial (and its process, once started) to a reserved run."""
+    values: dict[str, Any] = {
+        "number": number,
+        "optuna_trial_id": optuna_trial_id,
+        "params_json": json.dumps(params),
+        "output_dir": output_dir,
+        "log_path": log_path,
+    }
+    if pid is not None:
+        values["pid"] = pid
     try:
-        session.execute(
+        study_id, state, started_at = session.execute(
             update(TrialRunRow)
             .where(TrialRunRow.id == run_id)
-            .values(
-                number=number,
-                optuna_trial_id=optuna_trial_id,
-                params_json=json.dumps(params),
-                output_dir=output_dir,
-                log_path=log_path,
-            )
-        )
+            .values(**values)
+            .returning(TrialRunRow.study_id, TrialRunRow.state, TrialRunRow.started_at)
+        ).one()
     except IntegrityError:
         raise TrialTakenError(f"trial {number} is attached to another run") from None
-    row = session.get_one(TrialRunRow, run_id)
     data = {
         "number": number,
-        "state": row.state,
+        "state": state,
         "params": params,
-        "startedAt": _aware(row.started_at).isoformat(),
+        "startedAt": _aware(started_at).isoformat(),
     }
-    journal(session, row.study_id, [("created", number, data)])
+    journal(session, study_id, [("created", number, data)])
 
 
 def drop_reservation(session: Session, run_id: int) -> None:
@@ -316,10 +332,27 @@ def finish_run(
     if state in ("FAILED", "STOPPED"):
         values.update(objective_step_id=None, objective_rank=None)
     where = _held(lease) if lease is not None else TrialRunRow.id == run_id
-    result = session.execute(update(TrialRunRow).where(where).values(**values))
-    if lease is not None and result.rowcount != 1:  # type: ignore[attr-defined]
-        raise LeaseLostError(run_id)
-    _journal_state(session, run_id)
+    ended = session.execute(
+        update(TrialRunRow)
+        .where(where)
+        .values(**values)
+        .returning(TrialRunRow.study_id, TrialRunRow.number)
+    ).one_or_none()
+    if ended is None:
+        if lease is not None:
+            raise LeaseLostError(run_id)
+        return
+    study_id, number = ended
+    if number is None:
+        return  # a reservation never attached to a trial: no client has heard of it
+    data = {
+        "number": number,
+        "state": state,
+        "reason": reason,
+        "exitCode": exit_code,
+        "endedAt": _aware(values["ended_at"]).isoformat(),
+    }
+    journal(session, study_id, [("state", number, data)])
 
 
 def _journal_state(session: Session, run_id: int) -> None:
@@ -447,12 +480,17 @@ def record_eval_values(
     offsets: dict[str, int],
     *,
     objective_tag: str,
+    study_id: int | None = None,
+    number: int | None = None,
 ) -> list[Observation]:
     """Store new eval values and file offsets together; return new objective observations.
 
     Storing both in one transaction means a restarted manager neither loses nor doubles values.
+    `study_id` and `number` (the run's, when the caller knows them) save a read.
     """
     steps: dict[tuple[str, int], EvalStepRow] = {}
+    #: Steps created here, and the values stored for them: they have no other metrics.
+    fresh: dict[int, list[float | None]] = {}
     observations: list[Observation] = []
 
     def step_row(eval_name: str, step: int, wall_time: float) -> EvalStepRow:
@@ -471,6 +509,7 @@ def record_eval_values(
                 )
                 session.add(row)
                 session.flush()
+                fresh[row.id] = []
             steps[key] = row
         return steps[key]
 
@@ -482,11 +521,15 @@ def record_eval_values(
             row.checkpoint_path = value.path
             continue
         stored = None if math.isnan(value.value) else value.value
-        existing = session.scalar(
-            select(EvalMetricRow).where(
-                EvalMetricRow.eval_step_id == row.id, EvalMetricRow.tag == value.tag
+        existing = None
+        if row.id in fresh:
+            fresh[row.id].append(stored)
+        else:
+            existing = session.scalar(
+                select(EvalMetricRow).where(
+                    EvalMetricRow.eval_step_id == row.id, EvalMetricRow.tag == value.tag
+                )
             )
-        )
         if existing is None:
             session.add(
                 EvalMetricRow(
@@ -512,14 +555,19 @@ def record_eval_values(
                 value=objective,
                 checkpoint_path=row.checkpoint_path,
                 wall_time=wall_time,
-                all_zero=_all_metrics_zero(session, row.id),
+                all_zero=(
+                    _all_zero(fresh[row.id])
+                    if row.id in fresh
+                    else _all_metrics_zero(session, row.id)
+                ),
             )
         )
     save_offsets(session, run_id, offsets)
     if told:
-        study_id, number = session.execute(
-            select(TrialRunRow.study_id, TrialRunRow.number).where(TrialRunRow.id == run_id)
-        ).one()
+        if study_id is None or number is None:
+            study_id, number = session.execute(
+                select(TrialRunRow.study_id, TrialRunRow.number).where(TrialRunRow.id == run_id)
+            ).one()
         events = [
             (
                 "eval",
@@ -544,6 +592,10 @@ def _all_metrics_zero(session: Session, eval_step_id: int) -> bool:
     values = session.scalars(
         select(EvalMetricRow.value).where(EvalMetricRow.eval_step_id == eval_step_id)
     ).all()
+    return _all_zero(values)
+
+
+def _all_zero(values: Sequence[float | None]) -> bool:
     return bool(values) and all(v is not None and v == 0.0 for v in values)
 
 
@@ -869,7 +921,14 @@ def _study_row(session: Session, ref: str | int) -> StudyRow:
 
 
 def _spec(row: StudyRow) -> StudySpec:
-    return parse_spec(json.loads(row.spec_json), source=f"study {row.name}")
+    return _parsed_spec(row.spec_json, row.name)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_spec(spec_json: str, name: str) -> StudySpec:
+    """A stored spec, validated once per distinct JSON (each tick reads every running study's
+    spec; specs are never mutated, only copied)."""
+    return parse_spec(json.loads(spec_json), source=f"study {name}")
 
 
 def _aware(value: datetime) -> datetime:
