@@ -10,17 +10,27 @@ TensorFlow) the same number of times, one trial at a time, in the same process:
   `StudyManager(slots=1).run()` with `Settings.poll_interval=<poll>`: claiming, launching,
   tailing event files, storing metrics, checkpoint checks, the export scan, telling Optuna, and
   the sleep between ticks all count.
+- `ray tune` (when `ray[tune]` is installed: the `bench` extra): a Ray Tune function trainable
+  that launches the same trainer (its own job dir per trial), reads `rmse` back as the plain
+  loop does and `tune.report`s it; `Tuner.fit()` with `OptunaSearch` on an `RDBStorage` of its
+  own, `max_concurrent_trials=1` and `reuse_actors` (`--no-ray-reuse-actors`: Ray's default, a
+  new actor and so a new worker process per trial). `ray.init` and building the `Tuner` come
+  before each of its chunks and `ray.shutdown` after it, untimed, so that Ray's daemons do not
+  run during the others' chunks; two more rows: `ray tune steady` (from the first trial's end
+  to the last one's in each fit: no per-fit start-up or tear-down) and `ray tune + start-up`
+  (with `ray.init` and `Tuner()`). Without Ray the contender is skipped with a note.
 
 Each Optuna contender gets a fresh database of the same kind (a temp SQLite file each, or a fresh
 PostgreSQL database each with `--database postgresql`) and the same sampler (the tuner's default,
 TPE, built from the same spec). The trials are split into `--rounds` chunks run in alternating
 order (S A B | B A S ...) so that warm-up and drift do not favour anyone; a tuner study is
 resumed with a larger budget for each chunk (that untimed step is the only difference from one
-long run).
+long run; Ray Tune runs one `Tuner.fit()` per chunk on the same Optuna study instead).
 
     python bench/overhead.py                          # SQLite, 200 trials, poll 0.01 s and 0.25 s
     python bench/overhead.py --database postgresql    # the same on the local PostgreSQL server
     python bench/overhead.py --profile /tmp/prof      # + a cProfile of each Optuna contender
+    pip install -e '.[bench]'                         # Ray Tune as one more contender
 """
 
 from __future__ import annotations
@@ -28,9 +38,12 @@ from __future__ import annotations
 import argparse
 import cProfile
 import functools
+import inspect
+import logging
 import os
 import pstats
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -39,11 +52,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import psycopg
@@ -64,6 +77,9 @@ from tuner.persistence import repository as repo
 from tuner.spec import StudySpec, parse_spec
 from tuner.studies import Backend
 from tuner.trainers import Trainer, TrainerRegistry
+
+if TYPE_CHECKING:
+    from ray.tune import Tuner
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINER = REPO / "bench" / "trivial_trainer.py"
@@ -204,6 +220,14 @@ def _sqlite_path(url: str) -> str | None:
     return parsed.database if parsed.get_backend_name() == "sqlite" else None
 
 
+def _use_wal(url: str) -> None:
+    """Put a SQLite database in WAL mode (persistent in the file), as the tuner's is."""
+    path = _sqlite_path(url)
+    if path is not None:
+        with sqlite3.connect(path) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+
+
 # -- the contenders ------------------------------------------------------------------------------
 
 
@@ -221,8 +245,19 @@ class Contender:
     def run(self, trials: int) -> None:
         raise NotImplementedError
 
+    def finish(self) -> None:
+        """Untimed tear-down after a chunk."""
+
     def check(self, expected: int) -> None:
         """Raise unless exactly `expected` trials completed so far."""
+
+    def extra_rows(self, total: Totals) -> dict[str, Totals]:
+        """More rows for the table, derived from this contender's chunks."""
+        return {}
+
+    def notes(self) -> list[str]:
+        """Lines printed under the table."""
+        return []
 
     def close(self) -> None:
         """Release connections."""
@@ -257,12 +292,10 @@ class PlainLoop(Contender):
     def __init__(self, url: str, workdir: Path, spec: StudySpec, *, sqlite_wal: bool) -> None:
         super().__init__()
         self.workdir = workdir
-        path = _sqlite_path(url)
-        if path is not None and sqlite_wal:
+        if sqlite_wal:
             # The tuner's database runs in WAL mode (persistent in the file, so Optuna's
             # connections there use it too); the same here, so the journal is not what differs.
-            with sqlite3.connect(path) as conn:
-                conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(url)
         self.storage = RDBStorage(url)
         self.counter.attach(self.storage.engine)
         self.space: dict[str, BaseDistribution] = sampling.search_space(spec)
@@ -295,9 +328,11 @@ class TunerManager(Contender):
     """`submit_study` (or `resume_study` with a larger budget) untimed, then a timed
     `StudyManager(slots=1).run()` until the study's budget is spent."""
 
-    def __init__(self, url: str, workdir: Path, poll_interval: float) -> None:
+    def __init__(
+        self, url: str, workdir: Path, poll_interval: float, *, warm: bool = False
+    ) -> None:
         super().__init__()
-        self.label = f"tuner @ {poll_interval:g}s poll"
+        self.label = f"tuner{', warm' if warm else ''} @ {poll_interval:g}s poll"
         self.name = "bench"
         self.settings = Settings(
             database_url=url,
@@ -305,9 +340,21 @@ class TunerManager(Contender):
             trainers_file=workdir / "no-trainers.yaml",
             poll_interval=poll_interval,
         )
-        trainer = Trainer(name="trivial", argv=(sys.executable, str(TRAINER)), working_dir=REPO)
+        if warm:
+            # The same trainer as a module with `preload`: each trial forks from a parent
+            # that has imported it (and its imports) once; see tuner/warm_starts.py.
+            trainer = Trainer(
+                name="trivial",
+                argv=(sys.executable, "-m", "bench.trivial_trainer"),
+                working_dir=REPO,
+                module="bench.trivial_trainer",
+                preload=("bench.trivial_trainer",),
+            )
+        else:
+            trainer = Trainer(name="trivial", argv=(sys.executable, str(TRAINER)), working_dir=REPO)
         self.registry = TrainerRegistry({"trivial": trainer})
-        self.backend = Backend.connect(url)
+        # What `tuner worker` and `tuner run` connect with (no pool pre-ping).
+        self.backend = Backend.connect(url, pre_ping=False)
         self.counter.attach(self.backend.db.engine)
         self.counter.attach(self.backend.storage.engine)
         self.budget = 0
@@ -335,6 +382,302 @@ class TunerManager(Contender):
 
     def close(self) -> None:
         self.backend.close()
+
+
+# -- Ray Tune (optional: the `bench` extra) ------------------------------------------------------
+
+
+def ray_unavailable() -> str | None:
+    """None if Ray Tune imports, else why not (one line)."""
+    try:
+        import ray.tune.search.optuna  # noqa: F401 (imports ray.tune too)
+    except ImportError as exc:
+        # ray.tune re-raises a missing or broken dependency as a generic ImportError.
+        reason = f"{exc} ({exc.__cause__})" if exc.__cause__ else str(exc)
+        return " ".join(reason.split())
+    # At verbose=0 Ray's new console output still prints a table per experiment; the legacy
+    # output prints nothing. No usage statistics either (read by ray.init and its daemons).
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    return None
+
+
+def ray_trial(
+    config: dict[str, Any],
+    *,
+    job_root: str,
+    launch: Callable[[float, Path], None],
+    read: Callable[[Path, str], float],
+) -> None:
+    """The function trainable (runs in Ray's trial actor): the trainer in a job dir of its own,
+    the metric read back from its event file, reported to Tune."""
+    from ray import tune
+
+    context = tune.get_context()
+    job_dir = Path(job_root) / f"{context.get_experiment_name()}-{context.get_trial_id()}"
+    launch(config["x"], job_dir)
+    tune.report({METRIC: read(job_dir / "eval", METRIC)})
+
+
+@dataclass
+class Mark:
+    """When a trial's completion reached Tune's callbacks (after the searcher's tell)."""
+
+    seconds: float
+    cpu_seconds: float
+    sql: tuple[int, int, int]
+
+
+def completion_clock(counter: SqlCounter) -> Any:
+    """A Tune callback that records a `Mark` per completed trial in its `marks`."""
+    from ray.tune import Callback
+    from ray.tune.experiment import Trial
+
+    class CompletionClock(Callback):
+        def __init__(self) -> None:
+            self.marks: list[Mark] = []
+
+        def on_trial_complete(
+            self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+        ) -> None:
+            self.marks.append(Mark(time.perf_counter(), time.process_time(), counter.snapshot()))
+
+    return CompletionClock()
+
+
+def _descendants() -> dict[int, str]:
+    """pid -> start time of this process's live descendants (from /proc; empty elsewhere)."""
+    children: dict[int, list[tuple[int, str]]] = {}
+    proc = Path("/proc")
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] not in ("Z", "X"):
+            children.setdefault(int(fields[1]), []).append((int(entry.name), fields[19]))
+    found: dict[int, str] = {}
+    todo = [os.getpid()]
+    while todo:
+        for pid, start in children.get(todo.pop(), []):
+            found[pid] = start
+            todo.append(pid)
+    return found
+
+
+def _still_running(processes: dict[int, str]) -> dict[int, str]:
+    now = _descendants()
+    return {pid: start for pid, start in processes.items() if now.get(pid) == start}
+
+
+def _process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode() or "?"
+    except OSError:
+        return "?"
+
+
+class RayTune(Contender):
+    """Ray Tune: `ray.init` and a `Tuner` per chunk (untimed), a timed `Tuner.fit()`, then
+    `ray.shutdown()` (untimed), on one Optuna study in a database of its own."""
+
+    label = "ray tune"
+    steady_label = "ray tune steady"
+    startup_label = "ray tune + start-up"
+
+    def __init__(
+        self,
+        url: str,
+        workdir: Path,
+        spec: StudySpec,
+        *,
+        cpus: int,
+        reuse_actors: bool,
+        sqlite_wal: bool,
+    ) -> None:
+        super().__init__()
+        self.workdir = workdir
+        self.cpus = cpus
+        self.reuse_actors = reuse_actors
+        if sqlite_wal:
+            _use_wal(url)
+        self.storage = RDBStorage(url)
+        self.counter.attach(self.storage.engine)
+        self.space: dict[str, BaseDistribution] = sampling.search_space(spec)
+        # One sampler across the chunks, as the other contenders have one study each.
+        self.sampler = sampling.make_sampler(spec)
+        self.study = optuna.create_study(
+            study_name="ray", storage=self.storage, direction="minimize", sampler=self.sampler
+        )
+        self.tuner: Tuner | None = None
+        self.clock: Any = None
+        # Per chunk:
+        self.init_s: list[float] = []
+        self.setup_s: list[float] = []  # ray.init + OptunaSearch + Tuner()
+        self.setup_cpu_s: list[float] = []
+        self.setup_sql: list[tuple[int, int, int]] = []
+        self.fit_start: list[float] = []
+        self.fit_end: list[float] = []
+        self.marks: list[list[Mark]] = []
+        self.shutdown_s: list[float] = []
+        self.leftovers: list[str] = []
+
+    def prepare(self, trials: int) -> None:
+        import ray
+        from ray import tune
+        from ray.tune.search.optuna import OptunaSearch
+
+        start, cpu, sql = time.perf_counter(), time.process_time(), self.counter.snapshot()
+        ray.init(
+            address="local",  # a cluster of its own, never one that is already running
+            num_cpus=self.cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+            # Ray's session files go with the temp dir (short: it holds unix sockets).
+            _temp_dir=str(self.workdir / "s"),
+        )
+        self.init_s.append(time.perf_counter() - start)
+        searcher = OptunaSearch(
+            space=self.space,
+            metric=METRIC,
+            mode="min",
+            sampler=self.sampler,
+            storage=self.storage,
+            study_name=self.study.study_name,
+        )
+        trainable = tune.with_parameters(
+            ray_trial,
+            job_root=str(self.workdir / "trials"),
+            # The functions themselves, not --breakdown's timers (which stay in this process).
+            launch=inspect.unwrap(run_trainer),
+            read=inspect.unwrap(read_objective),
+        )
+        self.clock = completion_clock(self.counter)
+        self.tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                num_samples=trials,
+                max_concurrent_trials=1,
+                reuse_actors=self.reuse_actors,
+            ),
+            run_config=tune.RunConfig(
+                name=f"round-{len(self.init_s)}",
+                storage_path=str(self.workdir / "results"),
+                verbose=0,
+                callbacks=[self.clock],
+            ),
+        )
+        self.setup_s.append(time.perf_counter() - start)
+        self.setup_cpu_s.append(time.process_time() - cpu)
+        after = self.counter.snapshot()
+        self.setup_sql.append((after[0] - sql[0], after[1] - sql[1], after[2] - sql[2]))
+
+    def run(self, trials: int) -> None:
+        assert self.tuner is not None
+        self.fit_start.append(time.perf_counter())
+        results = self.tuner.fit()
+        self.fit_end.append(time.perf_counter())
+        self.marks.append(self.clock.marks)
+        if results.errors:
+            raise RuntimeError(
+                f"{self.label}: {len(results.errors)} trials failed: {results.errors[0]}"
+            )
+
+    def finish(self) -> None:
+        import ray
+
+        self.tuner = None
+        processes = _descendants()
+        start = time.perf_counter()
+        ray.shutdown()
+        self.shutdown_s.append(time.perf_counter() - start)
+        self._reap(processes)
+
+    def _reap(self, processes: dict[int, str]) -> None:
+        """Wait for what Ray started to exit; end (by pid) whatever is still there after 10 s."""
+        deadline = time.monotonic() + 10
+        while (left := _still_running(processes)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not left:
+                return
+            if sig == signal.SIGTERM:
+                self.leftovers += [f"{pid} {_process_name(pid)}" for pid in left]
+            for pid in left:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            time.sleep(2)
+            left = _still_running(left)
+
+    def check(self, expected: int) -> None:
+        states = [t.state for t in self.study.get_trials(deepcopy=False)]
+        complete = states.count(optuna.trial.TrialState.COMPLETE)
+        if complete != expected or len(states) != expected:
+            raise RuntimeError(f"{self.label}: {complete} of {len(states)} trials complete")
+
+    def extra_rows(self, total: Totals) -> dict[str, Totals]:
+        rows: dict[str, Totals] = {}
+        if all(len(marks) >= 2 for marks in self.marks):
+            steady = Totals()
+            for marks in self.marks:
+                first, last = marks[0], marks[-1]
+                steady.trials += len(marks) - 1
+                steady.seconds += last.seconds - first.seconds
+                steady.cpu_seconds += last.cpu_seconds - first.cpu_seconds
+                steady.statements += last.sql[0] - first.sql[0]
+                steady.commits += last.sql[1] - first.sql[1]
+                steady.checkouts += last.sql[2] - first.sql[2]
+                steady.chunk_ms.append((last.seconds - first.seconds) * 1000 / (len(marks) - 1))
+            rows[self.steady_label] = steady
+        whole = Totals(
+            trials=total.trials,
+            seconds=total.seconds + sum(self.setup_s),
+            cpu_seconds=total.cpu_seconds + sum(self.setup_cpu_s),
+            statements=total.statements + sum(sql[0] for sql in self.setup_sql),
+            commits=total.commits + sum(sql[1] for sql in self.setup_sql),
+            checkouts=total.checkouts + sum(sql[2] for sql in self.setup_sql),
+        )
+        for setup, ms, marks in zip(self.setup_s, total.chunk_ms, self.marks, strict=True):
+            whole.chunk_ms.append(ms + setup * 1000 / len(marks))
+        rows[self.startup_label] = whole
+        return rows
+
+    def notes(self) -> list[str]:
+        def mean(values: Sequence[float]) -> float:
+            return statistics.fmean(values) if values else float("nan")
+
+        first = [m[0].seconds - s for m, s in zip(self.marks, self.fit_start, strict=True)]
+        tail = [e - m[-1].seconds for m, e in zip(self.marks, self.fit_end, strict=True)]
+        lines = [
+            f"{self.label}: one Tuner.fit() per chunk, OptunaSearch (the same sampler) on an "
+            "RDBStorage of its own,",
+            f"  max_concurrent_trials=1, reuse_actors={self.reuse_actors}, "
+            f"ray.init(num_cpus={self.cpus});",
+            f"  {self.steady_label}: from the first trial's end to the last one's in each fit;",
+            f"  {self.startup_label}: with ray.init and Tuner() before each fit;",
+            "  cpu ms of the ray rows: this (driver) process, not the trial actor or Ray's "
+            "daemons;",
+            f"  mean per chunk: ray.init {mean(self.init_s):.2f} s, Tuner() "
+            f"{mean(self.setup_s) - mean(self.init_s):.2f} s, ray.shutdown "
+            f"{mean(self.shutdown_s):.2f} s (untimed); in the fit:",
+            f"  {mean(first):.2f} s to the first trial's end, {mean(tail):.2f} s after the "
+            "last one's.",
+        ]
+        if self.leftovers:
+            lines.append(f"ray left processes after ray.shutdown(), ended: {self.leftovers}")
+        return lines
+
+    def close(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            self.finish()
+        self.storage.remove_session()
+        self.storage.engine.dispose()
 
 
 # -- where the time goes, without a profiler's distortion ----------------------------------------
@@ -498,6 +841,7 @@ def run_benchmark(
             elapsed = time.perf_counter() - start
             cpu = time.process_time() - cpu_start
             after = contender.counter.snapshot()
+            contender.finish()
             total = totals[contender.label]
             total.trials += trials
             total.seconds += elapsed
@@ -514,7 +858,9 @@ def run_benchmark(
     return totals
 
 
-def format_table(totals: dict[str, Totals], plain: str, floor: str) -> str:
+def format_table(
+    totals: dict[str, Totals], plain: str, floor: str, notes: Sequence[str] = ()
+) -> str:
     header = (
         f"{'contender':<20} {'trials':>6} {'total s':>8} {'ms/trial':>9} {'over floor':>10} "
         f"{'cpu ms':>7} {'SQL':>6} {'commits':>7} {'checkouts':>9} {'ratio':>6}"
@@ -538,6 +884,7 @@ def format_table(totals: dict[str, Totals], plain: str, floor: str) -> str:
         "SQL, commits, checkouts: statements, commits and pool checkouts per trial on the "
         "contender's",
         f"engines; ratio: ms/trial / {plain!r} (target <= {TARGET_RATIO:.2f}).",
+        *notes,
         "",
         "per round: ms/trial (ratio to the plain loop in the same round)",
     ]
@@ -624,6 +971,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(0.25 is the tuner's default)",
     )
     parser.add_argument(
+        "--no-warm",
+        dest="warm",
+        action="store_false",
+        help="leave out the tuner with warm starts (the trainer forked from a preloading "
+        "parent; at the last --poll-interval)",
+    )
+    parser.add_argument(
         "--plain-journal",
         choices=("wal", "default"),
         default="wal",
@@ -643,12 +997,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="time the manager's steps, repository calls and Optuna calls per trial (with "
         "their SQL statements and commits), at about a microsecond per call",
     )
+    parser.add_argument(
+        "--no-ray",
+        dest="ray",
+        action="store_false",
+        help="leave Ray Tune out even when it is installed",
+    )
+    parser.add_argument(
+        "--ray-cpus", type=int, default=os.cpu_count() or 1, help="num_cpus for ray.init"
+    )
+    parser.add_argument(
+        "--ray-reuse-actors",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Tune's reuse_actors: one trial actor for a whole fit (without it, Ray's default, "
+        "every trial starts a new actor in a new worker process)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (trial dirs, dbs)")
     args = parser.parse_args(argv)
     if args.trials < 1 or args.rounds < 1:
         parser.error("--trials and --rounds must be >= 1")
     if any(p <= 0 for p in args.poll_interval):
         parser.error("--poll-interval must be > 0")
+    if args.ray_cpus < 1:
+        parser.error("--ray-cpus must be >= 1")
     return args
 
 
@@ -678,6 +1050,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         for poll in args.poll_interval:
             slug = f"tuner-{poll:g}".replace(".", "_")
             contenders.append(TunerManager(databases.fresh(slug), workdir / slug, poll))
+        if args.warm:
+            poll = args.poll_interval[-1]
+            slug = f"tuner-warm-{poll:g}".replace(".", "_")
+            contenders.append(TunerManager(databases.fresh(slug), workdir / slug, poll, warm=True))
+        skipped = "ray tune: left out (--no-ray)" if not args.ray else None
+        if args.ray and (reason := ray_unavailable()) is not None:
+            skipped = f"ray tune: skipped ({reason}; pip install -e '.[bench]')"
+        if skipped is None:
+            contenders.append(
+                RayTune(
+                    databases.fresh("ray"),
+                    workdir / "ray",
+                    spec,
+                    cpus=args.ray_cpus,
+                    reuse_actors=args.ray_reuse_actors,
+                    sqlite_wal=args.plain_journal == "wal",
+                )
+            )
         for contender in contenders:
             stack.callback(contender.close)
         breakdown = Breakdown() if args.breakdown else None
@@ -690,10 +1080,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             breakdown=breakdown,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
+        rows: dict[str, Totals] = {}
+        notes: list[str] = []
+        for contender in contenders:
+            rows[contender.label] = totals[contender.label]
+            rows.update(contender.extra_rows(totals[contender.label]))
+            notes += contender.notes()
         print()
         if args.profile is not None:
             print("(profiled run: cProfile inflates every figure below)\n")
-        print(format_table(totals, PlainLoop.label, LaunchOnly.label))
+        print(format_table(rows, PlainLoop.label, LaunchOnly.label, notes))
+        if skipped is not None:
+            print(skipped)
         if breakdown is not None:
             breakdown.print(totals)
         if args.profile is not None:

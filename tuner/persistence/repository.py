@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -600,14 +602,32 @@ def _all_zero(values: Sequence[float | None]) -> bool:
 
 
 def save_offsets(session: Session, run_id: int, offsets: dict[str, int]) -> None:
-    for path, offset in offsets.items():
-        row = session.scalar(
-            select(EventFileRow).where(EventFileRow.run_id == run_id, EventFileRow.path == path)
+    """Store how far each event file was read: one upsert for them all."""
+    if not offsets:
+        return
+    insert_for = _UPSERT_INSERTS.get(session.get_bind().dialect.name)
+    if insert_for is None:  # another database: read, then insert or update
+        for path, offset in offsets.items():
+            row = session.scalar(
+                select(EventFileRow).where(EventFileRow.run_id == run_id, EventFileRow.path == path)
+            )
+            if row is None:
+                session.add(EventFileRow(run_id=run_id, path=path, offset=offset))
+            else:
+                row.offset = offset
+        return
+    statement = insert_for(EventFileRow).values(
+        [{"run_id": run_id, "path": path, "offset": offset} for path, offset in offsets.items()]
+    )
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[EventFileRow.run_id, EventFileRow.path],
+            set_={"offset": statement.excluded.offset},
         )
-        if row is None:
-            session.add(EventFileRow(run_id=run_id, path=path, offset=offset))
-        else:
-            row.offset = offset
+    )
+
+
+_UPSERT_INSERTS: dict[str, Any] = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}
 
 
 def objective_rank(value: float | None, goal: Goal) -> float | None:
