@@ -397,3 +397,29 @@ def test_a_trainer_that_fails_only_warm_falls_back_to_cold(tmp_path):
     assert "used across a fork, refusing" in log and "starting it again cold" in log
     assert "probe written" in log
     assert not probe(env, "fallback", 0)["forked_from_importer"]
+
+
+def test_a_local_trainer_module_starts_warm_with_preload(tmp_path):
+    env = environment(tmp_path)
+    spec = spec_file(tmp_path, "local", "anything", args=SHORT, max_trials=2)
+    command = [*TUNER, "-v", "run", str(spec), "--no-view", "--trainer-module"]
+    done = subprocess.run(
+        [*command, "tests.trainers.warm_probe", "--preload", "numpy"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert warm_trials(done.stderr) == [0, 1]
+    refused = subprocess.run(
+        [*TUNER, "run", str(spec), "--preload", "numpy"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert "--preload needs --trainer-module" in refused.stderr

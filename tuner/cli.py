@@ -104,6 +104,13 @@ def run(
         str | None,
         typer.Option(help="Register a local `python -m MODULE` trainer for this run."),
     ] = None,
+    preload: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="With --trainer-module: modules to import once for all trials (warm starts, "
+            "e.g. --preload tensorflow --preload tensorflow_estimator). Repeatable."
+        ),
+    ] = None,
     view: Annotated[bool, typer.Option(help="Live terminal view.")] = True,
 ) -> None:
     """Run a study to its budget on this machine (resumes it if it exists)."""
@@ -114,7 +121,9 @@ def run(
     registry = _registry(settings)
     if trainer_module:
         trainer = trainer or trainer_module.rsplit(".", 1)[0].split(".")[-1]
-        registry.register_module(trainer, trainer_module)
+        registry.register_module(trainer, trainer_module, preload=tuple(preload or ()))
+    elif preload:
+        raise _fail("--preload needs --trainer-module (a registered trainer sets `preload`)")
     try:
         spec = load_spec_file(spec_file, name=name, trainer=trainer)
         registry.get(spec.trainer)
