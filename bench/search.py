@@ -8,8 +8,9 @@ Configurations of the same study (same params, same `maxTrials`, `maxParallelTri
 - `random`: `algorithm: RANDOM_SEARCH`, no early stopping;
 - `tpe`: `algorithm: ALGORITHM_UNSPECIFIED` (the tuner's TPE), no early stopping;
 - `tpe+prune`: TPE with `enableTrialEarlyStopping: true`, i.e. the current default pruner
-  (`PrunerSpec()`: median, 3 startup trials, no warmup; a percentile pruner at 50 without
-  warm-up is the same rule, so this is also "percentile 50").
+  (`tuner.spec.DEFAULT_PRUNER`: median, 3 startup trials, warm-up `auto`, a third of the longest
+  completed trial's steps; before that choice it was median without warm-up, which
+  `--variant old-default` runs).
 
 The candidates (`--candidates`: all of them, or a comma-separated subset), each TPE with
 `enableTrialEarlyStopping: true` and an explicit `earlyStopping`, its resources taken from the
@@ -97,7 +98,7 @@ from tuner import studies as study_ops
 from tuner.config import Settings
 from tuner.execution import TrialProcess
 from tuner.manager import StudyManager, TrialEvent
-from tuner.spec import PrunerSpec, load_spec_file, parse_spec
+from tuner.spec import DEFAULT_PRUNER, PrunerSpec, load_spec_file, parse_spec
 from tuner.studies import Backend
 from tuner.trainers import Trainer, TrainerRegistry
 
@@ -219,12 +220,12 @@ class Variant:
 
 @contextmanager
 def _patched_default_pruner(**changes: Any) -> Iterator[None]:
-    """Change what `PrunerSpec()` (the pruner of `enableTrialEarlyStopping: true` without
+    """Change what `DEFAULT_PRUNER` (the pruner of `enableTrialEarlyStopping: true` without
     `earlyStopping`) builds, as a changed default in `tuner/spec.py` would."""
     original = sampling.make_pruner
 
     def make_pruner(pruner: PrunerSpec | None) -> optuna.pruners.BasePruner:
-        if pruner == PrunerSpec():
+        if pruner == DEFAULT_PRUNER:
             pruner = PrunerSpec.model_validate({**pruner.model_dump(), **changes})
         return original(pruner)
 
@@ -250,6 +251,12 @@ def _warmup(fraction: float) -> Callable[[TaskSetup], dict[str, Any]]:
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
+        Variant(
+            "old-default",
+            "median pruner without warm-up (what enableTrialEarlyStopping meant before "
+            "DEFAULT_PRUNER's warm-up: auto)",
+            early_stopping=lambda s: {"type": "median", "startupTrials": 3},
+        ),
         Variant(
             "warmup",
             "median pruner, no decision before 50%% of the train steps",
@@ -298,7 +305,7 @@ VARIANTS: dict[str, Variant] = {
         ),
         Variant(
             "default-percentile75",
-            "library change: PrunerSpec() defaults to type percentile, percentile 75 "
+            "library change: DEFAULT_PRUNER becomes type percentile, percentile 75 "
             "(monkeypatched make_pruner; the spec says only enableTrialEarlyStopping: true)",
             patch=lambda s: _patched_default_pruner(type="percentile", percentile=75.0),
         ),
@@ -435,11 +442,11 @@ def describe_config(setup: TaskSetup, config: str) -> str:
     if config == "tpe":
         return "TPE, no early stopping"
     if config == "tpe+prune":
-        d = PrunerSpec()
+        d = DEFAULT_PRUNER
         rule = {"median": "median (= percentile 50)", "percentile": f"percentile {d.percentile:g}"}
         rule_text = rule.get(d.type, d.type)
         return (
-            "TPE, enableTrialEarlyStopping: true without earlyStopping, i.e. PrunerSpec(): "
+            "TPE, enableTrialEarlyStopping: true without earlyStopping, i.e. DEFAULT_PRUNER: "
             f"{rule_text}, startupTrials {d.startup_trials}, warmupSteps {d.warmup_steps}"
         )
     variant = _variant_of(config)

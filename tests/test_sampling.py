@@ -466,6 +466,28 @@ def test_make_pruner_median() -> None:
     )
 
 
+def test_the_default_pruner_waits_for_a_third_of_the_longest_completed_trial() -> None:
+    from tuner.sampling import AutoWarmup
+    from tuner.spec import DEFAULT_PRUNER
+
+    pruner = make_pruner(DEFAULT_PRUNER)
+    assert isinstance(pruner, AutoWarmup)
+    study = optuna.create_study(pruner=pruner)
+    for good in (0.1, 0.2, 0.3):  # three completed trials of 300 steps
+        trial = study.ask()
+        for step in range(50, 301, 50):
+            trial.report(good, step)
+        study.tell(trial, good)
+    bad = study.ask()
+    bad.report(5.0, 50)
+    assert not bad.should_prune()  # step 50 < 300 / 3: too early to judge
+    bad.report(5.0, 100)
+    assert bad.should_prune()  # from a third of 300 steps on, the median rule applies
+    lone = optuna.create_study(pruner=make_pruner(DEFAULT_PRUNER)).ask()
+    lone.report(5.0, 1000)
+    assert not lone.should_prune()  # nothing has completed: nothing to compare with
+
+
 def test_make_pruner_percentile() -> None:
     pruner = make_pruner(PrunerSpec(type="percentile", percentile=25.0, startup_trials=1))
     assert type(pruner) is optuna.pruners.PercentilePruner

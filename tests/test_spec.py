@@ -12,6 +12,7 @@ import pytest
 
 from tuner.errors import SpecError
 from tuner.spec import (
+    DEFAULT_PRUNER,
     Algorithm,
     Goal,
     ObjectiveMode,
@@ -204,7 +205,7 @@ def test_whole_job_file_with_job_id_is_accepted_and_named_by_overrides() -> None
         "LayerNormBasicLSTMCell",
     ]
     # enableTrialEarlyStopping without an explicit earlyStopping: the default pruner.
-    assert spec.pruner == PrunerSpec()
+    assert spec.pruner == DEFAULT_PRUNER
 
     # Every ignored key is named in a warning; the file is not refused for them.
     text = "\n".join(notes)
@@ -984,8 +985,10 @@ def test_pruner_default_when_early_stopping_is_enabled() -> None:
     pruner = _with_pruning(True, None).pruner
     assert pruner is not None
     assert pruner.type == "median"
-    assert pruner == PrunerSpec()
-    assert (pruner.startup_trials, pruner.warmup_steps, pruner.interval_steps) == (3, 0, 1)
+    assert pruner == DEFAULT_PRUNER
+    assert (pruner.startup_trials, pruner.warmup_steps, pruner.interval_steps) == (3, "auto", 1)
+    # An explicit median pruner keeps no warm-up unless asked.
+    assert PrunerSpec().warmup_steps == 0
 
 
 def test_no_pruner_when_early_stopping_is_disabled() -> None:

@@ -134,19 +134,23 @@ def make_pruner(pruner: PrunerSpec | None) -> optuna.pruners.BasePruner:
     """The pruner that decides early stopping from reported eval values."""
     if pruner is None:
         return optuna.pruners.NopPruner()
-    if pruner.type == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=pruner.startup_trials,
-            n_warmup_steps=pruner.warmup_steps,
-            interval_steps=pruner.interval_steps,
-        )
-    if pruner.type == "percentile":
-        return optuna.pruners.PercentilePruner(
-            pruner.percentile,
-            n_startup_trials=pruner.startup_trials,
-            n_warmup_steps=pruner.warmup_steps,
-            interval_steps=pruner.interval_steps,
-        )
+    if pruner.type in ("median", "percentile"):
+        fixed_warmup = 0 if pruner.warmup_steps == "auto" else pruner.warmup_steps
+        rule: optuna.pruners.BasePruner
+        if pruner.type == "median":
+            rule = optuna.pruners.MedianPruner(
+                n_startup_trials=pruner.startup_trials,
+                n_warmup_steps=fixed_warmup,
+                interval_steps=pruner.interval_steps,
+            )
+        else:
+            rule = optuna.pruners.PercentilePruner(
+                pruner.percentile,
+                n_startup_trials=pruner.startup_trials,
+                n_warmup_steps=fixed_warmup,
+                interval_steps=pruner.interval_steps,
+            )
+        return AutoWarmup(rule) if pruner.warmup_steps == "auto" else rule
     if pruner.type == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(
             min_resource=pruner.min_resource, reduction_factor=pruner.reduction_factor
@@ -158,3 +162,27 @@ def make_pruner(pruner: PrunerSpec | None) -> optuna.pruners.BasePruner:
             reduction_factor=pruner.reduction_factor,
         )
     return optuna.pruners.NopPruner()
+
+
+class AutoWarmup(optuna.pruners.BasePruner):
+    """A pruner that never prunes in the first third of a trial's steps, as measured by the
+    longest COMPLETED trial's last reported step (`warmupSteps: auto`).
+
+    The tuner does not know how many steps a trainer runs; its completed trials do. Until one
+    has completed nothing is pruned (nor would the median rule, before `startupTrials`).
+    """
+
+    FRACTION = 1 / 3
+
+    def __init__(self, rule: optuna.pruners.BasePruner) -> None:
+        self.rule = rule
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None:
+            return False
+        completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        longest = max((t.last_step for t in completed if t.last_step is not None), default=None)
+        if longest is None or step < longest * self.FRACTION:
+            return False
+        return self.rule.prune(study, trial)

@@ -16,7 +16,7 @@ import re
 from collections.abc import Collection
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import (
@@ -276,8 +276,9 @@ class PrunerSpec(_Model):
     type: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
     #: Trials that must finish before anything is pruned (median, percentile).
     startup_trials: int = Field(default=3, ge=0)
-    #: Eval steps of a trial below which it is never pruned (median, percentile: global step).
-    warmup_steps: int = Field(default=0, ge=0)
+    #: Eval steps of a trial below which it is never pruned (median, percentile: global step);
+    #: `auto`: a third of the longest COMPLETED trial's last step (the default pruner's).
+    warmup_steps: int | Literal["auto"] = 0
     #: Percentile to keep (percentile pruner).
     percentile: float = Field(default=50.0, gt=0, lt=100)
     #: Successive halving / Hyperband: smallest resource (global step) and reduction factor.
@@ -288,6 +289,15 @@ class PrunerSpec(_Model):
     #: steps (every eval is reported; this thins out the decisions).
     interval_steps: int = Field(default=1, ge=1)
 
+    @field_validator("warmup_steps", mode="before")
+    @classmethod
+    def _warmup(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError("must be a whole number >= 0 (global steps), or 'auto'")
+        return value
+
     @field_validator("min_resource", "max_resource", mode="before")
     @classmethod
     def _resource(cls, value: Any) -> Any:
@@ -296,6 +306,11 @@ class PrunerSpec(_Model):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError("must be a whole number >= 1 (global steps), or 'auto'")
         return value
+
+
+#: What `enableTrialEarlyStopping: true` means, chosen by `bench/search.py` (docs/spec.md):
+#: the median rule, after 3 completed trials, never in the first third of a trial's steps.
+DEFAULT_PRUNER: Final = PrunerSpec(type="median", startup_trials=3, warmup_steps="auto")
 
 
 class HyperparameterSpec(_Model):
@@ -438,7 +453,7 @@ class StudySpec(_Model):
         if self.early_stopping is not None:
             return None if self.early_stopping.type == "none" else self.early_stopping
         if self.hyperparameters.enable_trial_early_stopping:
-            return PrunerSpec()
+            return DEFAULT_PRUNER
         return None
 
     @property
