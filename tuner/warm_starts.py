@@ -275,7 +275,7 @@ class WarmStarts:
                 return "cold"
             try:
                 parent = PreloadingParent(key, self._log_path(key))
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 self._failed(key, f"could not start the preloading parent: {exc}")
                 return "cold"
             self._parents[key] = parent
@@ -284,8 +284,6 @@ class WarmStarts:
             self._parents.pop(key, None)
             self._failed(key, parent.failure or "the preloading parent failed")
             return self.status(key) if record.disabled is None else "cold"
-        if state == "ready":
-            record.failures = 0
         return state
 
     def start(
@@ -314,6 +312,9 @@ class WarmStarts:
             raise
         finally:
             os.close(log_fd)
+        # Failures count in a row until a trial starts warm (a parent that gets ready and then
+        # dies at every fork is given up too).
+        self._records.setdefault(key, _TrainerRecord()).failures = 0
         return TrialProcess.adopt(pid)
 
     def wake_fds(self) -> list[int]:
