@@ -423,3 +423,31 @@ def test_a_local_trainer_module_starts_warm_with_preload(tmp_path):
     )
     assert refused.returncode == 2
     assert "--preload needs --trainer-module" in refused.stderr
+
+
+def test_a_killed_manager_leaves_no_parent_and_no_warm_trial(tmp_path):
+    env = environment(tmp_path)
+    env["TUNER_STOP_GRACE_SECONDS"] = "1"
+    args = ["--train-steps=100", "--eval-every-steps=10", "--step-seconds=1"]
+    spec = spec_file(tmp_path, "orphaned", "probe_warm", args=args, max_trials=4, parallel=2)
+    proc = subprocess.Popen(
+        [*TUNER, "-v", "run", str(spec), "--no-view"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    root = Path(env["TUNER_ARTIFACT_ROOT"])
+    parent = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (parent is None or len(processes_under(root)) < 2):
+        parent = parent or _zygote_pid()
+        time.sleep(0.1)
+    assert parent is not None and len(processes_under(root)) == 2, "no two warm trials ran"
+    proc.kill()
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (alive(parent) or processes_under(root)):
+        time.sleep(0.1)
+    assert not alive(parent), "the preloading parent outlived its killed manager"
+    assert processes_under(root) == [], "warm trials outlived their killed manager"
