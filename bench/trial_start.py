@@ -82,7 +82,7 @@ def _first_summary(directory: Path, *, min_step: int) -> float:
     ]
     if not times:
         raise SystemExit(f"{directory}: no summary at step >= {min_step}; see the trial log")
-    return min(times)
+    return float(min(times))
 
 
 def house_trainer() -> Trainer:
@@ -172,10 +172,6 @@ def study_wall(workdir: Path, *, warm: bool, trials: int, parallel: int, steps: 
         backend.close()
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=4, help="single trials per mode")
@@ -209,31 +205,27 @@ def main(argv: list[str] | None = None) -> int:
             ("to_first_eval", "to first eval"),
             ("to_exit", "whole trial"),
         ):
-            cold = _median([getattr(t, field) for t in timings if t.mode == "cold"])
-            hot = _median([getattr(t, field) for t in timings if t.mode == "warm"])
+            cold = statistics.median([getattr(t, field) for t in timings if t.mode == "cold"])
+            hot = statistics.median([getattr(t, field) for t in timings if t.mode == "warm"])
             results[f"{field}_cold"], results[f"{field}_warm"] = cold, hot
             print(f"{label:16}{cold:10.2f}{hot:10.2f}{cold / hot:10.2f}x")
         if args.study_trials:
-            cold_wall = study_wall(
-                workdir,
-                warm=False,
-                trials=args.study_trials,
-                parallel=args.parallel,
-                steps=args.steps,
-            )
-            warm_wall = study_wall(
-                workdir,
-                warm=True,
-                trials=args.study_trials,
-                parallel=args.parallel,
-                steps=args.steps,
-            )
-            results.update(study_cold=cold_wall, study_warm=warm_wall)
+            walls = {
+                mode: study_wall(
+                    workdir,
+                    warm=mode == "warm",
+                    trials=args.study_trials,
+                    parallel=args.parallel,
+                    steps=args.steps,
+                )
+                for mode in ("cold", "warm")
+            }
+            results.update(study_cold=walls["cold"], study_warm=walls["warm"])
             print(
                 f"\n{args.study_trials}-trial study, {args.parallel} in parallel: cold "
-                f"{cold_wall:.1f} s, warm {warm_wall:.1f} s "
-                f"({100 * (1 - warm_wall / cold_wall):.0f} % less; "
-                f"ratio {cold_wall / warm_wall:.2f})"
+                f"{walls['cold']:.1f} s, warm {walls['warm']:.1f} s "
+                f"({100 * (1 - walls['warm'] / walls['cold']):.0f} % less; "
+                f"ratio {walls['cold'] / walls['warm']:.2f})"
             )
     results["load_after"] = os.getloadavg()[0]
     print(f"load average after: {results['load_after']:.2f}")

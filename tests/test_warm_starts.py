@@ -105,15 +105,19 @@ def spec_file(
     return path
 
 
+def run_argv(spec: Path) -> list[str]:
+    return [*TUNER, "-v", "run", str(spec), "--no-view"]
+
+
 def run(env: dict[str, str], spec: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*TUNER, "-v", "run", str(spec), "--no-view"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        run_argv(spec), env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
     )
+
+
+def start_run(env: dict[str, str], spec: Path, **output: Any) -> subprocess.Popen[str]:
+    """`tuner run` in the background (to act on it while it runs)."""
+    return subprocess.Popen(run_argv(spec), env=env, cwd=REPO, text=True, **output)
 
 
 def runs_of(env: dict[str, str], name: str) -> list[Any]:
@@ -310,14 +314,7 @@ def test_trials_survive_a_sigkill_of_their_preloading_parent(tmp_path):
     env = environment(tmp_path)
     args = ["--train-steps=40", "--eval-every-steps=10", "--step-seconds=0.5"]
     spec = spec_file(tmp_path, "killed", "probe_warm", args=args, max_trials=5, parallel=2)
-    proc = subprocess.Popen(
-        [*TUNER, "-v", "run", str(spec), "--no-view"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_run(env, spec, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     parent = None
     deadline = time.monotonic() + 60
     log_dir = Path(env["TUNER_ARTIFACT_ROOT"]) / ".warm"
@@ -402,9 +399,8 @@ def test_a_trainer_that_fails_only_warm_falls_back_to_cold(tmp_path):
 def test_a_local_trainer_module_starts_warm_with_preload(tmp_path):
     env = environment(tmp_path)
     spec = spec_file(tmp_path, "local", "anything", args=SHORT, max_trials=2)
-    command = [*TUNER, "-v", "run", str(spec), "--no-view", "--trainer-module"]
     done = subprocess.run(
-        [*command, "tests.trainers.warm_probe", "--preload", "numpy"],
+        [*run_argv(spec), "--trainer-module", "tests.trainers.warm_probe", "--preload", "numpy"],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -430,13 +426,7 @@ def test_a_killed_manager_leaves_no_parent_and_no_warm_trial(tmp_path):
     env["TUNER_STOP_GRACE_SECONDS"] = "1"
     args = ["--train-steps=100", "--eval-every-steps=10", "--step-seconds=1"]
     spec = spec_file(tmp_path, "orphaned", "probe_warm", args=args, max_trials=4, parallel=2)
-    proc = subprocess.Popen(
-        [*TUNER, "-v", "run", str(spec), "--no-view"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_run(env, spec, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     root = Path(env["TUNER_ARTIFACT_ROOT"])
     parent = None
     deadline = time.monotonic() + 60

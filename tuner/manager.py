@@ -69,7 +69,7 @@ from tuner.studies import (
 )
 from tuner.trainers import Trainer, TrainerRegistry
 from tuner.verdict import decide, final_problems, limit_reached
-from tuner.warm_starts import ParentKey, WarmStartError, WarmStarts, reap_orphans
+from tuner.warm_starts import ParentKey, WarmStartError, WarmStarts
 from tuner.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ class StudyManager:
             self._clean_abandoned()
             for trial in list(self.active.values()):
                 self._service_isolated(trial)
-            reap_orphans(self.warm.orphan_groups)
+            self.warm.reap_orphans()
             running, counts = self.db.run(self._running_studies_and_counts)
             self.judge.database_answered(time.monotonic())
             self._stop_trials_of_inactive_studies(running)
@@ -746,7 +746,7 @@ class StudyManager:
             return
         # Children that outlived the trainer (e.g. ones that ignored SIGTERM) go with it.
         signal_group(trial.process.pid, signal.SIGKILL)
-        self.warm.orphan_groups.add(trial.process.pid)
+        self.warm.trial_ended(trial.process.pid)
         self._ingest(trial, final=True)  # what was written between the poll above and the exit
         if self._retry_cold(trial, code):
             return

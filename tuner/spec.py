@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -289,22 +290,15 @@ class PrunerSpec(_Model):
     #: steps (every eval is reported; this thins out the decisions).
     interval_steps: int = Field(default=1, ge=1)
 
-    @field_validator("warmup_steps", mode="before")
+    @field_validator("warmup_steps", "min_resource", "max_resource", mode="before")
     @classmethod
-    def _warmup(cls, value: Any) -> Any:
+    def _steps_or_auto(cls, value: Any, info: ValidationInfo) -> Any:
+        """A number of global steps (at least 0 for a warm-up, 1 for a resource) or `auto`."""
         if value == "auto":
             return value
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError("must be a whole number >= 0 (global steps), or 'auto'")
-        return value
-
-    @field_validator("min_resource", "max_resource", mode="before")
-    @classmethod
-    def _resource(cls, value: Any) -> Any:
-        if value == "auto":
-            return value
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError("must be a whole number >= 1 (global steps), or 'auto'")
+        least = 0 if info.field_name == "warmup_steps" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"must be a whole number >= {least} (global steps), or 'auto'")
         return value
 
 

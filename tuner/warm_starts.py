@@ -247,7 +247,17 @@ class WarmStarts:
         self._parents: dict[ParentKey, PreloadingParent] = {}
         self._records: dict[ParentKey, _TrainerRecord] = {}
         #: Process groups of ended trials whose orphans may still need reaping.
-        self.orphan_groups: set[int] = set()
+        self._orphan_groups: set[int] = set()
+
+    def trial_ended(self, pgid: int) -> None:
+        """A trial's leader was reaped: what it left in its group is ours to reap (only once
+        this process is a subreaper; before, orphans go to init)."""
+        if _subreaper:
+            self._orphan_groups.add(pgid)
+
+    def reap_orphans(self) -> None:
+        """Reap exited orphans of ended trials; forget groups with nothing left."""
+        reap_orphans(self._orphan_groups)
 
     def key(self, trainer: Trainer, base_env: Mapping[str, str] | None = None) -> ParentKey | None:
         """The parent a trainer's trials fork from, or None if it starts cold."""
@@ -368,9 +378,6 @@ class WarmStarts:
         name = "-".join(m.replace(".", "_") for m in key.preload)[:60] or "parent"
         digest = hashlib.sha256(repr(key).encode()).hexdigest()[:8]
         return self.log_dir / f"{name}-{digest}.log"
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._parents.values()]
 
     def close(self) -> None:
         for parent in self._parents.values():

@@ -158,7 +158,9 @@ def reserve_run(session: Session, study_id: int, *, worker: str) -> int | None:
 def reserve_run_with_ordinal(
     session: Session, study_id: int, *, worker: str
 ) -> tuple[int, int] | None:
-    """`reserve_run`, and the run's ordinal (see `run_ordinal`) from the same counts."""
+    """`reserve_run`, and the run's ordinal: how many runs of the study were reserved before
+    it, counted under the study's lock. Unique per claim across managers, and the trial count on
+    a single manager, so it seeds proposals reproducibly and never twice the same."""
     locked = session.execute(
         update(StudyRow)
         .where(StudyRow.id == study_id, StudyRow.state == "RUNNING")
@@ -189,18 +191,6 @@ def reserve_run_with_ordinal(
     session.flush()
     # Every earlier run of the study has a smaller id (ids only grow; the study row is held).
     return row.id, sum(counts.values())
-
-
-def run_ordinal(session: Session, study_id: int, run_id: int) -> int:
-    """How many runs of the study were reserved before this one (call under the study lock,
-    i.e. in the transaction of `reserve_run`): unique per claim across managers, and the trial
-    count on a single manager, so it seeds proposals reproducibly and never twice the same."""
-    count = session.scalar(
-        select(func.count(TrialRunRow.id)).where(
-            TrialRunRow.study_id == study_id, TrialRunRow.id < run_id
-        )
-    )
-    return int(count or 0)
 
 
 def attach_trial(
@@ -287,7 +277,8 @@ def take_over(session: Session, run: TrialRun, *, reason: str) -> bool:
     Conditional on the worker, the epoch and the very heartbeat that was seen to go stale: an
     owner that renewed in the meantime keeps its run. The epoch grows, fencing the old owner.
     """
-    result = session.execute(
+    ended_at = now()
+    taken = session.execute(
         update(TrialRunRow)
         .where(
             TrialRunRow.id == run.id,
@@ -299,15 +290,18 @@ def take_over(session: Session, run: TrialRun, *, reason: str) -> bool:
         .values(
             state="STOPPED",
             failure_reason=reason,
-            ended_at=now(),
+            ended_at=ended_at,
             lease_epoch=TrialRunRow.lease_epoch + 1,
             objective_step_id=None,
             objective_rank=None,
         )
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+        .returning(TrialRunRow.study_id, TrialRunRow.number, TrialRunRow.exit_code)
+    ).one_or_none()
+    if taken is None:
         return False
-    _journal_state(session, run.id)
+    _journal_end(
+        session, taken.study_id, taken.number, "STOPPED", reason, taken.exit_code, ended_at
+    )
     return True
 
 
@@ -345,6 +339,19 @@ def finish_run(
             raise LeaseLostError(run_id)
         return
     study_id, number = ended
+    _journal_end(session, study_id, number, state, reason, exit_code, values["ended_at"])
+
+
+def _journal_end(
+    session: Session,
+    study_id: int,
+    number: int | None,
+    state: str,
+    reason: str | None,
+    exit_code: int | None,
+    ended_at: datetime,
+) -> None:
+    """The `state` event of a run's end (from the values just written: no re-read)."""
     if number is None:
         return  # a reservation never attached to a trial: no client has heard of it
     data = {
@@ -352,23 +359,9 @@ def finish_run(
         "state": state,
         "reason": reason,
         "exitCode": exit_code,
-        "endedAt": _aware(values["ended_at"]).isoformat(),
+        "endedAt": _aware(ended_at).isoformat(),
     }
     journal(session, study_id, [("state", number, data)])
-
-
-def _journal_state(session: Session, run_id: int) -> None:
-    row = session.get_one(TrialRunRow, run_id, populate_existing=True)
-    if row.number is None:
-        return  # a reservation never attached to a trial: no client has heard of it
-    data = {
-        "number": row.number,
-        "state": row.state,
-        "reason": row.failure_reason,
-        "exitCode": row.exit_code,
-        "endedAt": _aware(row.ended_at).isoformat() if row.ended_at else None,
-    }
-    journal(session, row.study_id, [("state", row.number, data)])
 
 
 def journal(
