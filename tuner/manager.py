@@ -454,44 +454,27 @@ class StudyManager:
             trainer_values=params,
         )
 
-        def attach(pid: int | None) -> Callable[[Any], None]:
-            def work(session: Any) -> None:
-                repo.attach_trial(
-                    session,
-                    run_id,
-                    number=trial.number,
-                    optuna_trial_id=trial._trial_id,
-                    params=params,
-                    output_dir=self.store.relative(paths.output_dir),
-                    log_path=self.store.relative(paths.log_path),
-                    pid=pid,
-                )
-
-            return work
-
-        # The process starts first, so that the trial and its pid are written in one
-        # transaction; the watchdog guards it from its first moment.
+        attach = functools.partial(
+            repo.attach_trial,
+            run_id=run_id,
+            number=trial.number,
+            optuna_trial_id=trial._trial_id,
+            params=params,
+            output_dir=self.store.relative(paths.output_dir),
+            log_path=self.store.relative(paths.log_path),
+        )
+        # Attached before the process exists: a trainer that runs always has its run row.
+        if not self._attach_or_drop(lease, attach, run_id, study, trial.number):
+            return True
         try:
             paths.output_dir.mkdir(parents=True, exist_ok=True)
             process, start_note = self._start_process(warm_key, trainer, command, paths.log_path)
         except (OSError, ValueError) as exc:
-            if not self._attach_or_drop(lease, attach(None), run_id, study, trial.number):
-                return True
             started()
             self._start_failed(study, lease, trial, optuna_study, command.argv[0], exc)
             return True
         self.watchdog.watch(process.pid)
         self.watchdog.renew(self._fence_after)
-        try:
-            attached = self._attach_or_drop(lease, attach(process.pid), run_id, study, trial.number)
-        except BaseException:
-            process.stop(0.0)
-            self.watchdog.forget(process.pid)
-            raise
-        if not attached:
-            process.stop(0.0)  # another manager's trial: this start never happened
-            self.watchdog.forget(process.pid)
-            return True
         if not self.active:
             self._renewed_at = time.monotonic()  # the claim's writes renewed the lease
         self.active[run_id] = ActiveTrial(
@@ -508,6 +491,7 @@ class StudyManager:
             params=params,
             optuna_trial=trial,
         )
+        self._write(lease, lambda s: repo.set_pid(s, run_id, process.pid))
         if start_note is not None:
             self._add_problems(self.active[run_id], [start_note])
         started()  # while the trainer starts up

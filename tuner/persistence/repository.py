@@ -202,9 +202,8 @@ def attach_trial(
     params: dict[str, Any],
     output_dir: str,
     log_path: str,
-    pid: int | None = None,
 ) -> None:
-    """Attach the asked trial (and its process, once started) to a reserved run."""
+    """Attach the asked trial to a reserved run (before its process starts)."""
     values: dict[str, Any] = {
         "number": number,
         "optuna_trial_id": optuna_trial_id,
@@ -212,8 +211,6 @@ def attach_trial(
         "output_dir": output_dir,
         "log_path": log_path,
     }
-    if pid is not None:
-        values["pid"] = pid
     try:
         study_id, state, started_at = session.execute(
             update(TrialRunRow)
