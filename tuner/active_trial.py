@@ -70,6 +70,8 @@ class ActiveTrial:
     pending_values: list[ScalarValue | CheckpointPathValue] = field(default_factory=list)
     pending_offsets: dict[str, int] = field(default_factory=dict)
     has_exports: bool = False
+    #: Its process's exit code, once it has exited (its artifacts may still be uploading).
+    exit_code: int | None = None
     #: The outcome once decided (state, reason, objective, event-file problems).
     decision: tuple[str, str | None, float | None, list[str]] | None = None
     #: Writes of the outcome already done (so a retried `_finish` does them once).

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tuner.object_store import is_object_store_url
+
 DEFAULT_DATA_DIR = Path("tuner-data")
+DEFAULT_WORK_DIR = DEFAULT_DATA_DIR / "work"
 
 
 class Settings(BaseSettings):
@@ -25,7 +29,22 @@ class Settings(BaseSettings):
     )
     artifact_root: Path = Field(
         default=DEFAULT_DATA_DIR / "artifacts",
-        description="Root of every trial's output dir, log and kept checkpoints.",
+        description="Root of every trial's output dir, log and kept checkpoints: a local path "
+        "(shared by every process), or an object-store URL (`s3://bucket/prefix`), which is "
+        "then `artifact_url` and this becomes `work_dir`.",
+    )
+    artifact_url: str | None = Field(
+        default=None,
+        description="The object store that keeps trials' artifacts (set by `artifact_root`).",
+    )
+    work_dir: Path = Field(
+        default=DEFAULT_WORK_DIR,
+        description="With an object store: this machine's local dir for the trials it runs, "
+        "uploaded at their end.",
+    )
+    keep_local_copies: bool = Field(
+        default=False,
+        description="With an object store: keep a trial's local dir after its upload.",
     )
     trainers_file: Path = Field(
         default=Path("trainers.yaml"), description="Server-side registry of trainers."
@@ -54,6 +73,22 @@ class Settings(BaseSettings):
     events_poll_interval: float = Field(
         default=0.5, gt=0, description="Seconds between database checks of an event stream."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object_store_root(cls, data: Any) -> Any:
+        """`TUNER_ARTIFACT_ROOT=s3://...`: the URL is the store, the work dir the local root."""
+        if isinstance(data, dict):
+            root = data.get("artifact_root")
+            if root is not None and is_object_store_url(root):
+                data = {**data, "artifact_url": str(root).rstrip("/")}
+                data["artifact_root"] = data.get("work_dir") or DEFAULT_WORK_DIR
+        return data
+
+    @property
+    def artifact_location(self) -> str:
+        """Where artifacts are kept, for people: the store's URL or the local root."""
+        return self.artifact_url or str(self.artifact_root.resolve())
 
 
 @lru_cache

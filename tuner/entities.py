@@ -64,10 +64,20 @@ class EvalStep:
 
 
 @dataclass(frozen=True)
+class StoredArchive:
+    """A kept artifact's `.tar.gz` in the object store, as uploaded and verified."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     step: int
     source_path: str
     kept_path: str
+    archive: StoredArchive | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,7 @@ class Export:
     step: int | None
     #: How the export was tied to `step`: "global_step", "write_time", or None (not tied).
     matched_by: str | None = None
+    archive: StoredArchive | None = None
 
 
 @dataclass(frozen=True)

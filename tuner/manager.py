@@ -55,6 +55,7 @@ from tuner.hparams import HPARAMS_DIR
 from tuner.infrastructure import artifact_store_problem, is_infrastructure
 from tuner.leases import StalenessJudge, WorkerId, fence_after, heartbeat_every, new_worker_id
 from tuner.metrics import CheckpointPathValue
+from tuner.object_store import ObjectStore, ObjectStoreError
 from tuner.outputs import TrialOutputs
 from tuner.persistence import is_unavailable
 from tuner.persistence import repository as repo
@@ -68,6 +69,12 @@ from tuner.studies import (
     tell,
 )
 from tuner.trainers import Trainer, TrainerRegistry
+from tuner.uploads import (
+    KeptArtifacts,
+    Uploader,
+    clean_local_copy,
+    upload_session_files,
+)
 from tuner.verdict import decide, final_problems, limit_reached
 from tuner.warm_starts import ParentKey, WarmStartError, WarmStarts
 from tuner.watchdog import Watchdog
@@ -75,6 +82,8 @@ from tuner.watchdog import Watchdog
 logger = logging.getLogger(__name__)
 
 BACKOFF_MAX = 60.0
+#: Seconds a shutting-down manager waits for an ended trial's upload before stopping it.
+UPLOAD_GRACE = 30.0
 
 
 def _first_line(exc: BaseException) -> str:
@@ -131,6 +140,12 @@ class StudyManager:
         self.worker_id = worker_id or default_worker_id()
         self.listener = listener
         self.store = ArtifactStore(settings.artifact_root)
+        #: With an object store: trials run in the local `store` and are uploaded at the end.
+        self.uploader = (
+            Uploader(ObjectStore(settings.artifact_url), self.store)
+            if settings.artifact_url
+            else None
+        )
         self.warm = WarmStarts(self.store.root / ".warm", enabled=settings.warm_starts)
         self.active: dict[int, ActiveTrial] = {}
         #: Claims cut short by a database error: (run id, study, Optuna trial number or None).
@@ -283,6 +298,8 @@ class StudyManager:
             code = trial.process.stop(remaining)
             if trial.outcome is None:
                 trial.outcome, trial.outcome_reason = "STOPPED", f"{reason} ({describe_exit(code)})"
+            if not self._stored_before_shutdown(trial, reason):
+                continue
             try:
                 self._finish(trial, code)
             except TunerError as exc:
@@ -290,6 +307,27 @@ class StudyManager:
         self.active.clear()
         self.watchdog.close()
         self.warm.close()
+        if self.uploader is not None:
+            self.uploader.close()
+
+    def _stored_before_shutdown(self, trial: ActiveTrial, reason: str) -> bool:
+        """A trial that ended and is uploading gets `UPLOAD_GRACE` seconds to finish it; one
+        that does not is recorded STOPPED (not counted, run again), never COMPLETED."""
+        if self.uploader is None or trial.exit_code is None or "stored" in trial.recorded:
+            return True
+        try:
+            self.uploader.wait(trial.run_id, UPLOAD_GRACE)
+            if self._stored(trial, trial.exit_code):
+                return True
+        except Exception as exc:
+            if is_unavailable(exc):
+                logger.error("trial %s: could not record its end: %s", trial.number, exc)
+                return False
+            raise
+        _, _, _, problems = trial.decision or (None, None, None, [])
+        trial.decision = ("STOPPED", f"{reason} while its artifacts were uploading", None, problems)
+        trial.recorded.add("stored")
+        return True
 
     # -- launching -------------------------------------------------------------------------------
 
@@ -703,6 +741,8 @@ class StudyManager:
     def _end_on_error(self, trial: ActiveTrial, exc: Exception) -> None:
         """Stop a trial the manager cannot go on serving, and record why (if it still can)."""
         code = trial.process.stop(self.settings.stop_grace_seconds)
+        if self.uploader is not None and "stored" not in trial.recorded:
+            trial.decision = None  # not COMPLETED without its artifacts in the store
         if trial.decision is None:
             if is_infrastructure(exc):
                 state = "STOPPED"
@@ -722,21 +762,91 @@ class StudyManager:
 
     def _service(self, trial: ActiveTrial) -> None:
         self._fence_if_unrenewed()
-        code = trial.process.poll()
-        self._ingest(trial, flush=code is None)  # an ended trial's writes go with its end
-        if code is None:
-            self._enforce_limits(trial)
-            trial.process.enforce_stop(self.settings.stop_grace_seconds)
-            return
-        # Children that outlived the trainer (e.g. ones that ignored SIGTERM) go with it.
-        signal_group(trial.process.pid, signal.SIGKILL)
-        self.warm.trial_ended(trial.process.pid)
-        self._ingest(trial, final=True)  # what was written between the poll above and the exit
-        if self._retry_cold(trial, code):
-            return
-        self._finish(trial, code)
+        if trial.exit_code is None:
+            code = trial.process.poll()
+            self._ingest(trial, flush=code is None)  # an ended trial's writes go with its end
+            if code is None:
+                self._enforce_limits(trial)
+                trial.process.enforce_stop(self.settings.stop_grace_seconds)
+                return
+            # Children that outlived the trainer (e.g. ones that ignored SIGTERM) go with it.
+            signal_group(trial.process.pid, signal.SIGKILL)
+            self.warm.trial_ended(trial.process.pid)
+            self._ingest(trial, final=True)  # written between the poll above and the exit
+            if self._retry_cold(trial, code):
+                return
+            trial.exit_code = code
+        if not self._stored(trial, trial.exit_code):
+            return  # uploading: the trial keeps its slot and its lease meanwhile
+        self._finish(trial, trial.exit_code)
         self.watchdog.forget(trial.process.pid)
         del self.active[trial.run_id]
+        stored = self.uploader is not None and "kept local" not in trial.recorded
+        if stored and not self.settings.keep_local_copies:
+            clean_local_copy(self.store, trial.study.name, trial.number)
+
+    # -- the object store ------------------------------------------------------------------------
+
+    def _stored(self, trial: ActiveTrial, code: int) -> bool:
+        """Whether the ended trial's artifacts are in the object store (or there is none).
+
+        The outcome is decided first; the upload then runs on the uploader's threads while this
+        manager goes on. A trial is recorded (and COMPLETED) only once its kept artifacts are
+        stored and verified; an upload that keeps failing stops it, not counted, with its
+        local copy kept.
+        """
+        if self.uploader is None or "stored" in trial.recorded:
+            return True
+        self._decide(trial, code)
+        self._flush(trial)  # its values show on the leaderboard during the upload
+        try:
+            report = self.uploader.poll(trial.run_id, lambda: self._kept_artifacts(trial))
+        except ObjectStoreError as exc:
+            _, _, _, problems = trial.decision or (None, None, None, [])
+            where = self.uploader.store.url
+            reason = (
+                f"its artifacts could not be stored in {where} ({exc}); not counted, run again "
+                f"(its local copy stays in {trial.paths.output_dir} on {socket.gethostname()})"
+            )
+            trial.decision = ("STOPPED", reason, None, problems)
+            trial.recorded.add("stored")
+            trial.recorded.add("kept local")
+            self._back_off(trial.study, f"the object store failed: {exc}")
+            return True
+        if report is None:
+            return False
+        run_id = trial.run_id
+        if report.checkpoint is not None:
+            step, archive = report.checkpoint
+            self._later(trial, lambda s: repo.set_checkpoint_archive(s, run_id, step, archive))
+        for export_id, stored in report.exports:
+            self._later(
+                trial,
+                functools.partial(repo.set_export_archive, export_id=export_id, archive=stored),
+            )
+        logger.info(
+            "study %s trial %d: %d objects (%.1f MB) stored in %s in %.1f s",
+            trial.study.name,
+            trial.number,
+            report.objects,
+            report.bytes / 1e6,
+            self.uploader.store.url,
+            report.seconds,
+        )
+        trial.recorded.add("stored")
+        return True
+
+    def _kept_artifacts(self, trial: ActiveTrial) -> KeptArtifacts:
+        kept_exports = self.db.run(lambda s: repo.kept_exports(s, trial.run_id))
+        exports = [(i, self.store.resolve(p), Path(p).name) for i, p in kept_exports]
+        return KeptArtifacts(
+            study=trial.study.name,
+            output_dir=trial.paths.output_dir,
+            log_path=trial.paths.log_path,
+            checkpoint=(trial.kept.step, trial.kept.kept) if trial.kept else None,
+            exports=exports,
+            eval_patterns=trial.outputs.layout.eval_patterns,
+        )
 
     def _enforce_limits(self, trial: ActiveTrial) -> None:
         """Stop a trial past its deadline, or one that has written nothing for too long."""
@@ -1026,9 +1136,8 @@ class StudyManager:
         manager took the run over: then nothing is told or enqueued). Safe to call again after
         a database error: the decision is made once, and each write is done once.
         """
-        if trial.decision is None:
-            trial.decision = (*self._outcome(trial, code), self._final_problems(trial))
-            self._judge_cold_retry(trial, code)
+        self._decide(trial, code)
+        assert trial.decision is not None
         state, reason, value, problems = trial.decision
         if "finished" not in trial.recorded:
 
@@ -1067,6 +1176,17 @@ class StudyManager:
                 ),
             )
             trial.recorded.add("viewers")
+        if self.uploader is not None and "session stored" not in trial.recorded:
+            try:  # the HParams session's end, written just above
+                upload_session_files(self.uploader.store, self.store, trial.paths.output_dir)
+            except (ObjectStoreError, OSError) as exc:
+                logger.warning(
+                    "study %s trial %d: session end not stored: %s",
+                    trial.study.name,
+                    trial.number,
+                    exc,
+                )
+            trial.recorded.add("session stored")
         if "told" not in trial.recorded:
             study = self._optuna_study(trial.study)
             try:
@@ -1093,6 +1213,12 @@ class StudyManager:
             trial.number,
             {"state": state, "reason": reason, "objective": value, "exit_code": code},
         )
+
+    def _decide(self, trial: ActiveTrial, code: int) -> None:
+        """The trial's outcome, decided once."""
+        if trial.decision is None:
+            trial.decision = (*self._outcome(trial, code), self._final_problems(trial))
+            self._judge_cold_retry(trial, code)
 
     def _judge_cold_retry(self, trial: ActiveTrial, code: int) -> None:
         """A cold retry that also failed before any eval: the trainer's own failure."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     DateTime,
     Float,
@@ -157,6 +158,11 @@ class CheckpointRow(Base):
     #: Prefix of the kept copy, relative to the artifact root.
     kept_path: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: With an object store: the `.tar.gz` of the kept copy there (key relative to the store's
+    #: root, sha256, size), set once it is uploaded and verified; the API serves only that.
+    archive_path: Mapped[str | None] = mapped_column(Text)
+    archive_sha256: Mapped[str | None] = mapped_column(String(64))
+    archive_size: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ExportRow(Base):
@@ -183,6 +189,11 @@ class ExportRow(Base):
     global_step: Mapped[int | None] = mapped_column(Integer)
     #: How `eval_step_id` was found: `global_step` (evidence) or `write_time` (a guess).
     matched_by: Mapped[str | None] = mapped_column(String(16))
+    #: With an object store: the `.tar.gz` of the kept copy there (key relative to the store's
+    #: root, sha256, size), set once it is uploaded and verified; the API serves only that.
+    archive_path: Mapped[str | None] = mapped_column(Text)
+    archive_sha256: Mapped[str | None] = mapped_column(String(64))
+    archive_size: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class EventFileRow(Base):

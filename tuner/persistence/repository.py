@@ -22,6 +22,7 @@ from tuner.entities import (
     LeaderboardRow,
     Lease,
     Observation,
+    StoredArchive,
     Study,
     StudyEvent,
     TrialDetail,
@@ -844,9 +845,44 @@ def exports(session: Session, run_id: int) -> list[Export]:
             path=e.kept_path or e.path,
             step=step,
             matched_by=e.matched_by if step is not None else None,
+            archive=_stored(e),
         )
         for e, step in rows
     ]
+
+
+def kept_exports(session: Session, run_id: int) -> list[tuple[int, str]]:
+    """(export id, kept path) of the run's kept exports (those of its best step)."""
+    rows = session.execute(
+        select(ExportRow.id, ExportRow.kept_path).where(
+            ExportRow.run_id == run_id, ExportRow.kept_path.is_not(None)
+        )
+    ).all()
+    return [(row.id, row.kept_path) for row in rows]
+
+
+def set_checkpoint_archive(
+    session: Session, run_id: int, step: int, archive: StoredArchive
+) -> None:
+    session.execute(
+        update(CheckpointRow)
+        .where(CheckpointRow.run_id == run_id, CheckpointRow.step == step)
+        .values(archive_path=archive.path, archive_sha256=archive.sha256, archive_size=archive.size)
+    )
+
+
+def set_export_archive(session: Session, export_id: int, archive: StoredArchive) -> None:
+    session.execute(
+        update(ExportRow)
+        .where(ExportRow.id == export_id)
+        .values(archive_path=archive.path, archive_sha256=archive.sha256, archive_size=archive.size)
+    )
+
+
+def _stored(row: CheckpointRow | ExportRow) -> StoredArchive | None:
+    if row.archive_path is None or row.archive_sha256 is None or row.archive_size is None:
+        return None
+    return StoredArchive(row.archive_path, row.archive_sha256, row.archive_size)
 
 
 # -- leaderboard ---------------------------------------------------------------------------------
@@ -982,7 +1018,9 @@ def _run(row: TrialRunRow) -> TrialRun:
 
 
 def _checkpoint(row: CheckpointRow) -> Checkpoint:
-    return Checkpoint(step=row.step, source_path=row.source_path, kept_path=row.kept_path)
+    return Checkpoint(
+        step=row.step, source_path=row.source_path, kept_path=row.kept_path, archive=_stored(row)
+    )
 
 
 # -- API tokens ----------------------------------------------------------------------------------
