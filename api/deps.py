@@ -39,7 +39,7 @@ def get_registry(request: Request) -> TrainerRegistry:
 
 
 def get_store(settings: Annotated[Settings, Depends(get_settings)]) -> ArtifactStore:
-    return ArtifactStore(settings.artifact_root)
+    return ArtifactStore.from_settings(settings)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -5,17 +5,23 @@ Starlette's `FileResponse` does the ranges (`Range`, `If-Range`, 206, multipart 
 `RangeNotSatisfiableError` (so its body has the API's error shape), and a malformed `Range` is
 ignored (the whole file, as RFC 9110 allows) instead of a plain-text 400. The check uses
 `FileResponse`'s own parser, so it decides as the response will.
+
+With an object store, the archives a worker uploaded are streamed from it with the same
+headers and the same range rules (`StoredArchiveResponse`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable
+from starlette.concurrency import iterate_in_threadpool
+from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable, Response
 from starlette.types import Receive, Scope, Send
 
 from tuner.archives import Archive
+from tuner.entities import StoredArchive
 from tuner.errors import RangeNotSatisfiableError
+from tuner.object_store import ObjectStore
 
 
 class ArchiveResponse(FileResponse):
@@ -64,3 +70,75 @@ def archive_response(
             f"{download.what}: the range {range_header!r} lies outside its {archive.size} bytes"
         ) from None
     return response
+
+
+@dataclass(frozen=True)
+class StoredDownload:
+    """An archive in the object store, as one route offers it."""
+
+    store: ObjectStore
+    archive: StoredArchive
+    filename: str
+    what: str
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.archive.sha256}"'
+
+
+class StoredArchiveResponse(Response):
+    """An archive streamed from the object store: the whole of it (200) or one byte range
+    (206), read with a ranged GET and passed on chunk by chunk (no copy in memory or on
+    disk); `HEAD` sends the headers alone."""
+
+    def __init__(self, download: StoredDownload, byte_range: tuple[int, int] | None) -> None:
+        size = download.archive.size
+        start, end = byte_range or (0, size)
+        headers = {
+            "Accept-Ranges": "bytes",
+            "ETag": download.etag,
+            "Content-Length": str(end - start),
+            "Content-Disposition": f'attachment; filename="{download.filename}"',
+        }
+        if byte_range is not None:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        super().__init__(
+            status_code=206 if byte_range else 200,
+            headers=headers,
+            media_type="application/gzip",
+        )
+        self.download = download
+        self.start, self.end = start, end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        if scope.get("method") == "HEAD":
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        chunks = self.download.store.read(self.download.archive.path, self.start, self.end)
+        async for chunk in iterate_in_threadpool(chunks):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def stored_archive_response(
+    download: StoredDownload, *, range_header: str | None, if_range: str | None
+) -> StoredArchiveResponse:
+    """The stored archive as an attachment, with the same range rules as `archive_response`
+    (a second range and after of a multi-range request is not sent: the whole archive is)."""
+    size = download.archive.size
+    if range_header is None or (if_range is not None and if_range != download.etag):
+        return StoredArchiveResponse(download, None)
+    try:
+        ranges = FileResponse._parse_range_header(range_header, size)
+    except MalformedRangeHeader:
+        return StoredArchiveResponse(download, None)
+    except RangeNotSatisfiable:
+        raise RangeNotSatisfiableError(
+            f"{download.what}: the range {range_header!r} lies outside its {size} bytes"
+        ) from None
+    if len(ranges) != 1:
+        return StoredArchiveResponse(download, None)
+    return StoredArchiveResponse(download, ranges[0])

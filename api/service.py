@@ -7,18 +7,21 @@ construction.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 from api.schemas import BestPublic, Page, StudyPublic, TrialDetailPublic, TrialRowPublic
 from tuner import studies as study_ops
 from tuner.artifacts import ArtifactStore
 from tuner.entities import Study
 from tuner.errors import ArtifactNotFoundError
-from tuner.execution import tail_lines
+from tuner.object_store import ObjectStoreError
 from tuner.persistence import repository as repo
 from tuner.persistence import trial_queries
 from tuner.studies import Backend
+from tuner.trial_logs import TrialLog, open_log
+
+logger = logging.getLogger(__name__)
 
 
 def overview(backend: Backend, study: Study, warnings: list[str] | None = None) -> StudyPublic:
@@ -69,28 +72,37 @@ def get_trial(
         detail = repo.trial_detail(session, study, number)
     lines: list[str] = []
     if detail.run.log_path:
-        lines = tail_lines(store.resolve(detail.run.log_path), tail)
+        log = _open_log_quietly(store, detail.run.log_path)
+        lines = log.tail(tail) if log is not None else []
     return TrialDetailPublic.from_detail(detail, lines)
+
+
+def _open_log_quietly(store: ArtifactStore, relative: str) -> TrialLog | None:
+    """The log for a tail in a trial's detail: an unreachable store leaves the tail empty."""
+    try:
+        return open_log(store, relative)
+    except (OSError, ObjectStoreError) as exc:
+        logger.warning("log %s not read: %s", relative, exc)
+        return None
 
 
 def get_best(backend: Backend, ref: str | int) -> BestPublic:
     return BestPublic.build(study_ops.best_model(backend, ref))
 
 
-def log_file(backend: Backend, store: ArtifactStore, ref: str | int, number: int) -> Path:
-    """The trial's log file, inside the artifact store."""
+def log_file(backend: Backend, store: ArtifactStore, ref: str | int, number: int) -> TrialLog:
+    """The trial's log, on disk or in the object store."""
     with backend.db.session() as session:
         study = repo.get_study(session, ref)
         run = repo.get_run_by_number(session, study.id, number)
     if not run.log_path:
         raise ArtifactNotFoundError(f"study {study.name!r} trial {number} has no log yet")
-    path = store.resolve(run.log_path)
-    if not path.is_file():
-        raise ArtifactNotFoundError(f"study {study.name!r} trial {number}: its log file is gone")
-    return path
-
-
-def read_log(path: Path, offset: int = 0, limit: int | None = None) -> bytes:
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        return handle.read(-1 if limit is None else limit)
+    log = open_log(store, run.log_path)
+    if log is not None:
+        return log
+    if store.remote is not None and run.state == "RUNNING":
+        raise ArtifactNotFoundError(
+            f"study {study.name!r} trial {number}: its log is on worker {run.worker} while it "
+            f"runs, and is stored in {store.remote.url} when it ends"
+        )
+    raise ArtifactNotFoundError(f"study {study.name!r} trial {number}: its log file is gone")

@@ -6,7 +6,8 @@ Layout under the artifact root:
     <study>/trial-<n>.kept/     copies of its best-step checkpoint, out of the estimator's rotation
     <study>/.archives/          downloadable `.tar.gz` of kept artifacts (see `tuner/archives.py`)
 Every path stored in the database is relative to the root, and every path resolved from one is
-checked to stay inside it.
+checked to stay inside it. With an object store (`remote`), the same relative paths are its
+keys: the local root is then this machine's work dir, and what outlives a trial is in the store.
 """
 
 from __future__ import annotations
@@ -16,9 +17,15 @@ import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tuner.errors import ArtifactNotFoundError, UnsafePathError
+
+if TYPE_CHECKING:
+    from tuner.config import Settings
+    from tuner.object_store import ObjectStore
 
 EXPORT_VERSION = re.compile(r"^\d+$")
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
@@ -41,8 +48,15 @@ class FoundExport:
 
 
 class ArtifactStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, remote: ObjectStore | None = None) -> None:
         self.root = root.resolve()
+        self.remote = remote
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ArtifactStore:
+        """The local root, and the object store when the settings name one."""
+        url = settings.artifact_url
+        return cls(settings.artifact_root, _object_store(url) if url else None)
 
     def trial_paths(self, study: str, number: int) -> TrialPaths:
         base = self.resolve(study)
@@ -71,6 +85,16 @@ class ArtifactStore:
 
     def delete_study(self, study: str) -> None:
         shutil.rmtree(self.study_dir(study), ignore_errors=True)
+        if self.remote is not None:
+            self.remote.delete_prefix(self.relative(self.study_dir(study)))
+
+
+@lru_cache(maxsize=8)
+def _object_store(url: str) -> ObjectStore:
+    """One client per store URL per process (it holds a connection pool)."""
+    from tuner.object_store import ObjectStore
+
+    return ObjectStore(url)
 
 
 def checkpoint_files(prefix: Path) -> list[Path]:

@@ -22,13 +22,17 @@ from tuner.errors import SpecError, StudyNotFoundError, TunerError
 from tuner.spec import StudySpec, load_spec_file
 from tuner.trainers import TrainerRegistry
 
+#: In the work dir: touched by a worker's loop, read by `tuner worker-alive`.
+ALIVE_FILE = "worker.alive"
+
 # The database, Optuna and the manager load only for the commands that use them, so a command
 # that talks to a server starts quickly.
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from tuner.artifacts import ArtifactStore
     from tuner.downloads import ProgressCallback, ResumeCallback
-    from tuner.entities import Study
+    from tuner.entities import Export, Study
     from tuner.manager import StudyManager
     from tuner.studies import Backend
 
@@ -268,15 +272,40 @@ def export(
         found = study_ops.best_model(backend, study)
         if found.export is None:
             raise _fail(str(best_view(BestPublic.build(found), str(settings.artifact_root))))
-        store = ArtifactStore(settings.artifact_root)
-        target = copy_for_serving(
-            store.resolve(found.export.path), to, model_name=model_name or found.study.name
-        )
+        store = ArtifactStore.from_settings(settings)
+        name = model_name or found.study.name
+        if store.remote is not None:
+            target = _export_from_store(store, found.export, to / name)
+        else:
+            target = copy_for_serving(store.resolve(found.export.path), to, model_name=name)
     except TunerError as exc:
         raise _fail(str(exc)) from None
     finally:
         backend.close()
     console.print(f"exported trial {found.run.number} step {found.step} to {target}")
+
+
+def _export_from_store(store: ArtifactStore, export: Export, destination: Path) -> Path:
+    """Download the export's stored archive and unpack it as `<destination>/<version>/`."""
+    import shutil
+    import tempfile
+
+    from tuner.downloads import unpack_archive
+    from tuner.errors import ArtifactNotFoundError
+
+    assert store.remote is not None
+    if export.archive is None:
+        raise ArtifactNotFoundError(
+            f"the export {export.path} is not in {store.remote.url} yet (its trial is still "
+            "running or uploading, or its upload did not finish)"
+        )
+    target = destination / export.version
+    if target.exists():
+        shutil.rmtree(target)
+    destination.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=destination, prefix=".download-") as temp:
+        archive = store.remote.download(export.archive.path, Path(temp) / "model.tar.gz")
+        return unpack_archive(archive, destination)
 
 
 @app.command()
@@ -319,6 +348,7 @@ def worker(
     manager = StudyManager(
         backend, _registry(settings), settings, slots=slots, studies=study or None
     )
+    manager.alive_file = settings.work_dir / ALIVE_FILE
     _log_trials()
     err.print(f"worker {manager.worker_id}: {slots} slot(s); Ctrl-C stops its trials")
     try:
@@ -336,6 +366,26 @@ def worker(
         ) from None
     finally:
         backend.close()
+
+
+@app.command("worker-alive")
+def worker_alive(
+    max_age: Annotated[
+        float, typer.Option(min=1, help="Seconds since the worker's loop last turned.")
+    ] = 60.0,
+) -> None:
+    """Exit 0 if a `tuner worker` using this work dir is alive (a container's liveness check)."""
+    import time
+
+    settings = get_settings()
+    path = settings.work_dir / ALIVE_FILE
+    try:
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        raise _fail(f"no worker has run here: {path} does not exist", code=1) from None
+    if age > max_age:
+        raise _fail(f"the worker's loop last turned {age:.0f} s ago ({path})", code=1)
+    console.print(f"alive: the worker's loop turned {age:.1f} s ago")
 
 
 @token_app.command("create")

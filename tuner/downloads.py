@@ -194,17 +194,25 @@ def _unpack(files: PartialFiles, destination: Path) -> Path:
     """Unpack the one top-level dir of the archive; an archive that is not one is discarded
     (an error writing the files, e.g. a full disk, keeps it for another try)."""
     try:
-        with tarfile.open(files.data, "r:gz") as tar:
+        return unpack_archive(files.data, destination)
+    except DownloadError:
+        _discard(files)
+        raise
+
+
+def unpack_archive(archive: Path, destination: Path) -> Path:
+    """Unpack a `.tar.gz` of one top-level dir into `destination` (tarfile's `data` filter:
+    no absolute paths, no links out, no devices); return that dir."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
             top = {m.name.split("/", 1)[0] for m in tar.getmembers()}
             if len(top) == 1:
                 tar.extractall(destination, filter="data")
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        _discard(files)
         raise DownloadError(
             f"the archive could not be unpacked, so it was discarded: {exc}"
         ) from exc
     if len(top) != 1:
-        _discard(files)
         raise DownloadError(
             f"the archive has {len(top)} top-level entries, not one: {sorted(top)[:5]}"
         )

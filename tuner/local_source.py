@@ -19,8 +19,10 @@ class LocalSource:
     def __init__(self, backend: Backend, settings: Settings) -> None:
         self.backend = backend
         self.settings = settings
-        self.store = ArtifactStore(settings.artifact_root)
-        self.artifact_root: str | None = str(settings.artifact_root.resolve())
+        self.store = ArtifactStore.from_settings(settings)
+        self.artifact_root: str | None = (
+            None if settings.artifact_url else str(settings.artifact_root.resolve())
+        )
         self.where = f"the local database ({settings.database_url})"
 
     def studies(
@@ -60,7 +62,7 @@ class LocalSource:
         return service.get_best(self.backend, ref)
 
     def log(self, ref: str, number: int, *, offset: int = 0) -> bytes:
-        return service.read_log(service.log_file(self.backend, self.store, ref, number), offset)
+        return service.log_file(self.backend, self.store, ref, number).read(offset)
 
     def stop(self, ref: str) -> StudyPublic:
         return service.overview(self.backend, study_ops.request_stop(self.backend, ref))

@@ -84,6 +84,8 @@ logger = logging.getLogger(__name__)
 BACKOFF_MAX = 60.0
 #: Seconds a shutting-down manager waits for an ended trial's upload before stopping it.
 UPLOAD_GRACE = 30.0
+#: Seconds between touches of the liveness file.
+ALIVE_EVERY = 5.0
 
 
 def _first_line(exc: BaseException) -> str:
@@ -169,6 +171,9 @@ class StudyManager:
         self._rotation = 0
         #: Seconds from an objective value's event being written to the prune decision.
         self.prune_latencies: list[float] = []
+        #: Touched while the loop turns (`tuner worker-alive` reads it: a container's liveness).
+        self.alive_file: Path | None = None
+        self._alive_at = 0.0
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -193,6 +198,7 @@ class StudyManager:
     def tick(self) -> bool:
         """One pass: ingest, finish, launch. Returns whether work remains for this manager."""
         self._fence_if_unrenewed()
+        self._touch_alive_file()
         try:
             now = time.monotonic()
             if now - self._last_reap >= self._reap_every:
@@ -217,6 +223,17 @@ class StudyManager:
             # they write is read and buffered until the database is back.
             logger.warning("database unavailable, retrying: %s", _first_line(exc))
             return True
+
+    def _touch_alive_file(self) -> None:
+        now = time.monotonic()
+        if self.alive_file is None or now - self._alive_at < ALIVE_EVERY:
+            return
+        self._alive_at = now
+        try:
+            self.alive_file.parent.mkdir(parents=True, exist_ok=True)
+            self.alive_file.touch()
+        except OSError as exc:
+            logger.warning("liveness file %s not touched: %s", self.alive_file, exc)
 
     def _isolated(self, what: str, work: Callable[[], None]) -> None:
         """Run `work`; an error other than the database's is logged, not fatal."""

@@ -24,11 +24,16 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path, PurePosixPath
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from tuner.errors import ArtifactNotFoundError, TunerError, UnsafePathError
+
+if TYPE_CHECKING:
+    from obstore.store import RetryConfig
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +52,8 @@ PART_SIZE: Final = 5 * 1024 * 1024
 #: Whole-file attempts on top of obstore's per-request retries (a verification failure, or an
 #: error that outlasted them).
 UPLOAD_ATTEMPTS: Final = 4
+#: How long obstore retries one request (5xx, dropped connections, timeouts) before it fails.
+REQUEST_RETRY_SECONDS: Final = 60.0
 READ_CHUNK: Final = 1024 * 1024
 _MD5_ETAG = re.compile(r'^"?([0-9a-f]{32})(?:-(\d+))?"?$')
 
@@ -106,12 +113,28 @@ def _digests(path: Path) -> tuple[int, str, str]:
 class ObjectStore:
     """One artifact root in an object store: upload, verify, ranged reads, listing, deletes."""
 
-    def __init__(self, url: str, store: Any | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        request_retry_seconds: float = REQUEST_RETRY_SECONDS,
+        attempts: int = UPLOAD_ATTEMPTS,
+    ) -> None:
         import obstore.store
 
         self.url = url.rstrip("/")
+        self.attempts = attempts
+        retry: RetryConfig = {
+            "max_retries": 10,
+            "retry_timeout": timedelta(seconds=request_retry_seconds),
+            "backoff": {
+                "init_backoff": timedelta(milliseconds=100),
+                "max_backoff": timedelta(seconds=min(15.0, max(0.2, request_retry_seconds / 4))),
+                "base": 2,
+            },
+        }
         try:
-            self._store = store if store is not None else obstore.store.from_url(self.url)
+            self._store = obstore.store.from_url(self.url, retry_config=retry)
         except Exception as exc:  # obstore raises its own config errors
             raise ObjectStoreError(f"TUNER_ARTIFACT_ROOT={url}: {_first_line(exc)}") from None
         self._etags_are_md5 = self.url.split("://", 1)[0].lower() in ("s3", "s3a") and not (
@@ -132,7 +155,7 @@ class ObjectStore:
         key = safe_key(relative)
         size, sha256, expected_etag = _digests(local)
         last: Exception | None = None
-        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+        for attempt in range(1, self.attempts + 1):
             try:
                 self._put_and_verify(local, key, size, expected_etag)
                 return StoredObject(key, size, sha256)
@@ -145,20 +168,22 @@ class ObjectStore:
                     local,
                     self.location(key),
                     attempt,
-                    UPLOAD_ATTEMPTS,
+                    self.attempts,
                     _first_line(exc),
                 )
-                time.sleep(min(8.0, 0.5 * 2**attempt))
+                if attempt < self.attempts:
+                    time.sleep(min(8.0, 0.5 * 2**attempt))
         raise ObjectStoreError(
-            f"could not upload {local.name} to {self.location(key)} after {UPLOAD_ATTEMPTS} "
+            f"could not upload {local.name} to {self.location(key)} after {self.attempts} "
             f"attempts: {_first_line(last) if last else 'unknown error'}"
         )
 
     def _put_and_verify(self, local: Path, key: str, size: int, expected_etag: str) -> None:
         import obstore
 
-        obstore.put(self._store, key, local, chunk_size=PART_SIZE)
-        meta = obstore.head(self._store, key)
+        with _store_errors(self.location(key)):
+            obstore.put(self._store, key, local, chunk_size=PART_SIZE)
+            meta = obstore.head(self._store, key)
         if meta["size"] != size:
             raise ObjectStoreError(
                 f"{self.location(key)}: {meta['size']} bytes stored, {size} uploaded"
@@ -178,11 +203,12 @@ class ObjectStore:
 
         prefix = safe_key(relative) + "/"
         deleted = 0
-        for batch in obstore.list(self._store, prefix, chunk_size=1000):
-            keys = [meta["path"] for meta in batch]
-            if keys:
-                obstore.delete(self._store, keys)
-                deleted += len(keys)
+        with _store_errors(self.location(relative)):
+            for batch in obstore.list(self._store, prefix, chunk_size=1000):
+                keys = [meta["path"] for meta in batch]
+                if keys:
+                    obstore.delete(self._store, keys)
+                    deleted += len(keys)
         return deleted
 
     # -- reads ----------------------------------------------------------------------------------
@@ -192,7 +218,8 @@ class ObjectStore:
         import obstore
 
         try:
-            return int(obstore.head(self._store, safe_key(relative))["size"])
+            with _store_errors(self.location(relative)):
+                return int(obstore.head(self._store, safe_key(relative))["size"])
         except FileNotFoundError:
             return None
 
@@ -201,7 +228,8 @@ class ObjectStore:
         import obstore
 
         prefix = safe_key(relative) + "/"
-        found = [m["path"] for batch in obstore.list(self._store, prefix) for m in batch]
+        with _store_errors(self.location(relative)):
+            found = [m["path"] for batch in obstore.list(self._store, prefix) for m in batch]
         return sorted(found)
 
     def read(self, relative: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
@@ -217,10 +245,16 @@ class ObjectStore:
         elif start:
             options["range"] = {"offset": start}
         try:
-            result = obstore.get(self._store, key, options=options)  # type: ignore[arg-type]
+            with _store_errors(self.location(key)):
+                result = obstore.get(self._store, key, options=options)  # type: ignore[arg-type]
         except FileNotFoundError:
             raise ArtifactNotFoundError(f"{self.location(key)} is not in the store") from None
-        return iter(result.stream(min_chunk_size=READ_CHUNK))
+        return self._stream(key, result.stream(min_chunk_size=READ_CHUNK))
+
+    def _stream(self, key: str, chunks: Iterator[Any]) -> Iterator[bytes]:
+        with _store_errors(self.location(key)):
+            for chunk in chunks:
+                yield bytes(chunk)
 
     def read_bytes(self, relative: str, start: int = 0, end: int | None = None) -> bytes:
         return b"".join(self.read(relative, start, end))
@@ -234,6 +268,20 @@ class ObjectStore:
                 out.write(chunk)
         os.replace(partial, target)
         return target
+
+
+@contextmanager
+def _store_errors(where: str) -> Iterator[None]:
+    """obstore's errors (after its own retries) as `ObjectStoreError`s that name the object;
+    a missing object stays a `FileNotFoundError`."""
+    import obstore.exceptions
+
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (obstore.exceptions.BaseError, OSError) as exc:
+        raise ObjectStoreError(f"{where}: {_first_line(exc)}") from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -10,16 +10,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from api.deps import BackendDep, ReadAccess, StoreDep, StudyPath, TrialNumber
-from api.files import ArchiveResponse, Download, archive_response
+from api.files import Download, StoredDownload, archive_response, stored_archive_response
 from api.routes.studies import ERRORS, _ref
 from api.schemas import BestPublic, ErrorResponse
 from tuner import studies as study_ops
 from tuner.archives import checkpoint_archive, export_archive
 from tuner.artifacts import ArtifactStore, checkpoint_files
-from tuner.entities import Checkpoint, Export, Study, TrialDetail
+from tuner.entities import Checkpoint, Export, StoredArchive, Study, TrialDetail
 from tuner.errors import ArtifactNotFoundError
 from tuner.persistence import repository as repo
 from tuner.studies import Backend
@@ -73,13 +73,13 @@ def download_best_model(
     store: StoreDep,
     range_header: RangeHeader = None,
     if_range: IfRangeHeader = None,
-) -> ArchiveResponse:
+) -> Response:
     """The SavedModel of the best trial's best step (TF Serving layout: `<version>/...`)."""
     found = study_ops.best_model(backend, _ref(study_id))
     download = _export_download(
         store, found.export, found.other_exports, found.study.name, found.run.number, found.step
     )
-    return archive_response(download, range_header=range_header, if_range=if_range)
+    return _respond(download, range_header, if_range)
 
 
 @router.get(
@@ -97,11 +97,11 @@ def download_best_checkpoint(
     store: StoreDep,
     range_header: RangeHeader = None,
     if_range: IfRangeHeader = None,
-) -> ArchiveResponse:
+) -> Response:
     """The kept checkpoint of the best trial's best step (under `checkpoint/`)."""
     found = study_ops.best_model(backend, _ref(study_id))
     download = _checkpoint_download(store, found.checkpoint, found.study.name, found.run.number)
-    return archive_response(download, range_header=range_header, if_range=if_range)
+    return _respond(download, range_header, if_range)
 
 
 @router.get(
@@ -123,14 +123,14 @@ def download_trial_model(
     store: StoreDep,
     range_header: RangeHeader = None,
     if_range: IfRangeHeader = None,
-) -> ArchiveResponse:
+) -> Response:
     """The SavedModel of this trial's best eval step."""
     study, detail = _trial(backend, study_id, number)
     matching = [e for e in detail.exports if e.step == detail.best_step]
     export = matching[-1] if matching else None
     others = [e for e in detail.exports if e is not export]
     download = _export_download(store, export, others, study.name, number, detail.best_step)
-    return archive_response(download, range_header=range_header, if_range=if_range)
+    return _respond(download, range_header, if_range)
 
 
 @router.get(
@@ -152,12 +152,12 @@ def download_trial_checkpoint(
     store: StoreDep,
     range_header: RangeHeader = None,
     if_range: IfRangeHeader = None,
-) -> ArchiveResponse:
+) -> Response:
     """The kept checkpoint of this trial's best eval step (under `checkpoint/`)."""
     study, detail = _trial(backend, study_id, number)
     kept = next((c for c in detail.checkpoints if c.step == detail.best_step), None)
     download = _checkpoint_download(store, kept, study.name, number)
-    return archive_response(download, range_header=range_header, if_range=if_range)
+    return _respond(download, range_header, if_range)
 
 
 def _trial(backend: Backend, study_id: str, number: int) -> tuple[Study, TrialDetail]:
@@ -167,6 +167,27 @@ def _trial(backend: Backend, study_id: str, number: int) -> tuple[Study, TrialDe
         return study, repo.trial_detail(session, study, number)
 
 
+def _respond(
+    download: Download | StoredDownload, range_header: str | None, if_range: str | None
+) -> Response:
+    if isinstance(download, StoredDownload):
+        return stored_archive_response(download, range_header=range_header, if_range=if_range)
+    return archive_response(download, range_header=range_header, if_range=if_range)
+
+
+def _stored(
+    store: ArtifactStore, archive: StoredArchive | None, filename: str, what: str
+) -> StoredDownload:
+    """The archive a worker uploaded; none until its trial's upload is complete and verified."""
+    assert store.remote is not None
+    if archive is None:
+        raise ArtifactNotFoundError(
+            f"{what} is not in the object store yet: its trial is still running or uploading, "
+            "or its upload did not finish"
+        )
+    return StoredDownload(store.remote, archive, filename, what)
+
+
 def _export_download(
     store: ArtifactStore,
     export: Export | None,
@@ -174,7 +195,7 @@ def _export_download(
     study: str,
     number: int | None,
     step: int | None,
-) -> Download:
+) -> Download | StoredDownload:
     what = f"the SavedModel of study {study!r} trial {number} step {step}"
     if export is None:
         listed = ", ".join(f"{e.exporter}/{e.version} (step {e.step})" for e in others)
@@ -182,24 +203,29 @@ def _export_download(
             f"trial {number} of study {study!r} has no SavedModel export of its best step {step}"
             + (f"; its exports: {listed}" if listed else "; it exported nothing")
         )
+    filename = f"{study}-trial{number}-step{step}-savedmodel.tar.gz"
+    if store.remote is not None:
+        return _stored(store, export.archive, filename, what)
     directory = store.resolve(export.path)
     if not directory.is_dir():
         raise ArtifactNotFoundError(f"the export {export.path} is no longer on disk")
     archive = export_archive(store, study, directory, arcname=export.version)
-    return Download(archive, f"{study}-trial{number}-step{step}-savedmodel.tar.gz", what)
+    return Download(archive, filename, what)
 
 
 def _checkpoint_download(
     store: ArtifactStore, checkpoint: Checkpoint | None, study: str, number: int | None
-) -> Download:
+) -> Download | StoredDownload:
     if checkpoint is None:
         raise ArtifactNotFoundError(
             f"trial {number} of study {study!r} has no kept checkpoint of its best step"
         )
+    what = f"the checkpoint of study {study!r} trial {number} step {checkpoint.step}"
+    filename = f"{study}-trial{number}-step{checkpoint.step}-checkpoint.tar.gz"
+    if store.remote is not None:
+        return _stored(store, checkpoint.archive, filename, what)
     prefix = store.resolve(checkpoint.kept_path)
     if not checkpoint_files(prefix):
         raise ArtifactNotFoundError(f"the checkpoint {checkpoint.kept_path} is no longer on disk")
-    what = f"the checkpoint of study {study!r} trial {number} step {checkpoint.step}"
     archive = checkpoint_archive(store, study, prefix)
-    filename = f"{study}-trial{number}-step{checkpoint.step}-checkpoint.tar.gz"
     return Download(archive, filename, what)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -105,17 +104,9 @@ def get_trial_log(
     ] = 0,
 ) -> StreamingResponse:
     """The trial's log (stdout and stderr) from `offset` on, streamed."""
-    path = service.log_file(backend, store, _ref(study_id), number)
-    size = path.stat().st_size
-
-    def chunks() -> Iterator[bytes]:
-        with open(path, "rb") as handle:
-            handle.seek(min(offset, size))
-            left = max(0, size - offset)
-            while left and (chunk := handle.read(min(left, 64 * 1024))):
-                left -= len(chunk)
-                yield chunk
-
+    log = service.log_file(backend, store, _ref(study_id), number)
     return StreamingResponse(
-        chunks(), media_type="text/plain; charset=utf-8", headers={"X-Log-Size": str(size)}
+        log.chunks(offset),
+        media_type="text/plain; charset=utf-8",
+        headers={"X-Log-Size": str(log.size)},
     )

@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crash-at-step", type=int, default=-1)
     parser.add_argument("--nan-at-step", type=int, default=-1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--checkpoint-bytes", type=int, default=0, help="size of each checkpoint's data file"
+    )
     args = parser.parse_args(argv)
 
     job_dir = Path(args.job_dir)
@@ -100,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         prefix = job_dir / f"model.ckpt-{step}"
         for suffix in (".index", ".data-00000-of-00001", ".meta"):
             Path(f"{prefix}{suffix}").write_text(f"step {step}\n")
+        if args.checkpoint_bytes:
+            Path(f"{prefix}.data-00000-of-00001").write_bytes(rng.randbytes(args.checkpoint_bytes))
         kept.append(step)
         while len(kept) > args.keep_checkpoint_max:
             old = kept.pop(0)
@@ -132,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             export_dir.mkdir(parents=True)
             (export_dir / "variables").mkdir()
             (export_dir / "variables" / "variables.index").write_text(f"step {step}\n")
+            if args.checkpoint_bytes:
+                data = export_dir / "variables" / "variables.data-00000-of-00001"
+                data.write_bytes(rng.randbytes(args.checkpoint_bytes))
             (export_dir / "saved_model.pb").write_text(f"step {step}\n")
             if args.exports_to_keep:
                 versions = sorted(export_dir.parent.iterdir(), key=lambda p: int(p.name))

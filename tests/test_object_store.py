@@ -1,0 +1,352 @@
+"""An artifact root in object storage, against a real S3-compatible server on loopback:
+verified uploads, ranged reads, two workers with their own disks behind one API server, a worker
+killed in the middle of an upload, and deleting a study's objects."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.object_store_server import S3Server, ThrottlingProxy, start_s3_server
+from tests.server import REPO, RunningServer, start_server
+from tuner.errors import UnsafePathError
+from tuner.object_store import ObjectStore, ObjectStoreError, safe_key
+from tuner.persistence import Database
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = start_s3_server(tmp_path_factory.mktemp("s3"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new bucket, and this process's AWS variables pointing at the server."""
+    name = f"tuner-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(name)
+    for key, value in s3.env().items():
+        monkeypatch.setenv(key, value)
+    return name
+
+
+def test_uploads_are_verified_and_read_back_by_range(bucket, tmp_path):
+    store = ObjectStore(f"s3://{bucket}/root")
+    small = tmp_path / "small.bin"
+    small.write_bytes(b"0123456789" * 100)
+    large = tmp_path / "large.bin"  # over the part size: a multipart upload, its ETag checked
+    large.write_bytes(os.urandom(12 * 1024 * 1024 + 17))
+    stored_small = store.upload_file(small, "study/trial-0000.log")
+    stored_large = store.upload_file(large, "study/trial-0000.kept/model.ckpt-5.data")
+    assert stored_small.sha256 == hashlib.sha256(small.read_bytes()).hexdigest()
+    assert stored_large.size == large.stat().st_size
+    assert store.size("study/trial-0000.kept/model.ckpt-5.data") == large.stat().st_size
+    assert store.size("study/nothing") is None
+    data = large.read_bytes()
+    assert (
+        store.read_bytes("study/trial-0000.kept/model.ckpt-5.data", 5_000_000, 5_000_100)
+        == (data[5_000_000:5_000_100])
+    )
+    assert store.read_bytes("study/trial-0000.log", 990) == small.read_bytes()[990:]
+    assert store.keys("study") == [
+        "study/trial-0000.kept/model.ckpt-5.data",
+        "study/trial-0000.log",
+    ]
+    assert store.delete_prefix("study") == 2
+    assert store.size("study/trial-0000.log") is None
+    for unsafe in ("../other/x", "/etc/passwd", "a/../../b", ""):
+        with pytest.raises(UnsafePathError):
+            safe_key(unsafe)
+
+
+def test_an_unreachable_store_is_named_in_the_error(bucket, tmp_path, monkeypatch):
+    from tests.server import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing there
+    store = ObjectStore(f"s3://{bucket}/root", request_retry_seconds=0.5, attempts=1)
+    local = tmp_path / "f.bin"
+    local.write_bytes(b"x" * 10)
+    with pytest.raises(ObjectStoreError, match=rf"s3://{bucket}/root/s/f\.bin"):
+        store.upload_file(local, "s/f.bin")
+
+
+# -- many machines --------------------------------------------------------------------------------
+
+
+def _env(s3_env: dict[str, str], db_url: str, work_dir: Path, root: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(s3_env)
+    env.update(
+        TUNER_DATABASE_URL=db_url,
+        TUNER_ARTIFACT_ROOT=root,
+        TUNER_WORK_DIR=str(work_dir),
+        TUNER_TRAINERS_FILE=str(REPO / "trainers.yaml"),
+        TUNER_POLL_INTERVAL="0.05",
+        TUNER_STOP_GRACE_SECONDS="3",
+    )
+    return env
+
+
+def _start_worker(env: dict[str, str], log: Path, slots: int = 1) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tuner.cli", "worker", "--slots", str(slots)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _server(
+    db_url: str, tmp_path: Path, s3_env: dict[str, str], root: str, **extra: str
+) -> RunningServer:
+    overrides = {
+        **s3_env,
+        "TUNER_ARTIFACT_ROOT": root,
+        "TUNER_WORK_DIR": str(tmp_path / "api-work"),
+        **extra,
+    }
+    return start_server(db_url, tmp_path, slots=0, env_overrides=overrides)
+
+
+def _wait(what: str, check, timeout: float, logs: list[Path]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs)
+    raise AssertionError(f"timed out waiting for {what}\n{tails}")
+
+
+def _runs(db_url: str) -> list[dict]:
+    db = Database(db_url)
+    try:
+        with db.engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT r.number, r.state, r.worker, c.archive_path, c.archive_sha256 "
+                "FROM tuner_trial_runs r LEFT JOIN tuner_checkpoints c ON c.run_id = r.id "
+                "ORDER BY r.id"
+            ).all()
+    finally:
+        db.dispose()
+    return [dict(r._mapping) for r in rows]
+
+
+def _trial_files(work_dir: Path) -> list[Path]:
+    return [p for p in work_dir.rglob("trial-*") if ".warm" not in p.parts]
+
+
+@pytest.mark.tf
+def test_two_workers_upload_and_the_api_serves_the_best_model_from_the_store(
+    s3, bucket, pg_url, tmp_path
+):
+    """Two workers with separate disks and one API server share only PostgreSQL and the bucket;
+    `tuner pull` gets the best SavedModel from a worker's upload through the API."""
+    root = f"s3://{bucket}/studies"
+    server = _server(pg_url, tmp_path, s3.env(), root)
+    work = [tmp_path / "host-a", tmp_path / "host-b"]
+    logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
+    workers = [
+        _start_worker(_env(s3.env(), pg_url, w, root), log)
+        for w, log in zip(work, logs, strict=True)
+    ]
+    spec = (REPO / "examples/house_prices/spec.yaml").read_text()
+    spec = spec.replace('"--train-steps=300", "--eval-every-steps=50"', '"--train-steps=60"')
+    spec = spec.replace("maxTrials: 6", "maxTrials: 2")
+    assert '"--train-steps=60"' in spec and "maxTrials: 2" in spec
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(spec)
+    cli = [sys.executable, "-m", "tuner.cli"]
+    auth = ["--server", server.url, "--token", server.write_token]
+    headers = {"Authorization": f"Bearer {server.write_token}"}
+    try:
+        done = subprocess.run([*cli, "submit", str(spec_path), *auth], capture_output=True)
+        assert done.returncode == 0, done.stderr
+        _wait(
+            "both trials to complete",
+            lambda: [r["state"] for r in _runs(pg_url)] == ["COMPLETED", "COMPLETED"],
+            240,
+            [*logs, server.log_path],
+        )
+        runs = _runs(pg_url)
+        assert len({r["worker"] for r in runs}) == 2, runs  # one trial on each host
+        assert all(r["archive_path"] and r["archive_sha256"] for r in runs), runs
+        # Each worker cleaned its local copy once the store had it.
+        for directory in work:
+            assert _trial_files(directory) == [], _trial_files(directory)
+
+        pulled = subprocess.run(
+            [*cli, "pull", "house-prices-demo", "--to", str(tmp_path / "serving"), *auth],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            cwd=tmp_path,
+        )
+        assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+        versions = list((tmp_path / "serving" / "house-prices-demo").iterdir())
+        assert len(versions) == 1 and (versions[0] / "saved_model.pb").is_file()
+        assert "serving_default" in pulled.stdout
+
+        with httpx.Client(base_url=server.url, headers=headers, timeout=60) as http:
+            whole = http.get("/studies/house-prices-demo/best/model")
+            assert whole.status_code == 200, whole.text
+            etag = whole.headers["etag"]
+            assert etag == f'"{hashlib.sha256(whole.content).hexdigest()}"'
+            assert int(whole.headers["content-length"]) == len(whole.content)
+            part = http.get(
+                "/studies/house-prices-demo/best/model",
+                headers={"Range": "bytes=100-1099", "If-Range": etag},
+            )
+            assert part.status_code == 206
+            assert part.content == whole.content[100:1100]
+            assert part.headers["content-range"] == f"bytes 100-1099/{len(whole.content)}"
+            head = http.head("/studies/house-prices-demo/best/model")
+            assert head.status_code == 200 and head.headers["etag"] == etag
+            outside = http.get(
+                "/studies/house-prices-demo/best/model",
+                headers={"Range": f"bytes={len(whole.content) + 10}-"},
+            )
+            assert outside.status_code == 416
+            checkpoint = http.get("/studies/house-prices-demo/best/checkpoint")
+            assert checkpoint.status_code == 200
+            names = _members(checkpoint.content, tmp_path / "ckpt.tar.gz")
+            assert "checkpoint/checkpoint" in names
+            assert any(n.endswith(".index") for n in names)
+            log = http.get("/studies/house-prices-demo/trials/0/log")
+            assert log.status_code == 200 and int(log.headers["x-log-size"]) > 0
+            detail = http.get("/studies/house-prices-demo/trials/1").json()
+            assert detail["state"] == "COMPLETED"
+
+            store = ObjectStore(root)
+            keys = store.keys("house-prices-demo")
+            assert any("/eval/events.out.tfevents." in k for k in keys), keys
+            assert any(k.endswith("trial-0000.log") for k in keys)
+            assert any("/hparams/" in k for k in keys)
+
+            for worker in workers:
+                _stop(worker)
+            deleted = http.delete("/studies/house-prices-demo", params={"deleteArtifacts": "true"})
+            assert deleted.status_code == 204, deleted.text
+            assert store.keys("house-prices-demo") == []
+    finally:
+        for worker in workers:
+            _stop(worker)
+        server.stop()
+
+
+def _members(data: bytes, path: Path) -> list[str]:
+    path.write_bytes(data)
+    with tarfile.open(path, "r:gz") as tar:
+        return tar.getnames()
+
+
+SYNTHETIC_SPEC = """
+name: big
+trainer: synthetic
+args: ["--train-steps=20", "--eval-every-steps=20", "--export", "--checkpoint-bytes=6000000"]
+hyperparameters:
+  goal: MINIMIZE
+  hyperparameterMetricTag: rmse
+  maxTrials: 1
+  maxParallelTrials: 1
+  params:
+    - {parameterName: x, type: DOUBLE, minValue: -1, maxValue: 1}
+"""
+
+
+def test_a_worker_killed_mid_upload_leaves_nothing_the_api_would_serve(
+    s3, bucket, pg_url, tmp_path
+):
+    """SIGKILL while the trial's artifacts go up a slow link: the trial is not COMPLETED, the
+    API serves no archive of it; a worker that takes the run over runs it again and stores it."""
+    root = f"s3://{bucket}/studies"
+    server = _server(pg_url, tmp_path, s3.env(), root)
+    upstream = s3.endpoint.removeprefix("http://").split(":")
+    proxy = ThrottlingProxy((upstream[0], int(upstream[1])), bytes_per_second=3e6).start()
+    slow_log, fast_log = tmp_path / "slow.log", tmp_path / "fast.log"
+    timeouts = {"TUNER_HEARTBEAT_TIMEOUT": "4"}
+    slow_env = _env(s3.env(proxy.endpoint), pg_url, tmp_path / "slow", root) | timeouts
+    slow = _start_worker(slow_env, slow_log)
+    fast: subprocess.Popen[bytes] | None = None
+    headers = {"Authorization": f"Bearer {server.write_token}"}
+    try:
+        with httpx.Client(base_url=server.url, headers=headers, timeout=60) as http:
+            created = http.post(
+                "/studies", content=SYNTHETIC_SPEC, headers={"Content-Type": "application/yaml"}
+            )
+            assert created.status_code == 201, created.text
+            _wait("the upload to start", lambda: proxy.uploaded > 2_000_000, 120, [slow_log])
+            slow.send_signal(signal.SIGKILL)
+            slow.wait()
+            uploaded_before_kill = proxy.uploaded
+            assert uploaded_before_kill < 20_000_000  # killed before the upload could finish
+            (run,) = _runs(pg_url)
+            assert run["state"] == "RUNNING" and run["archive_path"] is None, run
+            model = http.get("/studies/big/trials/0/model")
+            assert model.status_code == 404, model.text
+            assert "not in the object store yet" in model.json()["error"]["message"]
+            assert http.get("/studies/big/best/checkpoint").status_code == 404
+            time.sleep(1.5)
+            alive = subprocess.run(
+                [sys.executable, "-m", "tuner.cli", "worker-alive", "--max-age", "1"],
+                env=slow_env,
+                capture_output=True,
+                text=True,
+            )
+            assert alive.returncode == 1 and "last turned" in alive.stderr + alive.stdout
+
+            fast_env = _env(s3.env(), pg_url, tmp_path / "fast", root) | timeouts
+            fast = _start_worker(fast_env, fast_log)
+            _wait(
+                "the run to be taken over and run again",
+                lambda: [r["state"] for r in _runs(pg_url)] == ["STOPPED", "COMPLETED"],
+                120,
+                [fast_log, server.log_path],
+            )
+            healthy = subprocess.run(
+                [sys.executable, "-m", "tuner.cli", "worker-alive"],
+                env=fast_env,
+                capture_output=True,
+                text=True,
+            )
+            assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+            stopped, completed = _runs(pg_url)
+            assert stopped["archive_path"] is None and completed["archive_path"] is not None
+            best = http.get("/studies/big/best/model")
+            assert best.status_code == 200, best.text
+            assert best.headers["etag"] == f'"{completed["archive_sha256"]}"'
+            assert hashlib.sha256(best.content).hexdigest() == completed["archive_sha256"]
+            names = _members(best.content, tmp_path / "model.tar.gz")
+            assert any(n.endswith("variables/variables.data-00000-of-00001") for n in names)
+    finally:
+        proxy.stop()
+        for process in (slow, fast):
+            if process is not None:
+                _stop(process)
+        server.stop()
