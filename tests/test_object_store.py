@@ -158,6 +158,18 @@ def _runs(db_url: str) -> list[dict]:
     return [dict(r._mapping) for r in rows]
 
 
+def _stored_export_hashes(db_url: str) -> list[str]:
+    db = Database(db_url)
+    try:
+        with db.engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT archive_sha256 FROM tuner_exports WHERE archive_path IS NOT NULL"
+            ).all()
+    finally:
+        db.dispose()
+    return [r[0] for r in rows]
+
+
 def _trial_files(work_dir: Path) -> list[Path]:
     return [p for p in work_dir.rglob("trial-*") if ".warm" not in p.parts]
 
@@ -197,9 +209,13 @@ def test_two_workers_upload_and_the_api_serves_the_best_model_from_the_store(
         runs = _runs(pg_url)
         assert len({r["worker"] for r in runs}) == 2, runs  # one trial on each host
         assert all(r["archive_path"] and r["archive_sha256"] for r in runs), runs
-        # Each worker cleaned its local copy once the store had it.
-        for directory in work:
-            assert _trial_files(directory) == [], _trial_files(directory)
+        # Each worker cleans its local copy once the store has it (just after the end is recorded).
+        _wait(
+            "the local copies to be cleaned",
+            lambda: all(_trial_files(directory) == [] for directory in work),
+            15,
+            logs,
+        )
 
         pulled = subprocess.run(
             [*cli, "pull", "house-prices-demo", "--to", str(tmp_path / "serving"), *auth],
@@ -213,7 +229,7 @@ def test_two_workers_upload_and_the_api_serves_the_best_model_from_the_store(
         assert len(versions) == 1 and (versions[0] / "saved_model.pb").is_file()
         assert "serving_default" in pulled.stdout
 
-        with httpx.Client(base_url=server.url, headers=headers, timeout=60) as http:
+        with httpx.Client(base_url=server.url + "/api/v1", headers=headers, timeout=60) as http:
             whole = http.get("/studies/house-prices-demo/best/model")
             assert whole.status_code == 200, whole.text
             etag = whole.headers["etag"]
@@ -296,7 +312,7 @@ def test_a_worker_killed_mid_upload_leaves_nothing_the_api_would_serve(
     fast: subprocess.Popen[bytes] | None = None
     headers = {"Authorization": f"Bearer {server.write_token}"}
     try:
-        with httpx.Client(base_url=server.url, headers=headers, timeout=60) as http:
+        with httpx.Client(base_url=server.url + "/api/v1", headers=headers, timeout=60) as http:
             created = http.post(
                 "/studies", content=SYNTHETIC_SPEC, headers={"Content-Type": "application/yaml"}
             )
@@ -340,8 +356,9 @@ def test_a_worker_killed_mid_upload_leaves_nothing_the_api_would_serve(
             assert stopped["archive_path"] is None and completed["archive_path"] is not None
             best = http.get("/studies/big/best/model")
             assert best.status_code == 200, best.text
-            assert best.headers["etag"] == f'"{completed["archive_sha256"]}"'
-            assert hashlib.sha256(best.content).hexdigest() == completed["archive_sha256"]
+            (export_sha256,) = _stored_export_hashes(pg_url)
+            assert best.headers["etag"] == f'"{export_sha256}"'
+            assert hashlib.sha256(best.content).hexdigest() == export_sha256
             names = _members(best.content, tmp_path / "model.tar.gz")
             assert any(n.endswith("variables/variables.data-00000-of-00001") for n in names)
     finally:
