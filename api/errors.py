@@ -24,6 +24,7 @@ from api.schemas import ErrorCode
 from tuner.errors import (
     ArtifactNotFoundError,
     DuplicateStudyError,
+    ObjectStoreError,
     QueryError,
     RangeNotSatisfiableError,
     SpecError,
@@ -51,6 +52,7 @@ TUNER_ERRORS: list[tuple[type[TunerError], int, ErrorCode]] = [
     (UnsafePathError, 404, "ARTIFACT_NOT_FOUND"),
     (RangeNotSatisfiableError, 416, "RANGE_NOT_SATISFIABLE"),
     (StorageUnavailableError, 503, "UNAVAILABLE"),
+    (ObjectStoreError, 503, "UNAVAILABLE"),
 ]
 
 #: Codes of errors raised as HTTP statuses (by Starlette, the access checks, the body limits).

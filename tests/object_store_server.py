@@ -91,10 +91,11 @@ class ThrottlingProxy:
     the bytes passed: a slow link, so that a test can kill a worker in the middle of an upload."""
 
     target: tuple[str, int]
-    bytes_per_second: float
+    bytes_per_second: float = 1e9
     port: int = field(default_factory=free_port)
     uploaded: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
+    _cut: threading.Event = field(default_factory=threading.Event)
 
     @property
     def endpoint(self) -> str:
@@ -109,12 +110,22 @@ class ThrottlingProxy:
     def stop(self) -> None:
         self._stop.set()
 
+    def cut(self) -> None:
+        """An outage: open connections drop, new ones are closed at once."""
+        self._cut.set()
+
+    def restore(self) -> None:
+        self._cut.clear()
+
     def _accept(self, listener: socket.socket) -> None:
         with listener:
             while not self._stop.is_set():
                 try:
                     client, _ = listener.accept()
                 except TimeoutError:
+                    continue
+                if self._cut.is_set():
+                    client.close()
                     continue
                 upstream = socket.create_connection(self.target)
                 threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
@@ -125,7 +136,7 @@ class ThrottlingProxy:
         selector.register(upstream, selectors.EVENT_READ, client)
         chunk = 16 * 1024
         try:
-            while not self._stop.is_set():
+            while not (self._stop.is_set() or self._cut.is_set()):
                 for key, _ in selector.select(timeout=0.2):
                     source = key.fileobj
                     assert isinstance(source, socket.socket)

@@ -367,3 +367,78 @@ def test_a_worker_killed_mid_upload_leaves_nothing_the_api_would_serve(
             if process is not None:
                 _stop(process)
         server.stop()
+
+
+OUTAGE_SPEC = """
+name: outage
+trainer: synthetic
+args: ["--train-steps=40", "--eval-every-steps=20", "--step-seconds=0.5"]
+hyperparameters:
+  goal: MINIMIZE
+  hyperparameterMetricTag: rmse
+  maxTrials: 3
+  maxParallelTrials: 1
+  params:
+    - {parameterName: x, type: DOUBLE, minValue: -1, maxValue: 1}
+"""
+
+
+@pytest.mark.serial
+def test_a_store_outage_stops_uploads_and_starts_without_overrunning_the_budget(
+    s3, bucket, pg_url, tmp_path
+):
+    """The store goes away while a trial runs: its log is read from the store while it ran,
+    its upload is retried and then given up (STOPPED, not counted, local copy kept), no trial
+    starts while the store is unreachable, and after it is back the study completes its
+    budget exactly."""
+    root = f"s3://{bucket}/studies"
+    server = _server(pg_url, tmp_path, s3.env(), root)
+    upstream = s3.endpoint.removeprefix("http://").split(":")
+    proxy = ThrottlingProxy((upstream[0], int(upstream[1]))).start()
+    log = tmp_path / "worker.log"
+    env = _env(s3.env(proxy.endpoint), pg_url, tmp_path / "work", root) | {
+        "TUNER_LOG_UPLOAD_SECONDS": "0.3",
+        "TUNER_UPLOAD_GIVE_UP_SECONDS": "3",
+    }
+    worker = _start_worker(env, log)
+    headers = {"Authorization": f"Bearer {server.write_token}"}
+    try:
+        with httpx.Client(base_url=server.url + "/api/v1", headers=headers, timeout=60) as http:
+            created = http.post(
+                "/studies", content=OUTAGE_SPEC, headers={"Content-Type": "application/yaml"}
+            )
+            assert created.status_code == 201, created.text
+
+            def running_log_read() -> bool:
+                answer = http.get("/studies/outage/trials/0/log")
+                return answer.status_code == 200 and b"step 20" in answer.content
+
+            _wait("the running trial's log in the store", running_log_read, 60, [log])
+            assert [r["state"] for r in _runs(pg_url)] == ["RUNNING"]
+            proxy.cut()
+            _wait(
+                "the first trial to be stopped for its upload",
+                lambda: [r["state"] for r in _runs(pg_url)][:1] == ["STOPPED"],
+                60,
+                [log],
+            )
+            detail = http.get("/studies/outage/trials/0").json()
+            assert "could not be stored" in detail["failureReason"], detail
+            assert (tmp_path / "work" / "outage" / "trial-0000" / "eval").is_dir()  # kept
+            time.sleep(3)  # the store is still down: no trial may start meanwhile
+            assert len(_runs(pg_url)) == 1, _runs(pg_url)
+            proxy.restore()
+            _wait(
+                "the study to complete",
+                lambda: http.get("/studies/outage").json()["state"] == "COMPLETED",
+                120,
+                [log],
+            )
+            states = [r["state"] for r in _runs(pg_url)]
+            assert states == ["STOPPED", "COMPLETED", "COMPLETED", "COMPLETED"], states
+            assert http.get("/studies/outage/best/model").status_code == 404  # no --export
+            assert http.get("/studies/outage/best/checkpoint").status_code == 200
+    finally:
+        proxy.stop()
+        _stop(worker)
+        server.stop()

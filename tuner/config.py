@@ -42,6 +42,17 @@ class Settings(BaseSettings):
         description="With an object store: this machine's local dir for the trials it runs, "
         "uploaded at their end.",
     )
+    log_upload_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="With an object store: seconds between uploads of a running trial's log.",
+    )
+    upload_give_up_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="With an object store: seconds a trial's upload is retried before the "
+        "trial is stopped (not counted, run again) with its local copy kept.",
+    )
     keep_local_copies: bool = Field(
         default=False,
         description="With an object store: keep a trial's local dir after its upload.",

@@ -56,6 +56,10 @@ class StorageUnavailableError(TunerError):
     """The database could not be reached; the operation may be retried."""
 
 
+class ObjectStoreError(TunerError):
+    """The object store that keeps artifacts refused or failed an operation, after retries."""
+
+
 class EventFileError(TunerError):
     """An event file is corrupt: a record's length or data fails its CRC check."""
 

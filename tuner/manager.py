@@ -144,7 +144,11 @@ class StudyManager:
         self.store = ArtifactStore(settings.artifact_root)
         #: With an object store: trials run in the local `store` and are uploaded at the end.
         self.uploader = (
-            Uploader(ObjectStore(settings.artifact_url), self.store)
+            Uploader(
+                ObjectStore(settings.artifact_url),
+                self.store,
+                give_up_after=settings.upload_give_up_seconds,
+            )
             if settings.artifact_url
             else None
         )
@@ -428,6 +432,8 @@ class StudyManager:
         if now - checked_at < 2.0:
             return problem
         problem = artifact_store_problem(self.store.root)
+        if problem is None and self.uploader is not None:
+            problem = self.uploader.problem()
         if problem is not None and problem != self._infra_checked[1]:
             logger.warning("not starting trials: %s (retrying)", problem)
         self._infra_checked = (now, problem)
@@ -785,6 +791,9 @@ class StudyManager:
             if code is None:
                 self._enforce_limits(trial)
                 trial.process.enforce_stop(self.settings.stop_grace_seconds)
+                if self.uploader is not None:
+                    every = self.settings.log_upload_seconds
+                    self.uploader.sync_log(trial.run_id, trial.paths.log_path, every)
                 return
             # Children that outlived the trainer (e.g. ones that ignored SIGTERM) go with it.
             signal_group(trial.process.pid, signal.SIGKILL)

@@ -30,7 +30,7 @@ from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Final
 
-from tuner.errors import ArtifactNotFoundError, TunerError, UnsafePathError
+from tuner.errors import ArtifactNotFoundError, ObjectStoreError, UnsafePathError
 
 if TYPE_CHECKING:
     from obstore.store import RetryConfig
@@ -55,11 +55,9 @@ UPLOAD_ATTEMPTS: Final = 4
 #: How long obstore retries one request (5xx, dropped connections, timeouts) before it fails.
 REQUEST_RETRY_SECONDS: Final = 60.0
 READ_CHUNK: Final = 1024 * 1024
+#: The key a reachability check asks for.
+PROBE_KEY: Final = ".tuner-probe"
 _MD5_ETAG = re.compile(r'^"?([0-9a-f]{32})(?:-(\d+))?"?$')
-
-
-class ObjectStoreError(TunerError):
-    """The object store refused or failed an operation (after its retries)."""
 
 
 def is_object_store_url(value: str | os.PathLike[str]) -> bool:
@@ -212,6 +210,11 @@ class ObjectStore:
         return deleted
 
     # -- reads ----------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raise `ObjectStoreError` unless the store answers (a HEAD of a key that need not
+        exist: "not found" is an answer)."""
+        self.size(PROBE_KEY)
 
     def size(self, relative: str) -> int | None:
         """The object's size, or None when there is no such object."""

@@ -175,6 +175,10 @@ def clean_local_copy(local: ArtifactStore, study: str, number: int) -> None:
     shutil.rmtree(archives, ignore_errors=True)
 
 
+#: Seconds between reachability probes of the store.
+PROBE_EVERY = 5.0
+
+
 @dataclass
 class _Job:
     kept: KeptArtifacts
@@ -203,6 +207,13 @@ class Uploader:
         self.give_up_after = give_up_after
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="upload")
         self._jobs: dict[int, _Job] = {}
+        #: Running trials' logs: (monotonic time of the last upload, its size, the upload).
+        self._logs: dict[int, tuple[float, int, Future[object] | None]] = {}
+        #: A client that gives up quickly, for the reachability probe.
+        self._probe_store = ObjectStore(store.url, request_retry_seconds=2.0, attempts=1)
+        self._probe: Future[str | None] | None = None
+        self._probed_at = -PROBE_EVERY
+        self._problem: str | None = None
 
     def poll(self, run_id: int, kept: Callable[[], KeptArtifacts]) -> UploadReport | None:
         """The finished upload of `run_id` (started with `kept()` at the first call), None
@@ -210,6 +221,10 @@ class Uploader:
         job = self._jobs.get(run_id)
         now = time.monotonic()
         if job is None:
+            _, _, log_upload = self._logs.pop(run_id, (0.0, 0, None))
+            if log_upload is not None and not log_upload.done():
+                self._logs[run_id] = (now, -1, log_upload)  # an older copy must not win
+                return None
             artifacts = kept()
             future = self._pool.submit(upload_trial, self.store, self.local, artifacts)
             self._jobs[run_id] = _Job(artifacts, future, now)
@@ -226,6 +241,9 @@ class Uploader:
             report = job.future.result()
         except (ObjectStoreError, OSError) as exc:
             job.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            # No trial starts until a probe finds the store answering again.
+            self._problem = f"the object store {self.store.url} failed ({job.last_error})"
+            self._probed_at = now
             if now - job.first_started >= self.give_up_after:
                 del self._jobs[run_id]
                 raise ObjectStoreError(
@@ -236,7 +254,50 @@ class Uploader:
             logger.warning("upload of run %d failed, retrying: %s", run_id, job.last_error)
             return None
         del self._jobs[run_id]
+        self._problem = None
         return report
+
+    def sync_log(self, run_id: int, log_path: Path, every: float) -> None:
+        """Upload a running trial's log every `every` seconds while it grows, so that it can be
+        read (`tuner logs`, the API) before the trial ends; failures only delay it."""
+        now = time.monotonic()
+        synced_at, synced_size, upload = self._logs.get(run_id, (-every, 0, None))
+        if (upload is not None and not upload.done()) or now - synced_at < every:
+            return
+        try:
+            size = log_path.stat().st_size
+        except OSError:
+            return
+        if size == synced_size:
+            return
+        future = self._pool.submit(self._upload_quietly, log_path)
+        self._logs[run_id] = (now, size, future)
+
+    def _upload_quietly(self, path: Path) -> object:
+        try:
+            return self._probe_store.upload_file(path, self.local.relative(path))
+        except (ObjectStoreError, OSError) as exc:
+            logger.info("log %s not uploaded yet: %s", path.name, exc)
+            return None
+
+    def problem(self) -> str | None:
+        """Why the store cannot be used now (from a probe run every `PROBE_EVERY` seconds on
+        the upload threads, so the manager's loop never waits for an unreachable store)."""
+        now = time.monotonic()
+        if self._probe is not None and self._probe.done():
+            self._problem = self._probe.result()
+            self._probe = None
+        if self._probe is None and now - self._probed_at >= PROBE_EVERY:
+            self._probed_at = now
+            self._probe = self._pool.submit(self._reachable)
+        return self._problem
+
+    def _reachable(self) -> str | None:
+        try:
+            self._probe_store.check()
+            return None
+        except ObjectStoreError as exc:
+            return f"the object store {self.store.url} is unreachable ({exc})"
 
     def wait(self, run_id: int, timeout: float) -> None:
         """Wait up to `timeout` seconds for `run_id`'s upload attempt in flight."""

@@ -205,6 +205,8 @@ def delete_study(
 
     Refused (409) while any of its trials runs.
     """
+    if delete_artifacts and store.remote is not None:
+        store.remote.check()  # an unreachable store refuses the delete before records go
     study = study_ops.delete_study(backend, _ref(study_id))
     if delete_artifacts:
         store.delete_study(study.name)
