@@ -19,6 +19,7 @@ from rich.live import Live
 from tuner import cli_studies
 from tuner.config import Settings, get_settings
 from tuner.errors import SpecError, StudyNotFoundError, TunerError
+from tuner.resources import Capacity, Need, capacity_from_options, gpus_note
 from tuner.spec import StudySpec, load_spec_file
 from tuner.trainers import TrainerRegistry
 
@@ -50,6 +51,27 @@ ServerOpt = Annotated[
 ]
 TokenOpt = Annotated[
     str | None, typer.Option("--token", envvar="TUNER_TOKEN", help="Bearer token.")
+]
+
+GpusOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gpus",
+        metavar="IDS",
+        help="GPU ids this machine gives its trials, e.g. 0,1,2,3 (as nvidia-smi numbers "
+        "them), or 'none'. Each trial of a study with gpusPerTrial=N gets N of them to itself "
+        '(CUDA_VISIBLE_DEVICES=2,3); other trials see none (CUDA_VISIBLE_DEVICES=""). '
+        "Unset: GPUs are not managed (trials see this process's devices) and studies that "
+        "need GPUs are left to other workers.",
+    ),
+]
+CpusOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--cpus",
+        help="CPUs this machine gives its trials (default: those this process may run on). "
+        "Trials of studies with cpusPerTrial are counted against it.",
+    ),
 ]
 
 console = Console(soft_wrap=True)
@@ -90,6 +112,18 @@ def _registry(settings: Settings) -> TrainerRegistry:
     return TrainerRegistry.from_file(settings.trainers_file)
 
 
+def _capacity(gpus: str | None, cpus: float | None) -> Capacity:
+    """`--gpus` and `--cpus`, checked before anything starts (exit 2 naming the option)."""
+    try:
+        capacity = capacity_from_options(gpus, cpus)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    note = gpus_note(capacity)
+    if note is not None:
+        err.print(f"warning: {note}", highlight=False)
+    return capacity
+
+
 @app.callback()
 def main(
     verbose: Annotated[
@@ -116,11 +150,14 @@ def run(
         ),
     ] = None,
     view: Annotated[bool, typer.Option(help="Live terminal view.")] = True,
+    gpus: GpusOpt = None,
+    cpus: CpusOpt = None,
 ) -> None:
     """Run a study to its budget on this machine (resumes it if it exists)."""
     from api import service
     from tuner.view import best_view, leaderboard_table
 
+    capacity = _capacity(gpus, cpus)
     settings = get_settings()
     registry = _registry(settings)
     if trainer_module:
@@ -131,13 +168,25 @@ def run(
     try:
         spec = load_spec_file(spec_file, name=name, trainer=trainer)
         registry.get(spec.trainer)
+    except TunerError as exc:
+        raise _fail(str(exc)) from None
+    refusal = capacity.refusal(Need.of(spec))
+    if refusal is not None:
+        raise _fail(f"study {spec.name!r} cannot run here: it {refusal}")
+    try:
         backend = _backend(settings, manager=True)
     except TunerError as exc:
         raise _fail(str(exc)) from None
     try:
         study = _submit_or_resume(backend, spec, registry)
         _run_manager(
-            backend, registry, settings, study.name, spec.hyperparameters.max_parallel_trials, view
+            backend,
+            registry,
+            settings,
+            study.name,
+            spec.hyperparameters.max_parallel_trials,
+            view,
+            capacity,
         )
         final = service.get_study(backend, study.id)
         rows = service.list_trials(backend, study.id, limit=10).data
@@ -198,12 +247,15 @@ def _run_manager(
     study_name: str,
     slots: int,
     view: bool,
+    capacity: Capacity,
 ) -> None:
     from api import service
     from tuner.manager import StudyManager
     from tuner.view import study_view
 
-    manager = StudyManager(backend, registry, settings, slots=slots, studies=[study_name])
+    manager = StudyManager(
+        backend, registry, settings, slots=slots, studies=[study_name], capacity=capacity
+    )
     with _stop_on_signals(manager) as stop:
         if view and console.is_terminal:
             with Live(console=console, refresh_per_second=2, transient=False) as live:
@@ -319,16 +371,21 @@ def serve(
     public_reads: Annotated[
         bool | None, typer.Option("--public-reads", help="Serve reads without a token.")
     ] = None,
+    gpus: GpusOpt = None,
+    cpus: CpusOpt = None,
 ) -> None:
     """Serve the REST API, with an embedded study manager running trials here."""
     from tuner.serve import serve as run_server
 
+    capacity = _capacity(gpus, cpus)
     _log_trials()
     settings = get_settings()
     if public_reads is not None:
         settings = settings.model_copy(update={"public_reads": public_reads})
     try:
-        run_server(settings, host=host, port=port, slots=slots, root_path=root_path)
+        run_server(
+            settings, host=host, port=port, slots=slots, root_path=root_path, capacity=capacity
+        )
     except TunerError as exc:
         raise _fail(str(exc)) from None
 
@@ -339,18 +396,33 @@ def worker(
     study: Annotated[
         list[str] | None, typer.Option(help="Only these studies (repeatable).")
     ] = None,
+    gpus: GpusOpt = None,
+    cpus: CpusOpt = None,
 ) -> None:
-    """Run a study manager alone: claim and run trials of every running study."""
+    """Run a study manager alone: claim and run trials of every running study.
+
+    A trial is claimed only when its gpusPerTrial (and cpusPerTrial) are free here.
+    """
     from tuner.manager import StudyManager
 
+    capacity = _capacity(gpus, cpus)
     settings = get_settings()
     backend = _connect(settings, manager=True)
     manager = StudyManager(
-        backend, _registry(settings), settings, slots=slots, studies=study or None
+        backend,
+        _registry(settings),
+        settings,
+        slots=slots,
+        studies=study or None,
+        capacity=capacity,
     )
     manager.alive_file = settings.work_dir / ALIVE_FILE
     _log_trials()
-    err.print(f"worker {manager.worker_id}: {slots} slot(s); Ctrl-C stops its trials")
+    err.print(
+        f"worker {manager.worker_id}: {slots} slot(s), {capacity.describe()}; "
+        "Ctrl-C stops its trials",
+        highlight=False,
+    )
     try:
         with _stop_on_signals(manager) as stop:
             manager.run(until_done=False, should_stop=stop)

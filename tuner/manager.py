@@ -60,6 +60,7 @@ from tuner.outputs import TrialOutputs
 from tuner.persistence import is_unavailable
 from tuner.persistence import repository as repo
 from tuner.proposals import Exhausted, propose
+from tuner.resources import Capacity, Need, ResourceLedger
 from tuner.spec import Check, ObjectiveMode
 from tuner.studies import (
     Backend,
@@ -132,6 +133,7 @@ class StudyManager:
         studies: Sequence[str] | None = None,
         worker_id: str | None = None,
         listener: Listener | None = None,
+        capacity: Capacity | None = None,
     ) -> None:
         self.backend = backend
         self.db = backend.db
@@ -154,6 +156,8 @@ class StudyManager:
         )
         self.warm = WarmStarts(self.store.root / ".warm", enabled=settings.warm_starts)
         self.active: dict[int, ActiveTrial] = {}
+        #: GPUs and CPUs held by the trials in `active` (`capacity`: None, GPUs not managed).
+        self.resources = ResourceLedger(capacity or Capacity(), self.active)
         #: Claims cut short by a database error: (run id, study, Optuna trial number or None).
         self._abandoned: list[tuple[int, Study, int | None]] = []
         self._unrunnable: set[int] = set()
@@ -365,14 +369,11 @@ class StudyManager:
         eligible: list[Study] = []
         now = time.monotonic()
         for study in studies:
-            if study.spec.trainer not in self.registry:
+            unrunnable = self._unrunnable_here(study)
+            if unrunnable is not None:
                 if study.id not in self._unrunnable:
                     self._unrunnable.add(study.id)
-                    logger.warning(
-                        "study %s: trainer %r is not in this manager's registry; left to others",
-                        study.name,
-                        study.spec.trainer,
-                    )
+                    logger.warning("study %s: %s; left to others", study.name, unrunnable)
                 continue
             if self._study_is_over(study, counts[study.id]):
                 continue
@@ -396,6 +397,12 @@ class StudyManager:
                 if not self._claim_isolated(study):
                     eligible.remove(study)
         return more
+
+    def _unrunnable_here(self, study: Study) -> str | None:
+        """Why this manager never runs the study's trials (None: it does)."""
+        if study.spec.trainer not in self.registry:
+            return f"trainer {study.spec.trainer!r} is not in this manager's registry"
+        return self.resources.capacity.refusal(Need.of(study.spec))
 
     def _claim_isolated(self, study: Study) -> bool:
         """Claim and start one trial; an error pauses (or backs off) this study, not the rest."""
@@ -471,8 +478,12 @@ class StudyManager:
         return True
 
     def _claim_and_start(self, study: Study) -> bool:
+        need = Need.of(study.spec)
+        if not self.resources.fits(need):
+            return False  # claimed once a trial here ends and frees its GPUs (or CPUs)
         trainer = self.registry.get(study.spec.trainer)
-        warm_key = self.warm.key(trainer)
+        base_env = need.base_environment()
+        warm_key = self.warm.key(trainer, base_env)
         if warm_key is not None and self.warm.status(warm_key) == "warming":
             return False  # its trials start once the parent has imported (it wakes the loop)
         claim = self.db.run(lambda s: self._reserve(s, study.id))
@@ -495,6 +506,7 @@ class StudyManager:
         trial = proposal
         params = sampling.trainer_values(study.spec, trial.params)
         paths = self.store.trial_paths(study.name, trial.number)
+        granted = self.resources.grant(run_id, need)  # held while `active` has the run
         command = build_command(
             trainer,
             args=list(study.spec.args),
@@ -503,7 +515,9 @@ class StudyManager:
             output_dir=paths.output_dir,
             trial_number=trial.number,
             study_name=study.name,
+            base_env=base_env,
         )
+        command = self.resources.apply(command, granted, trainer)
         started = functools.partial(
             viewers.trial_started,
             self.backend,
@@ -556,12 +570,14 @@ class StudyManager:
         if start_note is not None:
             self._add_problems(self.active[run_id], [start_note])
         started()  # while the trainer starts up
+        given = granted.describe()
         logger.info(
-            "study %s: trial %d started (pid %d%s)",
+            "study %s: trial %d started (pid %d%s%s)",
             study.name,
             trial.number,
             process.pid,
             ", warm" if process.warm else "",
+            f", {given}" if given else "",
         )
         self._emit("created", study, trial.number, {"params": params, "state": "RUNNING"})
         return True

@@ -13,6 +13,7 @@ import uvicorn
 from tuner.config import Settings
 from tuner.errors import TunerError
 from tuner.manager import StudyManager
+from tuner.resources import Capacity
 from tuner.studies import Backend
 from tuner.trainers import TrainerRegistry
 
@@ -121,6 +122,7 @@ def serve(
     slots: int,
     root_path: str = "",
     log_level: str = "info",
+    capacity: Capacity | None = None,
 ) -> None:
     """Serve the API; with `slots > 0` also run trials here (the embedded default).
 
@@ -142,7 +144,9 @@ def serve(
     manager_backend = Backend.connect(settings.database_url, pre_ping=False) if slots > 0 else None
     if manager_backend is not None:
         manager_thread = ManagerThread(
-            lambda: StudyManager(manager_backend, registry, settings, slots=slots),
+            lambda: StudyManager(
+                manager_backend, registry, settings, slots=slots, capacity=capacity
+            ),
             on_give_up=give_up,
         )
     app = create_app(

@@ -382,6 +382,13 @@ class StudySpec(_Model):
     #: A trial that writes no new metric for this long is stopped and FAILED.
     stall_timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
     early_stopping: PrunerSpec | None = None
+    #: GPUs each trial gets to itself (`CUDA_VISIBLE_DEVICES`, `tuner.resources`); only
+    #: workers started with at least as many `--gpus` claim its trials. Left out of the
+    #: stored document when 0, so that managers that predate it still read CPU studies.
+    gpus_per_trial: int = Field(default=0, exclude_if=lambda value: value == 0)
+    #: CPUs each trial is counted for against its worker's `--cpus`; its thread pools are
+    #: sized to match (unset: not counted, no thread count set).
+    cpus_per_trial: float | None = None
     hyperparameters: HyperparameterSpec
 
     @field_validator("name")
@@ -427,6 +434,29 @@ class StudySpec(_Model):
     def _default_eval_dirs_mean_unset(cls, value: list[str] | None) -> list[str] | None:
         # Specs stored before model dirs were found wrote the old default out in full.
         return None if value is not None and tuple(value) == DEFAULT_EVAL_DIRS else value
+
+    @field_validator("gpus_per_trial", mode="before")
+    @classmethod
+    def _whole_gpus(cls, value: Any) -> Any:
+        # Before pydantic's coercion, which would take `true` for 1 and "2" for 2.
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool) or not whole or value < 0:
+            raise ValueError("must be a whole number >= 0 (the GPUs each trial gets)")
+        return int(value)
+
+    @field_validator("cpus_per_trial", mode="before")
+    @classmethod
+    def _positive_cpus(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise ValueError("must be a number > 0 (the CPUs each trial is counted for)")
+        return value
 
     @field_validator("skip_checks")
     @classmethod
@@ -595,6 +625,8 @@ def _flatten(
         doc["hyperparameters"] = training.pop("hyperparameters")
         for key in sorted(training):
             known = "" if key in IGNORED_JOB_KEYS else " (not a field the tuner knows)"
+            if key == "masterConfig":
+                known = _accelerator_hint(training[key])
             warnings.append(f"trainingInput.{key}: ignored, it does not concern tuning{known}")
         return doc, "trainingInput.hyperparameters"
     if "hyperparameters" in doc:
@@ -605,6 +637,17 @@ def _flatten(
     block = {k: doc.pop(k) for k in list(doc) if k in hp_keys}
     doc["hyperparameters"] = block
     return doc, ""
+
+
+def _accelerator_hint(master_config: Any) -> str:
+    """What to write instead of AI Platform's `masterConfig.acceleratorConfig.count`."""
+    if not isinstance(master_config, dict):
+        return ""
+    accelerators = master_config.get("acceleratorConfig")
+    count = accelerators.get("count") if isinstance(accelerators, dict) else None
+    if count is None:
+        return ""
+    return f" (for {count} GPUs per trial, set gpusPerTrial: {count} beside trainingInput)"
 
 
 def _camel(key: str) -> str:
