@@ -30,7 +30,7 @@ def test_manager_cli_and_api_never_import_tensorflow():
 
 
 def test_single_migration_head():
-    assert head_revision() == "0006"
+    assert head_revision() == "0007"
 
 
 def test_migrations_match_the_models(db_url):

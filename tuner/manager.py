@@ -18,7 +18,7 @@ import shutil
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,24 @@ class TrialEvent:
 Listener = Callable[[TrialEvent], None]
 
 
+class _RunningProcesses(Collection[int]):
+    """The run ids of active trials whose process still runs: a trial that exited frees its
+    GPUs and CPUs while its artifacts upload (it keeps its slot and lease until recorded)."""
+
+    def __init__(self, active: dict[int, ActiveTrial]) -> None:
+        self._active = active
+
+    def __contains__(self, run_id: object) -> bool:
+        trial = self._active.get(run_id) if isinstance(run_id, int) else None
+        return trial is not None and trial.exit_code is None
+
+    def __iter__(self) -> Iterator[int]:
+        return (r for r, t in list(self._active.items()) if t.exit_code is None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 class StudyManager:
     """Runs trials in local slots until told to stop (or, with `study`, until it ends)."""
 
@@ -157,7 +175,7 @@ class StudyManager:
         self.warm = WarmStarts(self.store.root / ".warm", enabled=settings.warm_starts)
         self.active: dict[int, ActiveTrial] = {}
         #: GPUs and CPUs held by the trials in `active` (`capacity`: None, GPUs not managed).
-        self.resources = ResourceLedger(capacity or Capacity(), self.active)
+        self.resources = ResourceLedger(capacity or Capacity(), _RunningProcesses(self.active))
         #: Claims cut short by a database error: (run id, study, Optuna trial number or None).
         self._abandoned: list[tuple[int, Study, int | None]] = []
         self._unrunnable: set[int] = set()
@@ -380,7 +398,7 @@ class StudyManager:
             more = True
             if self._backoff.get(study.id, (0.0, 0.0))[0] <= now:
                 eligible.append(study)
-        if not eligible or len(self.active) >= self.slots or self._winding_down:
+        if not eligible or self._slots_full() or self._winding_down:
             return more
         infrastructure = self._infrastructure_problem()
         if infrastructure is not None:
@@ -389,10 +407,10 @@ class StudyManager:
         self._rotation += 1
         eligible = eligible[start:] + eligible[:start]
         while (
-            eligible and len(self.active) < self.slots and not (self._stopping or self._interrupted)
+            eligible and not self._slots_full() and not (self._stopping or self._interrupted)
         ):
             for study in list(eligible):
-                if len(self.active) >= self.slots or self._winding_down:
+                if self._slots_full() or self._winding_down:
                     break
                 if not self._claim_isolated(study):
                     eligible.remove(study)
@@ -403,6 +421,12 @@ class StudyManager:
         if study.spec.trainer not in self.registry:
             return f"trainer {study.spec.trainer!r} is not in this manager's registry"
         return self.resources.capacity.refusal(Need.of(study.spec))
+
+    def _slots_full(self) -> bool:
+        """Whether every slot runs a trial. A trial whose process exited and whose artifacts
+        upload frees its slot; at most `slots` uploads wait at once."""
+        running = len(self.resources.running)
+        return running >= self.slots or len(self.active) - running >= self.slots
 
     def _claim_isolated(self, study: Study) -> bool:
         """Claim and start one trial; an error pauses (or backs off) this study, not the rest."""

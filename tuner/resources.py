@@ -193,13 +193,13 @@ class ResourceLedger:
 
     def __init__(self, capacity: Capacity, running: Collection[int]) -> None:
         self.capacity = capacity
-        self._running = running
+        self.running = running
         self._grants: dict[int, Grant] = {}
         self._warned_trainers: set[str] = set()
 
     def held(self) -> dict[int, Grant]:
         """The grants of trials still running."""
-        for run_id in [r for r in self._grants if r not in self._running]:
+        for run_id in [r for r in self._grants if r not in self.running]:
             del self._grants[run_id]
         return dict(self._grants)
 

@@ -276,7 +276,11 @@ class Uploader:
     def _upload_quietly(self, path: Path) -> object:
         try:
             return self._probe_store.upload_file(path, self.local.relative(path))
-        except (ObjectStoreError, OSError) as exc:
+        except ObjectStoreError as exc:
+            logger.info("log %s not uploaded yet: %s", path.name, exc)
+            self._problem = f"the object store {self.store.url} failed ({exc})"
+            return None
+        except OSError as exc:
             logger.info("log %s not uploaded yet: %s", path.name, exc)
             return None
 
