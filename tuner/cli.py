@@ -195,7 +195,7 @@ def run(
             console.print(final.state_reason, style="dim")
         try:
             best = service.get_best(backend, final.id)
-            console.print(best_view(best, str(settings.artifact_root.resolve())))
+            console.print(best_view(best, settings.artifact_location))
         except StudyNotFoundError as exc:
             console.print(str(exc), style="yellow")
         if final.state == "FAILED":
@@ -323,7 +323,7 @@ def export(
     try:
         found = study_ops.best_model(backend, study)
         if found.export is None:
-            raise _fail(str(best_view(BestPublic.build(found), str(settings.artifact_root))))
+            raise _fail(str(best_view(BestPublic.build(found), settings.artifact_location)))
         store = ArtifactStore.from_settings(settings)
         name = model_name or found.study.name
         if store.remote is not None:

@@ -20,9 +20,7 @@ class LocalSource:
         self.backend = backend
         self.settings = settings
         self.store = ArtifactStore.from_settings(settings)
-        self.artifact_root: str | None = (
-            None if settings.artifact_url else str(settings.artifact_root.resolve())
-        )
+        self.artifact_root: str | None = settings.artifact_location
         self.where = f"the local database ({settings.database_url})"
 
     def studies(
