@@ -406,9 +406,7 @@ class StudyManager:
         start = self._rotation % len(eligible)
         self._rotation += 1
         eligible = eligible[start:] + eligible[:start]
-        while (
-            eligible and not self._slots_full() and not (self._stopping or self._interrupted)
-        ):
+        while eligible and not self._slots_full() and not (self._stopping or self._interrupted):
             for study in list(eligible):
                 if self._slots_full() or self._winding_down:
                     break
