@@ -46,11 +46,8 @@ COPY README.md ./
 COPY migrations ./migrations
 COPY api ./api
 COPY tuner ./tuner
+# The Alembic scripts (migrations/) are installed beside the `tuner` package.
 RUN pip install --no-cache-dir .
-# tuner.persistence looks for its Alembic scripts beside the installed packages (MIGRATIONS_DIR,
-# `<site-packages>/migrations`), and they are not package data: put them there unless they are.
-# `-I`: ask the installed package, not the source tree in this dir.
-RUN python -I -c "import shutil; from tuner.persistence.database import MIGRATIONS_DIR as d; d.is_dir() or shutil.copytree('migrations', d)"
 # The API checks that a submitted spec names a registered trainer: it reads the same registry
 # as the workers (mount your own over it, on both).
 COPY trainers.yaml /opt/estimator-tuner/trainers/
@@ -69,7 +66,6 @@ COPY migrations ./migrations
 COPY api ./api
 COPY tuner ./tuner
 RUN pip install --no-cache-dir '.[tf]'
-RUN python -I -c "import shutil; from tuner.persistence.database import MIGRATIONS_DIR as d; d.is_dir() or shutil.copytree('migrations', d)"
 # The bundled trainers: a registry entry's working dir is its file's dir, so `python -m
 # examples.house_prices.task` runs from /opt/estimator-tuner/trainers.
 COPY examples /opt/estimator-tuner/trainers/examples
