@@ -12,7 +12,7 @@
 # the work dir (TUNER_WORK_DIR) and, without an object store, the SQLite file and the artifacts.
 # scripts/check-deploy.sh replays the install steps below in a fresh virtualenv, without an
 # engine: keep RUN steps to `pip ...` and `python ...` with paths relative to WORKDIR, or teach
-# tests/test_deploy.py the new kind of step.
+# tests/deploy_checks.py the new kind of step.
 
 # A patch release on a named Debian release: rebuilding does not change Python or Debian under
 # the tuner. Pin a digest with --build-arg PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:...

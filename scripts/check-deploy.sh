@@ -14,7 +14,7 @@
 #   scripts/check-deploy.sh images --keep            # the images only; keep the scratch dir
 #
 # TUNER_COMPOSE='docker compose' validates with an installed Compose v2 instead of the pinned one.
-# The checks are the functions of tests/test_deploy.py, which the test suite runs too.
+# The checks are the functions of tests/deploy_checks.py, which tests/test_deploy.py runs too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python="${PYTHON:-.venv/bin/python}"
@@ -22,4 +22,4 @@ if [[ ! -x "$python" ]]; then
   echo "error: $python not found: run scripts/setup.sh first (or set PYTHON=/path/to/python3.11)" >&2
   exit 2
 fi
-exec "$python" -m tests.test_deploy "$@"
+exec "$python" -m tests.deploy_checks "$@"
