@@ -94,6 +94,9 @@ class ThrottlingProxy:
     bytes_per_second: float = 1e9
     port: int = field(default_factory=free_port)
     uploaded: int = 0
+    #: Flip one byte at this offset of the next connection's upload stream (then pass all).
+    corrupt_at: int | None = None
+    corrupted: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _cut: threading.Event = field(default_factory=threading.Event)
 
@@ -135,6 +138,8 @@ class ThrottlingProxy:
         selector.register(client, selectors.EVENT_READ, upstream)
         selector.register(upstream, selectors.EVENT_READ, client)
         chunk = 16 * 1024
+        corrupt_at, self.corrupt_at = self.corrupt_at, None
+        sent = 0
         try:
             while not (self._stop.is_set() or self._cut.is_set()):
                 for key, _ in selector.select(timeout=0.2):
@@ -144,6 +149,11 @@ class ThrottlingProxy:
                     if not data:
                         return
                     if source is client:
+                        if corrupt_at is not None and sent <= corrupt_at < sent + len(data):
+                            at = corrupt_at - sent
+                            data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+                            self.corrupted += 1
+                        sent += len(data)
                         self.uploaded += len(data)
                         time.sleep(len(data) / self.bytes_per_second)
                     key.data.sendall(data)

@@ -73,6 +73,28 @@ def test_uploads_are_verified_and_read_back_by_range(bucket, tmp_path):
             safe_key(unsafe)
 
 
+def test_an_object_damaged_on_the_way_is_detected_and_uploaded_again(s3, bucket, tmp_path):
+    """A byte flipped between the worker and the store: the stored ETag does not match the
+    file's MD5, so the file is uploaded again, and what is stored is the file."""
+    upstream = s3.endpoint.removeprefix("http://").split(":")
+    proxy = ThrottlingProxy((upstream[0], int(upstream[1]))).start()
+    try:
+        os.environ["AWS_ENDPOINT_URL"] = proxy.endpoint
+        store = ObjectStore(f"s3://{bucket}/root")
+        local = tmp_path / "model.ckpt-7.data-00000-of-00001"
+        local.write_bytes(os.urandom(200_000))
+        proxy.corrupt_at = 150_000  # well inside the body of the first PUT
+        stored = store.upload_file(local, "s/trial-0000.kept/model.ckpt-7.data-00000-of-00001")
+        assert proxy.corrupted == 1
+        assert proxy.uploaded > 2 * local.stat().st_size  # it went up twice
+        assert stored.sha256 == hashlib.sha256(local.read_bytes()).hexdigest()
+        os.environ["AWS_ENDPOINT_URL"] = s3.endpoint
+        direct = ObjectStore(f"s3://{bucket}/root")
+        assert direct.read_bytes(stored.key) == local.read_bytes()
+    finally:
+        proxy.stop()
+
+
 def test_an_unreachable_store_is_named_in_the_error(bucket, tmp_path, monkeypatch):
     from tests.server import free_port
 
