@@ -20,6 +20,7 @@ import pytest
 
 from tests.object_store_server import S3Server, ThrottlingProxy, start_s3_server
 from tests.server import REPO, RunningServer, start_server
+from tests.test_workers import start_worker
 from tuner.errors import UnsafePathError
 from tuner.object_store import ObjectStore, ObjectStoreError, safe_key
 from tuner.persistence import Database
@@ -76,8 +77,7 @@ def test_uploads_are_verified_and_read_back_by_range(bucket, tmp_path):
 def test_an_object_damaged_on_the_way_is_detected_and_uploaded_again(s3, bucket, tmp_path):
     """A byte flipped between the worker and the store: the stored ETag does not match the
     file's MD5, so the file is uploaded again, and what is stored is the file."""
-    upstream = s3.endpoint.removeprefix("http://").split(":")
-    proxy = ThrottlingProxy((upstream[0], int(upstream[1]))).start()
+    proxy = _proxy_to(s3)
     try:
         os.environ["AWS_ENDPOINT_URL"] = proxy.endpoint
         store = ObjectStore(f"s3://{bucket}/root")
@@ -123,17 +123,6 @@ def _env(s3_env: dict[str, str], db_url: str, work_dir: Path, root: str) -> dict
     return env
 
 
-def _start_worker(env: dict[str, str], log: Path, slots: int = 1) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "tuner.cli", "worker", "--slots", str(slots)],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -154,6 +143,21 @@ def _server(
         **extra,
     }
     return start_server(db_url, tmp_path, slots=0, env_overrides=overrides)
+
+
+def _api(server: RunningServer) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {server.write_token}"}
+    return httpx.Client(base_url=server.url + "/api/v1", headers=headers, timeout=60)
+
+
+def _submit(http: httpx.Client, spec: str) -> None:
+    created = http.post("/studies", content=spec, headers={"Content-Type": "application/yaml"})
+    assert created.status_code == 201, created.text
+
+
+def _proxy_to(s3: S3Server, **options: float) -> ThrottlingProxy:
+    host, port = s3.endpoint.removeprefix("http://").split(":")
+    return ThrottlingProxy((host, int(port)), **options).start()
 
 
 def _wait(what: str, check, timeout: float, logs: list[Path]) -> None:
@@ -207,7 +211,7 @@ def test_two_workers_upload_and_the_api_serves_the_best_model_from_the_store(
     work = [tmp_path / "host-a", tmp_path / "host-b"]
     logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
     workers = [
-        _start_worker(_env(s3.env(), pg_url, w, root), log)
+        start_worker(_env(s3.env(), pg_url, w, root), 1, log)
         for w, log in zip(work, logs, strict=True)
     ]
     spec = (REPO / "examples/house_prices/spec.yaml").read_text()
@@ -218,7 +222,6 @@ def test_two_workers_upload_and_the_api_serves_the_best_model_from_the_store(
     spec_path.write_text(spec)
     cli = [sys.executable, "-m", "tuner.cli"]
     auth = ["--server", server.url, "--token", server.write_token]
-    headers = {"Authorization": f"Bearer {server.write_token}"}
     try:
         done = subprocess.run([*cli, "submit", str(spec_path), *auth], capture_output=True)
         assert done.returncode == 0, done.stderr
@@ -251,7 +254,7 @@ def test_two_workers_upload_and_the_api_serves_the_best_model_from_the_store(
         assert len(versions) == 1 and (versions[0] / "saved_model.pb").is_file()
         assert "serving_default" in pulled.stdout
 
-        with httpx.Client(base_url=server.url + "/api/v1", headers=headers, timeout=60) as http:
+        with _api(server) as http:
             whole = http.get("/studies/house-prices-demo/best/model")
             assert whole.status_code == 200, whole.text
             etag = whole.headers["etag"]
@@ -325,20 +328,15 @@ def test_a_worker_killed_mid_upload_leaves_nothing_the_api_would_serve(
     API serves no archive of it; a worker that takes the run over runs it again and stores it."""
     root = f"s3://{bucket}/studies"
     server = _server(pg_url, tmp_path, s3.env(), root)
-    upstream = s3.endpoint.removeprefix("http://").split(":")
-    proxy = ThrottlingProxy((upstream[0], int(upstream[1])), bytes_per_second=3e6).start()
+    proxy = _proxy_to(s3, bytes_per_second=3e6)
     slow_log, fast_log = tmp_path / "slow.log", tmp_path / "fast.log"
     timeouts = {"TUNER_HEARTBEAT_TIMEOUT": "4"}
     slow_env = _env(s3.env(proxy.endpoint), pg_url, tmp_path / "slow", root) | timeouts
-    slow = _start_worker(slow_env, slow_log)
+    slow = start_worker(slow_env, 1, slow_log)
     fast: subprocess.Popen[bytes] | None = None
-    headers = {"Authorization": f"Bearer {server.write_token}"}
     try:
-        with httpx.Client(base_url=server.url + "/api/v1", headers=headers, timeout=60) as http:
-            created = http.post(
-                "/studies", content=SYNTHETIC_SPEC, headers={"Content-Type": "application/yaml"}
-            )
-            assert created.status_code == 201, created.text
+        with _api(server) as http:
+            _submit(http, SYNTHETIC_SPEC)
             _wait("the upload to start", lambda: proxy.uploaded > 2_000_000, 120, [slow_log])
             slow.send_signal(signal.SIGKILL)
             slow.wait()
@@ -360,7 +358,7 @@ def test_a_worker_killed_mid_upload_leaves_nothing_the_api_would_serve(
             assert alive.returncode == 1 and "last turned" in alive.stderr + alive.stdout
 
             fast_env = _env(s3.env(), pg_url, tmp_path / "fast", root) | timeouts
-            fast = _start_worker(fast_env, fast_log)
+            fast = start_worker(fast_env, 1, fast_log)
             _wait(
                 "the run to be taken over and run again",
                 lambda: [r["state"] for r in _runs(pg_url)] == ["STOPPED", "COMPLETED"],
@@ -415,21 +413,16 @@ def test_a_store_outage_stops_uploads_and_starts_without_overrunning_the_budget(
     budget exactly."""
     root = f"s3://{bucket}/studies"
     server = _server(pg_url, tmp_path, s3.env(), root)
-    upstream = s3.endpoint.removeprefix("http://").split(":")
-    proxy = ThrottlingProxy((upstream[0], int(upstream[1]))).start()
+    proxy = _proxy_to(s3)
     log = tmp_path / "worker.log"
     env = _env(s3.env(proxy.endpoint), pg_url, tmp_path / "work", root) | {
         "TUNER_LOG_UPLOAD_SECONDS": "0.3",
         "TUNER_UPLOAD_GIVE_UP_SECONDS": "3",
     }
-    worker = _start_worker(env, log)
-    headers = {"Authorization": f"Bearer {server.write_token}"}
+    worker = start_worker(env, 1, log)
     try:
-        with httpx.Client(base_url=server.url + "/api/v1", headers=headers, timeout=60) as http:
-            created = http.post(
-                "/studies", content=OUTAGE_SPEC, headers={"Content-Type": "application/yaml"}
-            )
-            assert created.status_code == 201, created.text
+        with _api(server) as http:
+            _submit(http, OUTAGE_SPEC)
 
             def running_log_read() -> bool:
                 answer = http.get("/studies/outage/trials/0/log")
