@@ -170,30 +170,27 @@ def _wait(what: str, check, timeout: float, logs: list[Path]) -> None:
     raise AssertionError(f"timed out waiting for {what}\n{tails}")
 
 
-def _runs(db_url: str) -> list[dict]:
+def _query(db_url: str, sql: str) -> list[dict]:
     db = Database(db_url)
     try:
         with db.engine.connect() as conn:
-            rows = conn.exec_driver_sql(
-                "SELECT r.number, r.state, r.worker, c.archive_path, c.archive_sha256 "
-                "FROM tuner_trial_runs r LEFT JOIN tuner_checkpoints c ON c.run_id = r.id "
-                "ORDER BY r.id"
-            ).all()
+            return [dict(r._mapping) for r in conn.exec_driver_sql(sql).all()]
     finally:
         db.dispose()
-    return [dict(r._mapping) for r in rows]
+
+
+def _runs(db_url: str) -> list[dict]:
+    """Each run's state and worker, and its kept checkpoint's stored archive."""
+    return _query(
+        db_url,
+        "SELECT r.number, r.state, r.worker, c.archive_path, c.archive_sha256 "
+        "FROM tuner_trial_runs r LEFT JOIN tuner_checkpoints c ON c.run_id = r.id ORDER BY r.id",
+    )
 
 
 def _stored_export_hashes(db_url: str) -> list[str]:
-    db = Database(db_url)
-    try:
-        with db.engine.connect() as conn:
-            rows = conn.exec_driver_sql(
-                "SELECT archive_sha256 FROM tuner_exports WHERE archive_path IS NOT NULL"
-            ).all()
-    finally:
-        db.dispose()
-    return [r[0] for r in rows]
+    sql = "SELECT archive_sha256 FROM tuner_exports WHERE archive_path IS NOT NULL"
+    return [row["archive_sha256"] for row in _query(db_url, sql)]
 
 
 def _trial_files(work_dir: Path) -> list[Path]:

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.test_cli import env_for
 from tuner import studies as study_ops
 from tuner.config import Settings
 from tuner.errors import SpecError
@@ -384,15 +385,9 @@ def test_gpus_are_freed_after_a_failed_start_a_takeover_and_a_shutdown(backend, 
 
 def registry_env(tmp_path: Path, database_url: str) -> dict[str, str]:
     (tmp_path / "trainers.yaml").write_text(REGISTRY)
-    env = dict(os.environ)
-    env.update(
-        TUNER_DATABASE_URL=database_url,
-        TUNER_ARTIFACT_ROOT=str(tmp_path / "artifacts"),
-        TUNER_TRAINERS_FILE=str(tmp_path / "trainers.yaml"),
-        TUNER_POLL_INTERVAL="0.05",
-        TUNER_STOP_GRACE_SECONDS="3",
-    )
-    return env
+    return env_for(database_url, tmp_path) | {
+        "TUNER_TRAINERS_FILE": str(tmp_path / "trainers.yaml")
+    }
 
 
 def start_worker(env: dict[str, str], log: Path, *options: str) -> subprocess.Popen[bytes]:
