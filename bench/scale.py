@@ -57,10 +57,10 @@ own (each worker's sessions carry `application_name=scale-<run>-w<i>`).
 Then the arithmetic for 100 workers, from these figures and the server's `max_connections`:
 labelled as such, nothing of it is measured.
 
-**Sections.** `--only` picks the measurements to run, by name, from `SECTIONS` (only
-`scaling` so far). A further measurement, e.g. the upload throughput to the object store, is
-one more function taking the `Bench` (its scratch database, temp dir and arguments) and one
-more entry there.
+**Sections.** `--only` picks the measurements to run, by name, from `SECTIONS`: `scaling`
+(the above) and `uploads` (throughput to an S3-compatible server on loopback, verified uploads
+against bare ones, and a whole trial's upload). Each is a function of the `Bench` (its scratch
+database, temp dir and arguments).
 
     python bench/scale.py                                 # 1, 2, 4 workers x 2 slots, 40 trials
     python bench/scale.py --workers 1,2,4 --trials 40 --rounds 2
@@ -1205,10 +1205,102 @@ def scaling(bench: Bench) -> None:
         print("\nproblems:\n" + "\n".join(f"- {x}" for x in problems))
 
 
-#: The measurements `--only` chooses from, run in this order. A further one (e.g. the upload
-#: throughput to the object store) is a function taking the `Bench`, added here.
+# -- upload throughput to the object store ----------------------------------------------------
+
+
+def _upload_rate(megabytes: float, seconds: Sequence[float]) -> float:
+    return megabytes / statistics.median(seconds)
+
+
+def uploads(bench: Bench) -> None:
+    """Upload throughput to an S3-compatible server on loopback (moto's standalone server,
+    as in the tests): one file through `ObjectStore.upload_file` (sha256 and MD5 of the file,
+    PUT, HEAD, ETag check) against a bare `obstore.put` of the same file in the same run, so
+    the ratio is what verification costs; then a whole trial's upload (`upload_trial`: its kept
+    checkpoint and export, their archives built on the way, events and log)."""
+    import obstore
+
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))  # the tests' loopback S3 server, run as the tests run it
+    from tests.object_store_server import start_s3_server
+    from tuner.artifacts import ArtifactStore
+    from tuner.object_store import ObjectStore
+    from tuner.uploads import KeptArtifacts, upload_trial
+
+    args = bench.args
+    work = bench.workdir / "uploads"
+    work.mkdir()
+    server = start_s3_server(work)
+    bench.stack.callback(server.stop)
+    bucket = f"bench-{uuid.uuid4().hex[:8]}"
+    server.create_bucket(bucket)
+    os.environ.update(server.env())
+    store = ObjectStore(f"s3://{bucket}/bench")
+    print(
+        f"\nuploads: to moto_server on loopback, medians of {args.upload_repeats}, "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
+    print(f"{'file':>8} {'bare put':>11} {'verified':>11} {'ratio':>6}")
+    for size in args.upload_sizes:
+        path = work / f"{size}mb.bin"
+        path.write_bytes(os.urandom(size * 1024 * 1024))
+        bare, verified = [], []
+        for attempt in range(args.upload_repeats):
+            started = time.perf_counter()
+            obstore.put(store._store, f"bare/{size}-{attempt}", path)
+            bare.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            store.upload_file(path, f"verified/{size}-{attempt}")
+            verified.append(time.perf_counter() - started)
+        megabytes = path.stat().st_size / 1e6
+        bare_rate, verified_rate = _upload_rate(megabytes, bare), _upload_rate(megabytes, verified)
+        print(
+            f"{size:>6}MB {bare_rate:>7.1f} MB/s {verified_rate:>7.1f} MB/s "
+            f"{bare_rate / verified_rate:>6.2f}"
+        )
+        path.unlink()
+    local = ArtifactStore(work / "root")
+    size = max(args.upload_sizes)
+    reports = []
+    for attempt in range(args.upload_repeats):
+        paths = local.trial_paths("study", attempt)
+        (paths.output_dir / "eval").mkdir(parents=True)
+        (paths.output_dir / "eval" / "events.out.tfevents.1.host").write_bytes(b"x" * 4096)
+        paths.log_path.write_text("training\n" * 1000)
+        kept_ckpt = paths.kept_dir / "model.ckpt-100"
+        paths.kept_dir.mkdir()
+        for suffix, data in ((".index", b"i" * 2048), (".data-00000-of-00001", None)):
+            target = Path(f"{kept_ckpt}{suffix}")
+            target.write_bytes(data if data is not None else os.urandom(size * 1024 * 1024))
+        export = paths.kept_dir / "export" / "best" / "1700000000"
+        (export / "variables").mkdir(parents=True)
+        (export / "saved_model.pb").write_bytes(os.urandom(256 * 1024))
+        (export / "variables" / "variables.data-00000-of-00001").write_bytes(
+            os.urandom(size * 1024 * 1024)
+        )
+        (export / "variables" / "variables.index").write_bytes(b"v" * 2048)
+        kept = KeptArtifacts(
+            study="study",
+            output_dir=paths.output_dir,
+            log_path=paths.log_path,
+            checkpoint=(100, kept_ckpt),
+            exports=[(1, export, "1700000000")],
+            eval_patterns=("eval",),
+        )
+        reports.append(upload_trial(store, local, kept))
+    seconds = statistics.median(r.seconds for r in reports)
+    megabytes = reports[0].bytes / 1e6
+    print(
+        f"a trial (kept checkpoint and export of {size} MB each, their archives, events, log): "
+        f"{reports[0].objects} objects, {megabytes:.0f} MB in {seconds:.2f} s: "
+        f"{megabytes / seconds:.1f} MB/s, archives built included"
+    )
+
+
+#: The measurements `--only` chooses from, run in this order; each is a function of the `Bench`.
 SECTIONS: dict[str, Callable[[Bench], None]] = {
     "scaling": scaling,
+    "uploads": uploads,
 }
 
 
@@ -1258,6 +1350,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=list(SECTIONS),
         help=f"comma-separated sections to run, of: {', '.join(SECTIONS)}",
     )
+    parser.add_argument(
+        "--upload-sizes", type=int_list, default=[1, 16, 64], help="file sizes (MB) uploaded"
+    )
+    parser.add_argument("--upload-repeats", type=int, default=3, help="uploads of each size")
     parser.add_argument(
         "--pg-admin-url",
         default=DEFAULT_PG_ADMIN_URL,
