@@ -776,16 +776,30 @@ PIP_SHIM = '''#!{python}
 """`pip` as the Dockerfile runs it, in the replay's virtualenv (tests/deploy_checks.py).
 
 --no-cache-dir is dropped so that the replay uses pip's cache. With TUNER_REPLAY_REPORTS set,
-an install is a dry run whose report lands in that directory.
+an install is a dry run whose report lands in that directory. With TUNER_REPLAY_WHEELS set, the
+wheels a requirements file resolves to are downloaded into that directory first (resolved
+against the index, as a plain install would be; files already there are not fetched again),
+then installed from it, since pip's own cache keeps nothing from an index that sends no cache
+headers.
 """
 import os
+import subprocess
 import sys
 
 args = [arg for arg in sys.argv[1:] if arg != "--no-cache-dir"]
 reports = os.environ.get("TUNER_REPLAY_REPORTS")
+wheels = os.environ.get("TUNER_REPLAY_WHEELS")
 if reports and args[:1] == ["install"]:
     report = os.path.join(reports, "%03d.json" % len(os.listdir(reports)))
     args[1:1] = ["--dry-run", "--quiet", "--report", report]
+elif wheels and args[:1] == ["install"]:
+    files = [a for i, a in enumerate(args) if i and args[i - 1] in ("-r", "--requirement")]
+    if files:  # requirements only: a wheel of the project itself would go stale
+        download = ["download", "--quiet", "--dest", wheels, "--find-links", wheels]
+        got = subprocess.run(["{python}", "-m", "pip", *download, *(f"-r{f}" for f in files)])
+        # What the index resolved to is all in the directory now: install that, offline.
+        args[1:1] = ["--no-index"] if got.returncode == 0 else []
+    args[1:1] = ["--find-links", wheels]
 os.execv("{python}", ["{python}", "-m", "pip", *args])
 '''
 
@@ -830,7 +844,16 @@ class Venv:
     def env(self, image_env: Mapping[str, str] | None = None) -> dict[str, str]:
         """The image's ENV with this venv first on PATH (the image's python and pip)."""
         path = f"{self.shims}:{self.path / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"
-        return clean_env({**(image_env or {}), "PATH": path, "VIRTUAL_ENV": str(self.path)})
+        wheels = _cache_dir() / "wheels"
+        wheels.mkdir(parents=True, exist_ok=True)
+        return clean_env(
+            {
+                **(image_env or {}),
+                "PATH": path,
+                "VIRTUAL_ENV": str(self.path),
+                "TUNER_REPLAY_WHEELS": str(wheels),
+            }
+        )
 
     def runner(self, log: Path, *, reports: Path | None = None) -> Runner:
         """Runs replayed steps with /bin/sh, as Docker runs RUN; dry runs with `reports`."""
