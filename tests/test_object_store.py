@@ -389,7 +389,7 @@ def test_a_worker_killed_mid_upload_leaves_nothing_the_api_would_serve(
 OUTAGE_SPEC = """
 name: outage
 trainer: synthetic
-args: ["--train-steps=40", "--eval-every-steps=20", "--step-seconds=0.5"]
+args: ["--train-steps=60", "--eval-every-steps=20", "--step-seconds=1.5"]
 hyperparameters:
   goal: MINIMIZE
   hyperparameterMetricTag: rmse
@@ -400,7 +400,6 @@ hyperparameters:
 """
 
 
-@pytest.mark.serial
 def test_a_store_outage_stops_uploads_and_starts_without_overrunning_the_budget(
     s3, bucket, pg_url, tmp_path
 ):
