@@ -17,19 +17,15 @@ import os
 import sys
 import time
 
-from bench.trivial_trainer import encode_file_version_event, encode_scalar_event, frame, objective
+from bench.trivial_trainer import (
+    encode_file_version_event,
+    encode_scalar_event,
+    frame,
+    objective,
+    parse_flags,
+)
 
 TIMES_FILE = "trainer-times.txt"
-
-
-def parse_flags(argv: list[str]) -> dict[str, str]:
-    """`--name=value` flags by name; anything else is ignored."""
-    flags: dict[str, str] = {}
-    for arg in argv:
-        if arg.startswith("--") and "=" in arg:
-            name, _, value = arg[2:].partition("=")
-            flags[name] = value
-    return flags
 
 
 def main(argv: list[str]) -> int:
