@@ -86,6 +86,18 @@ def _open_log_quietly(store: ArtifactStore, relative: str) -> TrialLog | None:
         return None
 
 
+def delete_study(
+    backend: Backend, store: ArtifactStore, ref: str | int, *, delete_artifacts: bool
+) -> None:
+    """Delete the study's records, and with `delete_artifacts` its files and objects. An
+    unreachable object store refuses the delete before any record goes."""
+    if delete_artifacts and store.remote is not None:
+        store.remote.check()
+    study = study_ops.delete_study(backend, ref)
+    if delete_artifacts:
+        store.delete_study(study.name)
+
+
 def get_best(backend: Backend, ref: str | int) -> BestPublic:
     return BestPublic.build(study_ops.best_model(backend, ref))
 

@@ -952,6 +952,11 @@ def _cell(values: Sequence[float], width: int) -> str:
     return f"{text:>{width}}"
 
 
+def _spread(values: Sequence[float]) -> str:
+    """p50/p95/max in ms."""
+    return f"{ms(percentile(values, 0.5))}/{ms(percentile(values, 0.95))}/{ms(max(values))}"
+
+
 def breakdown_table(pooled: Sequence[Pooled]) -> list[str]:
     header = (
         f"{'workers':>7}  {'claims':>6}  {'exit->end':>11}  {'end->reserve':>12}  "
@@ -987,10 +992,8 @@ def sections_table(pooled: Sequence[Pooled]) -> list[str]:
     lines = [header, "-" * len(header)]
     for p in pooled:
         for kind, values in sorted(p.sections().items()):
-            waits = [w for w, _ in values]
-            holds = [h for _, h in values]
-            wait = f"{ms(percentile(waits, 0.5))}/{ms(percentile(waits, 0.95))}/{ms(max(waits))}"
-            hold = f"{ms(percentile(holds, 0.5))}/{ms(percentile(holds, 0.95))}/{ms(max(holds))}"
+            wait = _spread([w for w, _ in values])
+            hold = _spread([h for _, h in values])
             lines.append(
                 f"{p.n:>7}  {kind:<18} {len(values) / p.trials:>9.2f}  {wait:>21}  {hold:>21}"
             )

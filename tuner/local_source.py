@@ -73,8 +73,4 @@ class LocalSource:
         return service.overview(self.backend, study_ops.retry_failed(self.backend, ref))
 
     def delete(self, ref: str, *, delete_artifacts: bool = False) -> None:
-        if delete_artifacts and self.store.remote is not None:
-            self.store.remote.check()  # an unreachable store refuses the delete before records go
-        study = study_ops.delete_study(self.backend, ref)
-        if delete_artifacts:
-            self.store.delete_study(study.name)
+        service.delete_study(self.backend, self.store, ref, delete_artifacts=delete_artifacts)

@@ -367,10 +367,14 @@ class StudyManager:
                 logger.error("trial %s: could not record its end: %s", trial.number, exc)
                 return False
             raise
-        _, _, _, problems = trial.decision or (None, None, None, [])
-        trial.decision = ("STOPPED", f"{reason} while its artifacts were uploading", None, problems)
-        trial.recorded.add("stored")
+        self._stop_unstored(trial, f"{reason} while its artifacts were uploading")
         return True
+
+    def _stop_unstored(self, trial: ActiveTrial, reason: str) -> None:
+        """Record the trial STOPPED (not counted, run again): its artifacts are not stored."""
+        problems = trial.decision[3] if trial.decision else []
+        trial.decision = ("STOPPED", reason, None, problems)
+        trial.recorded.add("stored")
 
     # -- launching -------------------------------------------------------------------------------
 
@@ -866,14 +870,12 @@ class StudyManager:
         try:
             report = self.uploader.poll(trial.run_id, lambda: self._kept_artifacts(trial))
         except ObjectStoreError as exc:
-            _, _, _, problems = trial.decision or (None, None, None, [])
             where = self.uploader.store.url
-            reason = (
+            self._stop_unstored(
+                trial,
                 f"its artifacts could not be stored in {where} ({exc}); not counted, run again "
-                f"(its local copy stays in {trial.paths.output_dir} on {socket.gethostname()})"
+                f"(its local copy stays in {trial.paths.output_dir} on {socket.gethostname()})",
             )
-            trial.decision = ("STOPPED", reason, None, problems)
-            trial.recorded.add("stored")
             trial.recorded.add("kept local")
             self._back_off(trial.study, f"the object store failed: {exc}")
             return True

@@ -25,7 +25,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuner.archives import checkpoint_archive, export_archive
+from tuner.archives import CACHE_DIR, checkpoint_archive, export_archive
 from tuner.artifacts import ArtifactStore, checkpoint_files
 from tuner.entities import StoredArchive
 from tuner.errors import ArtifactNotFoundError
@@ -171,7 +171,7 @@ def clean_local_copy(local: ArtifactStore, study: str, number: int) -> None:
     shutil.rmtree(paths.output_dir, ignore_errors=True)
     shutil.rmtree(paths.kept_dir, ignore_errors=True)
     paths.log_path.unlink(missing_ok=True)
-    archives = local.study_dir(study) / ".archives" / paths.kept_dir.name
+    archives = local.study_dir(study) / CACHE_DIR / paths.kept_dir.name
     shutil.rmtree(archives, ignore_errors=True)
 
 

@@ -205,11 +205,7 @@ def delete_study(
 
     Refused (409) while any of its trials runs.
     """
-    if delete_artifacts and store.remote is not None:
-        store.remote.check()  # an unreachable store refuses the delete before records go
-    study = study_ops.delete_study(backend, _ref(study_id))
-    if delete_artifacts:
-        store.delete_study(study.name)
+    service.delete_study(backend, store, _ref(study_id), delete_artifacts=delete_artifacts)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
