@@ -4,7 +4,7 @@ There is deliberately no session dependency: a `yield` dependency keeps its pool
 until the response has been sent, which for a plain `def` route is after response validation
 in the thread pool; under load every connection is then held by a request waiting for a
 thread while every thread waits for a connection. Routes open short sessions themselves
-(`api.service`), closed before they return.
+(`tuner.study.answers`), closed before they return.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from tuner.artifacts import ArtifactStore
-from tuner.auth import allows, scope_of
-from tuner.config import Settings
-from tuner.studies import Backend
-from tuner.trainers import TrainerRegistry
+from tuner.artifacts.store import ArtifactStore
+from tuner.domain.config import Settings
+from tuner.domain.trainers import TrainerRegistry
+from tuner.persistence.tokens import allows, scope_of
+from tuner.study.operations import Backend
 
 bearer = HTTPBearer(auto_error=False, description="A token from `tuner token create`.")
 

@@ -20,8 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.limits import MAX_NESTING
-from api.schemas import ErrorCode
-from tuner.errors import (
+from tuner.domain.errors import (
     ArtifactNotFoundError,
     DuplicateStudyError,
     ObjectStoreError,
@@ -36,6 +35,7 @@ from tuner.errors import (
     TunerError,
     UnsafePathError,
 )
+from tuner.public.schemas import ErrorCode
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from functools import partial
 
 from fastapi.concurrency import run_in_threadpool
 
-from tuner.entities import StudyEvent
-from tuner.errors import StorageUnavailableError, StudyNotFoundError
+from tuner.domain.entities import StudyEvent
+from tuner.domain.errors import StorageUnavailableError, StudyNotFoundError
 from tuner.persistence import repository as repo
-from tuner.studies import Backend
+from tuner.study.operations import Backend
 
 logger = logging.getLogger(__name__)
 

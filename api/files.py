@@ -18,10 +18,10 @@ from starlette.concurrency import iterate_in_threadpool
 from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable, Response
 from starlette.types import Receive, Scope, Send
 
-from tuner.archives import Archive
-from tuner.entities import StoredArchive
-from tuner.errors import RangeNotSatisfiableError
-from tuner.object_store import ObjectStore
+from tuner.artifacts.archives import Archive
+from tuner.artifacts.object_store import ObjectStore
+from tuner.domain.entities import StoredArchive
+from tuner.domain.errors import RangeNotSatisfiableError
 
 
 class ArchiveResponse(FileResponse):

@@ -1,7 +1,7 @@
 """The FastAPI application: routers under `/api/v1`, OpenAPI at `/docs`.
 
 The app never imports TensorFlow and runs no trial itself; `tuner serve` may run an embedded
-study manager beside it (see `tuner/serve.py`).
+study manager beside it (see `tuner/cli/serve.py`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from api.routes import events, health, metrics, models, studies, trials, web
 from api.routes.health import ManagerProblem
 from api.routes.studies import ERRORS
 from tuner import __version__
-from tuner.config import Settings
-from tuner.studies import Backend
-from tuner.trainers import TrainerRegistry
+from tuner.domain.config import Settings
+from tuner.domain.trainers import TrainerRegistry
+from tuner.study.operations import Backend
 
 API_PREFIX = "/api/v1"
 

@@ -22,7 +22,8 @@ the workers with SIGTERM. The study (x DOUBLE and optimizer CATEGORICAL, seed `-
 maxParallelTrials 3) gets `--max-trials`, by default duration x 3 / 6.5 s (83 for 180 s), so
 that it outlasts the fault window; no fault is injected once it has ended.
 
-**Why.** Leases, self-fencing, the watchdog and takeovers (tuner/leases.py, tuner/watchdog.py,
+**Why.** Leases, self-fencing, the watchdog and takeovers (tuner/engine/leases.py,
+tuner/trial/watchdog.py,
 `StudyManager._reap_stale`, `_take_over`, `_fence_if_unrenewed`) each have their own tests with
 one fault at a time. The soak mixes them, at random moments, for minutes, and checks the
 invariants from outside: the process table and the event files on disk, not only our tables.
@@ -46,7 +47,7 @@ invariants from outside: the process table and the event files on disk, not only
   were above maxTrials.
 - `lost metrics` / `doubled metrics` (goal 0): for every COMPLETED, PRUNED or FAILED run, the
   (eval dir, step) pairs in the trial's event files on disk (read with
-  `tuner.metrics.EvalDirWatcher`) against the eval steps stored for the run: on disk but not
+  `tuner.outputs.events.EvalDirWatcher`) against the eval steps stored for the run: on disk but not
   stored = lost, stored but not on disk = doubled (phantom). Values that differ between the
   two for the same step and tag are listed as `metric values differ` (also goal 0).
 - `recovery`: for each fault, the seconds from its injection (t0) until the first sample at or
@@ -105,13 +106,13 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import make_url
 
-from tuner import studies as study_ops
-from tuner.entities import TrialRun
-from tuner.metrics import EVENT_FILE_GLOB, EvalDirWatcher, ScalarValue
+from tuner.domain.entities import TrialRun
+from tuner.domain.spec import StudySpec, parse_spec
+from tuner.domain.trainers import TrainerRegistry
+from tuner.outputs.events import EVENT_FILE_GLOB, EvalDirWatcher, ScalarValue
 from tuner.persistence import repository as repo
-from tuner.spec import StudySpec, parse_spec
-from tuner.studies import Backend
-from tuner.trainers import TrainerRegistry
+from tuner.study import operations as study_ops
+from tuner.study.operations import Backend
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PG_ADMIN_URL = os.environ.get(

@@ -2,7 +2,7 @@
 
 A study of `--trials` finished trials (10,000 by default), each with `--steps` eval steps of five
 metrics (one of them the objective tag), is written straight into a fresh database: the study by
-`tuner.studies.submit_study`, Optuna's trials by `Study.add_trials`, and the tuner's rows
+`tuner.study.operations.submit_study`, Optuna's trials by `Study.add_trials`, and the tuner's rows
 (`tuner_trial_runs` with `best_step_id`/`objective_step_id`, `tuner_eval_steps`,
 `tuner_eval_metrics`, the kept checkpoint, exports with the best one's kept copy, event-file
 offsets) by bulk inserts of what the study manager writes for a completed trial. The leaderboard
@@ -56,8 +56,8 @@ import psycopg
 from sqlalchemy import Connection, Engine, Table, bindparam, event, insert, select, text, update
 from sqlalchemy.engine import make_url
 
-from tuner import sampling
-from tuner import studies as study_ops
+from tuner.domain.spec import StudySpec, parse_spec
+from tuner.domain.trainers import Trainer, TrainerRegistry
 from tuner.persistence import repository as repo
 from tuner.persistence import trial_queries
 from tuner.persistence.models import (
@@ -69,9 +69,9 @@ from tuner.persistence.models import (
     ExportRow,
     TrialRunRow,
 )
-from tuner.spec import StudySpec, parse_spec
-from tuner.studies import Backend
-from tuner.trainers import Trainer, TrainerRegistry
+from tuner.study import operations as study_ops
+from tuner.study import sampling
+from tuner.study.operations import Backend
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PG_ADMIN_URL = os.environ.get(

@@ -6,7 +6,7 @@ TensorFlow) the same number of times, one trial at a time, in the same process:
 - `subprocess only`: the trainer launched N times, no Optuna, no database: the floor.
 - `plain optuna`: `study.ask()`, `subprocess.run(trainer)`, read `rmse` back from the event file
   it wrote, `study.tell()`, on an Optuna `RDBStorage` of its own.
-- `tuner @ <poll>s`: a study submitted with `tuner.studies.submit_study` and run by
+- `tuner @ <poll>s`: a study submitted with `tuner.study.operations.submit_study` and run by
   `StudyManager(slots=1).run()` with `Settings.poll_interval=<poll>`: claiming, launching,
   tailing event files, storing metrics, checkpoint checks, the export scan, telling Optuna, and
   the sleep between ticks all count.
@@ -65,18 +65,24 @@ from optuna.storages import RDBStorage
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 
-import tuner.manager
-from tuner import sampling
-from tuner import studies as study_ops
-from tuner.config import Settings
-from tuner.execution import TrialProcess
-from tuner.manager import StudyManager
-from tuner.metrics import EVENT_FILE_GLOB, EvalDirWatcher, EventFileReader, ScalarValue, parse_event
+import tuner.engine.manager
+from tuner.domain.config import Settings
+from tuner.domain.spec import StudySpec, parse_spec
+from tuner.domain.trainers import Trainer, TrainerRegistry
+from tuner.engine.manager import StudyManager
+from tuner.outputs.events import (
+    EVENT_FILE_GLOB,
+    EvalDirWatcher,
+    EventFileReader,
+    ScalarValue,
+    parse_event,
+)
 from tuner.persistence import Database
 from tuner.persistence import repository as repo
-from tuner.spec import StudySpec, parse_spec
-from tuner.studies import Backend
-from tuner.trainers import Trainer, TrainerRegistry
+from tuner.study import operations as study_ops
+from tuner.study import sampling
+from tuner.study.operations import Backend
+from tuner.trial.execution import TrialProcess
 
 if TYPE_CHECKING:
     from ray.tune import Tuner
@@ -342,7 +348,7 @@ class TunerManager(Contender):
         )
         if warm:
             # The same trainer as a module with `preload`: each trial forks from a parent
-            # that has imported it (and its imports) once; see tuner/warm_starts.py.
+            # that has imported it (and its imports) once; see tuner/trial/warm_starts.py.
             trainer = Trainer(
                 name="trivial",
                 argv=(sys.executable, "-m", "bench.trivial_trainer"),
@@ -728,7 +734,7 @@ class Breakdown:
         setattr(owner, attr, timed)
 
     def install(self) -> None:
-        manager = tuner.manager.StudyManager
+        manager = tuner.engine.manager.StudyManager
         for method in (
             "run",
             "tick",
@@ -766,9 +772,9 @@ class Breakdown:
         self.wrap(Database, "run", "Database.run (one transaction)")
         self.wrap(TrialProcess, "start", "TrialProcess.start (Popen)")
         self.wrap(EvalDirWatcher, "poll", "EvalDirWatcher.poll")
-        self.wrap(tuner.manager, "find_exports", "artifacts.find_exports")
-        self.wrap(tuner.manager, "wait_for_exit", "execution.wait_for_exit (idle)")
-        self.wrap(tuner.manager, "tell", "studies.tell")
+        self.wrap(tuner.engine.manager, "find_exports", "artifacts.find_exports")
+        self.wrap(tuner.engine.manager, "wait_for_exit", "execution.wait_for_exit (idle)")
+        self.wrap(tuner.engine.manager, "tell", "studies.tell")
         self.wrap(optuna.Study, "ask", "optuna Study.ask")
         self.wrap(optuna.Study, "tell", "optuna Study.tell")
         self.wrap(optuna.trial.Trial, "__init__", "optuna Trial.__init__")

@@ -94,12 +94,12 @@ import psycopg
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 
-from tuner import studies as study_ops
-from tuner.config import Settings
-from tuner.leases import heartbeat_every
-from tuner.spec import StudySpec, parse_spec
-from tuner.studies import Backend
-from tuner.trainers import TrainerRegistry
+from tuner.domain.config import Settings
+from tuner.domain.spec import StudySpec, parse_spec
+from tuner.domain.trainers import TrainerRegistry
+from tuner.engine.leases import heartbeat_every
+from tuner.study import operations as study_ops
+from tuner.study.operations import Backend
 
 REPO = Path(__file__).resolve().parents[1]
 THIS_FILE = Path(__file__).resolve()
@@ -263,7 +263,7 @@ def run_worker(argv: list[str]) -> int:
     """`scale.py _worker STATS.json [tuner CLI args]`: the CLI with a probe, its JSON at exit."""
     probe = Probe(Path(argv[0]))
     probe.install()
-    from tuner.cli import app
+    from tuner.cli.main import app
 
     code = 0
     try:
@@ -1226,9 +1226,9 @@ def uploads(bench: Bench) -> None:
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))  # the tests' loopback S3 server, run as the tests run it
     from tests.object_store_server import start_s3_server
-    from tuner.artifacts import ArtifactStore
-    from tuner.object_store import ObjectStore
-    from tuner.uploads import KeptArtifacts, upload_trial
+    from tuner.artifacts.object_store import ObjectStore
+    from tuner.artifacts.store import ArtifactStore
+    from tuner.artifacts.uploads import KeptArtifacts, upload_trial
 
     args = bench.args
     work = bench.workdir / "uploads"

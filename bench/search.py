@@ -8,7 +8,8 @@ Configurations of the same study (same params, same `maxTrials`, `maxParallelTri
 - `random`: `algorithm: RANDOM_SEARCH`, no early stopping;
 - `tpe`: `algorithm: ALGORITHM_UNSPECIFIED` (the tuner's TPE), no early stopping;
 - `tpe+prune`: TPE with `enableTrialEarlyStopping: true`, i.e. the current default pruner
-  (`tuner.spec.DEFAULT_PRUNER`: median, 3 startup trials, warm-up `auto`, a third of the longest
+  (`tuner.domain.spec.DEFAULT_PRUNER`: median, 3 startup trials, warm-up `auto`, a third of
+  the longest
   completed trial's steps; before that choice it was median without warm-up, which
   `--variant old-default` runs).
 
@@ -31,7 +32,8 @@ task's train steps T and eval interval E (each task prints what they come to):
 - `house_prices`: the real custom-Estimator example (`examples/house_prices/spec.yaml`,
   300 steps with an eval every 50; ~8 s a trial on 2 cores).
 
-Every run is a real study: `tuner.studies.submit_study`, then `StudyManager(...).run()` with
+Every run is a real study: `tuner.study.operations.submit_study`, then `StudyManager(...).run()`
+with
 trial processes, on its own temporary SQLite database and artifact root (deleted afterwards), with
 `Settings().poll_interval` unless `--poll-interval` says otherwise. A listener on the manager
 records, as trials finish, each trial's last eval step (its training steps; for a pruned trial
@@ -93,14 +95,14 @@ from typing import Any
 
 import optuna
 
-from tuner import sampling
-from tuner import studies as study_ops
-from tuner.config import Settings
-from tuner.execution import TrialProcess
-from tuner.manager import StudyManager, TrialEvent
-from tuner.spec import DEFAULT_PRUNER, PrunerSpec, load_spec_file, parse_spec
-from tuner.studies import Backend
-from tuner.trainers import Trainer, TrainerRegistry
+from tuner.domain.config import Settings
+from tuner.domain.spec import DEFAULT_PRUNER, PrunerSpec, load_spec_file, parse_spec
+from tuner.domain.trainers import Trainer, TrainerRegistry
+from tuner.engine.manager import StudyManager, TrialEvent
+from tuner.study import operations as study_ops
+from tuner.study import sampling
+from tuner.study.operations import Backend
+from tuner.trial.execution import TrialProcess
 
 REPO = Path(__file__).resolve().parents[1]
 CURVES_TRAINER = REPO / "bench" / "curves_trainer.py"
@@ -221,7 +223,7 @@ class Variant:
 @contextmanager
 def _patched_default_pruner(**changes: Any) -> Iterator[None]:
     """Change what `DEFAULT_PRUNER` (the pruner of `enableTrialEarlyStopping: true` without
-    `earlyStopping`) builds, as a changed default in `tuner/spec.py` would."""
+    `earlyStopping`) builds, as a changed default in `tuner/domain/spec.py` would."""
     original = sampling.make_pruner
 
     def make_pruner(pruner: PrunerSpec | None) -> optuna.pruners.BasePruner:
@@ -681,7 +683,7 @@ class Recorder:
 def run_one(setup: TaskSetup, config: str, seed: int) -> RunResult:
     """One study, start to end, in a temp dir of its own."""
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("tuner.spec").setLevel(logging.ERROR)  # spec.yaml's ignored scaleTier
+    logging.getLogger("tuner.domain.spec").setLevel(logging.ERROR)  # spec.yaml's ignored scaleTier
     root = Path(tempfile.mkdtemp(prefix=f"bench-search-{setup.task}-"))
     clock = ProcessClock()
     try:
@@ -1264,7 +1266,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("tuner.spec").setLevel(logging.ERROR)  # spec.yaml's ignored scaleTier
+    logging.getLogger("tuner.domain.spec").setLevel(logging.ERROR)  # spec.yaml's ignored scaleTier
     base = [c for c in args.configs.split(",") if c]
     unknown = set(base) - set(BASE_CONFIGS)
     if unknown:

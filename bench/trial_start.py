@@ -39,13 +39,13 @@ from tensorboard.compat.proto import event_pb2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tuner.config import Settings  # noqa: E402
-from tuner.execution import TrialProcess, build_command, wait_for_exit  # noqa: E402
-from tuner.manager import StudyManager  # noqa: E402
-from tuner.spec import parse_spec  # noqa: E402
-from tuner.studies import Backend, submit_study  # noqa: E402
-from tuner.trainers import Trainer, TrainerRegistry  # noqa: E402
-from tuner.warm_starts import WarmStarts  # noqa: E402
+from tuner.domain.config import Settings  # noqa: E402
+from tuner.domain.spec import parse_spec  # noqa: E402
+from tuner.domain.trainers import Trainer, TrainerRegistry  # noqa: E402
+from tuner.engine.manager import StudyManager  # noqa: E402
+from tuner.study.operations import Backend, submit_study  # noqa: E402
+from tuner.trial.execution import TrialProcess, build_command, wait_for_exit  # noqa: E402
+from tuner.trial.warm_starts import WarmStarts  # noqa: E402
 
 PARAMS = {"learning_rate": 0.01, "hidden_units": 32, "num_layers": 2, "optimizer": "adam"}
 

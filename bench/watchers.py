@@ -10,7 +10,8 @@ maxParallelTrials 2, maxTrials 1000) keeps 8-10 events a second (nearly all `eva
 into the study's journal for the whole run. The server reads the journal every
 `TUNER_EVENTS_POLL_INTERVAL` (0.5 s, the default, unless `--events-poll-interval`); the worker
 ingests the trainers' event files every `TUNER_POLL_INTERVAL` (0.25 s, the default, unless
-`--manager-poll-interval`). Tokens are made with `tuner.auth.create_token`, as tests/server.py
+`--manager-poll-interval`). Tokens are made with `tuner.persistence.tokens.create_token`, as
+tests/server.py
 does; every request carries the read token.
 
 Phases, one after the other in the same run, each measured for `--seconds` (default 20) once
@@ -94,8 +95,8 @@ import httpx
 import psycopg
 from sqlalchemy.engine import make_url
 
-from tuner.auth import create_token
 from tuner.persistence import Database
+from tuner.persistence.tokens import create_token
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PG_ADMIN_URL = os.environ.get(

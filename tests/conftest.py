@@ -11,9 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tuner.config import Settings
-from tuner.studies import Backend
-from tuner.trainers import TrainerRegistry
+from tuner.domain.config import Settings
+from tuner.domain.trainers import TrainerRegistry
+from tuner.study.operations import Backend
 
 REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("TUNER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -934,10 +934,10 @@ def runtime_env(image: Image, venv: Venv) -> dict[str, str]:
 
 PROBE = """
 import importlib.util, json, sys, sysconfig
-import api.main, tuner.cli
+import api.main, tuner.cli.main
 from tuner.persistence.database import MIGRATIONS_DIR
 print(json.dumps({
-    "files": [api.main.__file__, tuner.cli.__file__],
+    "files": [api.main.__file__, tuner.cli.main.__file__],
     "site": sysconfig.get_path("purelib"),
     "migrations": MIGRATIONS_DIR.is_dir(),
     "tensorflow": [m for m in ("tensorflow", "tensorflow_estimator")
@@ -1062,7 +1062,8 @@ def worker_problems(worker: Image, reports: Path, venv: Venv, project: Path = RO
 
     registry = worker.path(worker.env.get("TUNER_TRAINERS_FILE", "/missing"))
     listing = (
-        "import json, sys; from pathlib import Path; from tuner.trainers import TrainerRegistry\n"
+        "import json, sys; from pathlib import Path\n"
+        "from tuner.domain.trainers import TrainerRegistry\n"
         "r = TrainerRegistry.from_file(Path(sys.argv[1]), missing_ok=False)\n"
         "print(json.dumps([(t.name, t.module, str(t.working_dir), t.preload)"
         " for t in map(r.get, r.names())]))"
@@ -1117,7 +1118,7 @@ def compose_checks(project: Path = ROOT, env_file: Path | None = None) -> Iterat
 def docs_problems(project: Path = ROOT) -> list[str]:
     """The YAML examples of docs/deploy.md: compose files (an override together with
     docker-compose.yml) and trainer registries, each read by the tool that will read it."""
-    from tuner.trainers import TrainerRegistry
+    from tuner.domain.trainers import TrainerRegistry
 
     problems = []
     text = (project / "docs" / "deploy.md").read_text()

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from tuner.auth import create_token
 from tuner.persistence import Database
+from tuner.persistence.tokens import create_token
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,11 +111,11 @@ def start_server(
 
 
 class JsonClient:
-    """A `tuner.client.Client` whose answers are the JSON documents the server sent (camelCase
+    """A `tuner.client.rest.Client` whose answers are the JSON documents the server sent (camelCase
     dicts), for tests that assert on the wire format; `typed` is the client itself."""
 
     def __init__(self, url: str, *, token: str | None = None) -> None:
-        from tuner.client import Client
+        from tuner.client.rest import Client
 
         self.typed = Client(url, token=token)
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.server import JsonClient, RunningServer, start_server
-from tuner.client import ApiError
+from tuner.client.rest import ApiError
 
 SPEC = """
 name: {name}

@@ -9,10 +9,10 @@ import httpx
 import psycopg
 import pytest
 
-from api.schemas import ErrorResponse
 from tests.conftest import PG_ADMIN_URL, _pg_conninfo, new_pg_database
 from tests.server import RunningServer, start_server
-from tuner.client import Client
+from tuner.client.rest import Client
+from tuner.public.schemas import ErrorResponse
 
 SPEC = """
 name: {name}

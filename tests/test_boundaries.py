@@ -9,13 +9,14 @@ import pytest
 from alembic import command
 from sqlalchemy import text
 
-from tuner.errors import SchemaOutdatedError
+from tuner.domain.errors import SchemaOutdatedError
 from tuner.persistence import Database, head_revision
 from tuner.persistence.database import alembic_config
 
 NO_TF = """
 import sys
-import tuner.cli, tuner.manager, tuner.studies, tuner.metrics, tuner.persistence.repository
+import tuner.cli.main, tuner.engine.manager, tuner.study.operations, tuner.outputs.events
+import tuner.persistence.repository
 assert "tensorflow" not in sys.modules, sorted(m for m in sys.modules if "tensorflow" in m)[:5]
 print("ok")
 """
@@ -41,7 +42,7 @@ def test_migrations_match_the_models(db_url):
 
 
 def test_our_version_table_leaves_optunas_alone(db_url):
-    from tuner.studies import Backend
+    from tuner.study.operations import Backend
 
     backend = Backend.connect(db_url)
     with backend.db.engine.connect() as conn:

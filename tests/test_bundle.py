@@ -17,7 +17,7 @@ from pathlib import Path
 import google_crc32c
 import pytest
 
-from tuner.bundle import checkpoint_global_step, read_int_variable, savedmodel_global_step
+from tuner.outputs.bundle import checkpoint_global_step, read_int_variable, savedmodel_global_step
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.tf
@@ -190,7 +190,8 @@ def test_flipped_data_byte(step7: Path) -> None:
 
 def test_reading_never_imports_tensorflow(bundles: Path) -> None:
     script = (
-        "import sys; from pathlib import Path; from tuner.bundle import checkpoint_global_step\n"
+        "import sys; from pathlib import Path\n"
+        "from tuner.outputs.bundle import checkpoint_global_step\n"
         "print(checkpoint_global_step(Path(sys.argv[1])), 'tensorflow' in sys.modules)"
     )
     prefix = bundles / "estimator" / "model.ckpt-7"

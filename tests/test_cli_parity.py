@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.server import REPO, RunningServer, start_server
-from tuner.client import Client
+from tuner.client.rest import Client
 
 SPEC = """
 name: {name}

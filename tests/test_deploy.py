@@ -138,7 +138,7 @@ def test_build_context_has_what_the_dockerfile_copies_and_nothing_private(tmp_pa
         "pyproject.toml",
         "README.md",
         "trainers.yaml",
-        "tuner/cli.py",
+        "tuner/cli/main.py",
         "tuner/persistence/database.py",
         "api/main.py",
         "api/web/index.html",
@@ -159,7 +159,7 @@ def test_build_context_has_what_the_dockerfile_copies_and_nothing_private(tmp_pa
 def test_dockerignore_matching_follows_docker() -> None:
     rules = ignore_rules("*\n!tuner/\n**/__pycache__\n**/*.py[cod]\n!keep/**/x.txt\n/docs\n")
     assert ignored("README.md", rules) and ignored(".git/HEAD", rules)
-    assert not ignored("tuner/cli.py", rules)
+    assert not ignored("tuner/cli/main.py", rules)
     assert ignored("tuner/__pycache__/cli.cpython-311.pyc", rules)
     assert ignored("tuner/sub/mod.pyc", rules) and not ignored("tuner/sub/mod.py", rules)
     assert not ignored("keep/a/b/x.txt", rules) and ignored("keep/a/b/y.txt", rules)

@@ -23,11 +23,11 @@ import httpx
 import pytest
 
 from tests.server import REPO, RunningServer, start_server
-from tuner.archives import CACHE_DIR, Archive, checkpoint_archive, export_archive
-from tuner.artifacts import ArtifactStore
-from tuner.client import Client
-from tuner.downloads import partial_files
-from tuner.errors import DownloadError
+from tuner.artifacts.archives import CACHE_DIR, Archive, checkpoint_archive, export_archive
+from tuner.artifacts.store import ArtifactStore
+from tuner.client.downloads import partial_files
+from tuner.client.rest import Client
+from tuner.domain.errors import DownloadError
 
 SPEC = """
 name: {name}

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tuner import studies as study_ops
-from tuner.artifacts import ArtifactStore, copy_for_serving
-from tuner.manager import StudyManager
+from tuner.artifacts.store import ArtifactStore, copy_for_serving
+from tuner.domain.spec import load_spec_file
+from tuner.engine.manager import StudyManager
 from tuner.persistence import repository as repo
-from tuner.spec import load_spec_file
+from tuner.study import operations as study_ops
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.tf
@@ -92,8 +92,8 @@ def test_custom_estimator_study_end_to_end(backend, registry, settings, tmp_path
 
 @pytest.mark.parametrize("example", ["keras_houses", "premade_houses"])
 def test_keras_and_premade_examples(example, sqlite_url, registry, tmp_path):
-    from tuner.config import Settings
-    from tuner.studies import Backend
+    from tuner.domain.config import Settings
+    from tuner.study.operations import Backend
 
     settings = Settings(
         database_url=sqlite_url,

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import new_pg_database
 from tests.server import RunningServer, start_server
-from tuner.client import Client
+from tuner.client.rest import Client
 
 SPEC = """
 name: {name}

@@ -18,12 +18,12 @@ from sqlalchemy.engine import make_url
 from tests.test_manager import make_spec
 from tests.test_outage import set_outage
 from tests.test_workers import start_worker, stop, worker_env
-from tuner import studies as study_ops
-from tuner.config import Settings
-from tuner.leases import WorkerId, fence_after, new_worker_id
-from tuner.manager import StudyManager
+from tuner.domain.config import Settings
+from tuner.engine.leases import WorkerId, fence_after, new_worker_id
+from tuner.engine.manager import StudyManager
 from tuner.persistence import repository as repo
-from tuner.studies import Backend
+from tuner.study import operations as study_ops
+from tuner.study.operations import Backend
 
 #: Pauses and outages measured against lease timeouts: run alone (scripts/test.sh).
 pytestmark = pytest.mark.serial

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tuner.hypertune import HypertuneWatcher
-from tuner.metrics import CheckpointPathValue, ScalarValue
+from tuner.outputs.events import CheckpointPathValue, ScalarValue
+from tuner.outputs.hypertune import HypertuneWatcher
 
 
 @pytest.fixture

@@ -17,15 +17,15 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from tests.conftest import REPO
-from tuner import importance
-from tuner.config import Settings
-from tuner.entities import Study
-from tuner.errors import QueryError, StudyStateError
-from tuner.metrics import ScalarValue
+from tuner.domain.config import Settings
+from tuner.domain.entities import Study
+from tuner.domain.errors import QueryError, StudyStateError
+from tuner.domain.spec import Goal, parse_spec
+from tuner.domain.trainers import TrainerRegistry
+from tuner.outputs.events import ScalarValue
 from tuner.persistence import repository as repo
-from tuner.spec import Goal, parse_spec
-from tuner.studies import Backend
-from tuner.trainers import TrainerRegistry
+from tuner.study import importance
+from tuner.study.operations import Backend
 
 
 def make_spec(name: str, goal: str = "MINIMIZE") -> dict[str, object]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuner.artifacts import checkpoint_prefix_for, find_exports
-from tuner.layout import find_model_dirs, resolve_layout
-from tuner.outputs import TrialOutputs
-from tuner.spec import StudySpec, parse_spec
+from tuner.artifacts.store import checkpoint_prefix_for, find_exports
+from tuner.domain.spec import StudySpec, parse_spec
+from tuner.outputs.layout import find_model_dirs, resolve_layout
+from tuner.outputs.reader import TrialOutputs
 
 
 def spec(**fields: object) -> StudySpec:

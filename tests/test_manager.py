@@ -13,13 +13,13 @@ from typing import Any
 import optuna
 import pytest
 
-from tuner import studies as study_ops
-from tuner.config import Settings
-from tuner.manager import StudyManager
+from tuner.domain.config import Settings
+from tuner.domain.spec import Check, StudySpec, parse_spec
+from tuner.domain.trainers import TrainerRegistry
+from tuner.engine.manager import StudyManager
 from tuner.persistence import repository as repo
-from tuner.spec import Check, StudySpec, parse_spec
-from tuner.studies import Backend
-from tuner.trainers import TrainerRegistry
+from tuner.study import operations as study_ops
+from tuner.study.operations import Backend
 
 
 def make_spec(name: str = "s", *, args: list[str] | None = None, **hp: Any) -> StudySpec:

@@ -1,4 +1,5 @@
-"""Tests of `tuner.metrics` against event files written by real TensorFlow (in a subprocess)."""
+"""Tests of `tuner.outputs.events` against event files written by real TensorFlow
+(in a subprocess)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from typing import Any
 import google_crc32c
 import pytest
 
-from tuner.errors import EventFileError
-from tuner.metrics import (
+from tuner.domain.errors import EventFileError
+from tuner.outputs.events import (
     CheckpointPathValue,
     EvalDirWatcher,
     EventFileReader,
@@ -417,5 +418,5 @@ def test_patterns_must_stay_inside_output_dir(tmp_path: Path) -> None:
 
 
 def test_import_does_not_load_tensorflow() -> None:
-    code = "import sys, tuner.metrics; sys.exit('tensorflow' in sys.modules)"
+    code = "import sys, tuner.outputs.events; sys.exit('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

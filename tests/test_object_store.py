@@ -21,8 +21,8 @@ import pytest
 from tests.object_store_server import S3Server, ThrottlingProxy, start_s3_server
 from tests.server import REPO, RunningServer, start_server
 from tests.test_workers import start_worker
-from tuner.errors import UnsafePathError
-from tuner.object_store import ObjectStore, ObjectStoreError, safe_key
+from tuner.artifacts.object_store import ObjectStore, ObjectStoreError, safe_key
+from tuner.domain.errors import UnsafePathError
 from tuner.persistence import Database
 
 pytestmark = pytest.mark.postgres

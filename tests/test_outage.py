@@ -10,11 +10,11 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import PG_ADMIN_URL
 from tests.test_manager import make_spec
-from tuner import studies as study_ops
-from tuner.config import Settings
-from tuner.manager import StudyManager
+from tuner.domain.config import Settings
+from tuner.engine.manager import StudyManager
 from tuner.persistence import repository as repo
-from tuner.studies import Backend
+from tuner.study import operations as study_ops
+from tuner.study.operations import Backend
 
 
 @pytest.fixture

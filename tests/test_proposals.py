@@ -1,4 +1,4 @@
-"""Tests of `tuner.proposals`: seeded, duplicate-free asks on real Optuna storages.
+"""Tests of `tuner.study.proposals`: seeded, duplicate-free asks on real Optuna storages.
 
 Every test that touches a database runs on SQLite and on PostgreSQL (see `db_url` in conftest).
 Trials are never run: they are proposed and then told by hand, as a manager would.
@@ -19,11 +19,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tuner import sampling
-from tuner.proposals import DUPLICATE_OF, UNSEEN_FILL, Exhausted, _Grid, ask_seed, propose
-from tuner.spec import StudySpec, parse_spec
-from tuner.studies import Backend, submit_study, tell
-from tuner.trainers import TrainerRegistry
+from tuner.domain.spec import StudySpec, parse_spec
+from tuner.domain.trainers import TrainerRegistry
+from tuner.study import sampling
+from tuner.study.operations import Backend, submit_study, tell
+from tuner.study.proposals import DUPLICATE_OF, UNSEEN_FILL, Exhausted, _Grid, ask_seed, propose
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 

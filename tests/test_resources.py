@@ -24,15 +24,15 @@ from typing import Any
 import pytest
 
 from tests.test_cli import env_for
-from tuner import studies as study_ops
-from tuner.config import Settings
-from tuner.errors import SpecError
-from tuner.manager import StudyManager
+from tuner.domain.config import Settings
+from tuner.domain.errors import SpecError
+from tuner.domain.spec import StudySpec, load_spec_text, parse_spec
+from tuner.domain.trainers import Trainer, TrainerRegistry
+from tuner.engine.manager import StudyManager
 from tuner.persistence import repository as repo
-from tuner.resources import Capacity, Need, ResourceLedger, parse_gpus
-from tuner.spec import StudySpec, load_spec_text, parse_spec
-from tuner.studies import Backend
-from tuner.trainers import Trainer, TrainerRegistry
+from tuner.study import operations as study_ops
+from tuner.study.operations import Backend
+from tuner.trial.resources import Capacity, Need, ResourceLedger, parse_gpus
 
 REPO = Path(__file__).resolve().parents[1]
 TUNER = [sys.executable, "-m", "tuner.cli"]
@@ -276,9 +276,9 @@ def test_gpu_trials_run_on_disjoint_devices_and_cpu_trials_see_none(backend, set
             given = ",".join(map(str, held[run_id].gpus or ()))
             assert trial.command.env["CUDA_VISIBLE_DEVICES"] == given
 
-    with caplog.at_level(logging.WARNING, logger="tuner.resources"):
+    with caplog.at_level(logging.WARNING, logger="tuner.trial.resources"):
         drive(manager, check)
-    assert [r.getMessage() for r in caplog.records if r.name == "tuner.resources"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "tuner.trial.resources"] == [
         "trainer 'devices_env': its registry env sets CUDA_VISIBLE_DEVICES='0'; on this "
         "worker (--gpus) each trial sees the GPUs it is given instead"
     ]
@@ -324,7 +324,7 @@ def test_cpus_per_trial_are_counted_and_a_study_that_never_fits_is_left(backend,
         nonlocal peak
         peak = max(peak, len(manager.active))
 
-    with caplog.at_level(logging.WARNING, logger="tuner.manager"):
+    with caplog.at_level(logging.WARNING, logger="tuner.engine.manager"):
         drive(manager, check)
     assert peak == 1  # 2 + 2 CPUs do not fit in 3
     assert [r.state for r in runs_of(backend, "two")] == ["COMPLETED"] * 3

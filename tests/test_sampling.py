@@ -1,4 +1,5 @@
-"""Tests of `tuner.sampling`: search space, samplers, pruners and trainer flag values, in memory."""
+"""Tests of `tuner.study.sampling`: search space, samplers, pruners and trainer flag
+values, in memory."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from tuner.errors import SpecError
-from tuner.sampling import (
+from tuner.domain.errors import SpecError
+from tuner.domain.spec import Goal, PrunerSpec, StudySpec, load_spec_text
+from tuner.study.sampling import (
     check_available,
     direction,
     distribution,
@@ -23,7 +25,6 @@ from tuner.sampling import (
     search_space,
     trainer_values,
 )
-from tuner.spec import Goal, PrunerSpec, StudySpec, load_spec_text
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -80,7 +81,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, value: float) -> None:
     """`study.tell`, as the tuner does it outside `optimize()`.
 
     GridSampler calls `study.stop()` once its grid is exhausted, which Optuna refuses outside
-    `optimize()` after storing the result (see `tuner.studies.tell`).
+    `optimize()` after storing the result (see `tuner.study.operations.tell`).
     """
     try:
         study.tell(trial, value)
@@ -467,8 +468,8 @@ def test_make_pruner_median() -> None:
 
 
 def test_the_default_pruner_waits_for_a_third_of_the_longest_completed_trial() -> None:
-    from tuner.sampling import AutoWarmup
-    from tuner.spec import DEFAULT_PRUNER
+    from tuner.domain.spec import DEFAULT_PRUNER
+    from tuner.study.sampling import AutoWarmup
 
     pruner = make_pruner(DEFAULT_PRUNER)
     assert isinstance(pruner, AutoWarmup)

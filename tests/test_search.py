@@ -10,11 +10,11 @@ import optuna
 import pytest
 
 from tests.test_manager import make_spec, run_study
-from tuner import studies as study_ops
-from tuner.errors import SpecError, StudyStateError
-from tuner.manager import StudyManager
+from tuner.domain.errors import SpecError, StudyStateError
+from tuner.domain.spec import parse_spec
+from tuner.engine.manager import StudyManager
 from tuner.persistence import repository as repo
-from tuner.spec import parse_spec
+from tuner.study import operations as study_ops
 
 OPTIMIZERS = {
     "parameterName": "optimizer",

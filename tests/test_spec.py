@@ -1,4 +1,5 @@
-"""Tests of `tuner.spec`: the accepted spec shapes, defaults, and every refusal as users see it."""
+"""Tests of `tuner.domain.spec`: the accepted spec shapes, defaults, and every
+refusal as users see it."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tuner.errors import SpecError
-from tuner.spec import (
+from tuner.domain.errors import SpecError
+from tuner.domain.spec import (
     DEFAULT_PRUNER,
     Algorithm,
     Goal,
@@ -453,7 +454,7 @@ def test_ignored_job_keys_warn_and_unknown_training_input_keys_are_flagged(
         "  masterType: n1-highmem-8\n  fancyNewKey: 1\n",
     )
     notes: list[str] = []
-    with caplog.at_level(logging.WARNING, logger="tuner.spec"):
+    with caplog.at_level(logging.WARNING, logger="tuner.domain.spec"):
         spec = load_spec_text(text, name="n", trainer="t", warnings=notes, source="job.yaml")
 
     assert spec.hyperparameters.params[0].parameter_name == "lr"

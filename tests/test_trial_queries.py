@@ -22,16 +22,16 @@ from sqlalchemy import update
 
 from api.main import create_app
 from tests.conftest import REPO, new_pg_database
-from tuner.config import Settings
-from tuner.entities import Study
-from tuner.errors import QueryError
-from tuner.metrics import ScalarValue
+from tuner.domain.config import Settings
+from tuner.domain.entities import Study
+from tuner.domain.errors import QueryError
+from tuner.domain.spec import Goal, parse_spec
+from tuner.domain.trainers import TrainerRegistry
+from tuner.outputs.events import ScalarValue
 from tuner.persistence import repository as repo
 from tuner.persistence import trial_queries as tq
 from tuner.persistence.models import TrialRunRow
-from tuner.spec import Goal, parse_spec
-from tuner.studies import Backend
-from tuner.trainers import TrainerRegistry
+from tuner.study.operations import Backend
 
 OPTIMIZERS = ["sgd", "adam", "adagrad"]  # not alphabetical: categoricals sort in spec order
 BASE = datetime(2024, 3, 1, tzinfo=UTC)
@@ -483,7 +483,7 @@ def test_metric_history_of_several_trials(backend, study):
 
 
 def test_thin_keeps_first_and_last():
-    from tuner.entities import MetricPoint
+    from tuner.domain.entities import MetricPoint
 
     points = [MetricPoint(step, float(step), 0.0) for step in range(10)]
     assert [p.step for p in tq.thin(points, 4)] == [0, 3, 6, 9]

@@ -25,17 +25,18 @@ import optuna
 import pytest
 from tensorboard.compat.proto import event_pb2
 
-from tuner import hparams, optuna_attrs
-from tuner import studies as study_ops
-from tuner.config import Settings
-from tuner.layout import find_model_dirs
-from tuner.manager import StudyManager, TrialEvent
-from tuner.metrics import EventFileReader
+from tuner.domain.config import Settings
+from tuner.domain.spec import StudySpec, parse_spec
+from tuner.domain.trainers import TrainerRegistry
+from tuner.engine.manager import StudyManager, TrialEvent
+from tuner.outputs import hparams
+from tuner.outputs.events import EventFileReader
+from tuner.outputs.layout import find_model_dirs
 from tuner.persistence import repository as repo
-from tuner.sampling import format_flag_value
-from tuner.spec import StudySpec, parse_spec
-from tuner.studies import Backend
-from tuner.trainers import TrainerRegistry
+from tuner.study import operations as study_ops
+from tuner.study import optuna_attrs
+from tuner.study.operations import Backend
+from tuner.study.sampling import format_flag_value
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = Path(sys.executable).with_name("optuna-dashboard")

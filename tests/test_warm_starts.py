@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tuner.metrics import EventFileReader, ScalarValue, parse_event
+from tuner.outputs.events import EventFileReader, ScalarValue, parse_event
 from tuner.persistence import Database
 from tuner.persistence import repository as repo
 
@@ -354,7 +354,7 @@ def _zygote_pid() -> int | None:
         except OSError:
             continue
         ppid = int(re.search(r"PPid:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
-        if b"tuner/zygote.py" in cmdline and _descends_from(ppid, mine):
+        if b"tuner/trial/zygote.py" in cmdline and _descends_from(ppid, mine):
             return int(entry.name)
     return None
 

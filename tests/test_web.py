@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.server import RunningServer, start_server
-from tuner.client import Client
+from tuner.client.rest import Client
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright

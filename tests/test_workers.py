@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from tests.test_manager import make_spec
-from tuner import studies as study_ops
 from tuner.persistence import repository as repo
+from tuner.study import operations as study_ops
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,10 +19,10 @@ from sse_starlette.sse import EventSourceResponse
 from api.deps import BackendDep, ReadAccess, StudyPath
 from api.event_hub import EventHub, StudyStatus
 from api.routes.studies import _ref
-from api.schemas import finite
-from tuner.entities import Study
+from tuner.domain.entities import Study
 from tuner.persistence import repository as repo
-from tuner.studies import Backend
+from tuner.public.schemas import finite
+from tuner.study.operations import Backend
 
 router = APIRouter(prefix="/studies/{study}", tags=["events"])
 

@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 
 from api.deps import BackendDep
 from api.errors import error_body
-from api.schemas import Health, NotReady
-from tuner.errors import TunerError
+from tuner.domain.errors import TunerError
+from tuner.public.schemas import Health, NotReady
 
 router = APIRouter(tags=["health"])
 

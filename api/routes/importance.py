@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query
 
 from api.deps import BackendDep, ReadAccess, StudyPath
 from api.routes.studies import ERRORS, _ref
-from api.schemas import ImportancesPublic, ParamImportancePublic
-from tuner import importance
+from tuner.public.schemas import ImportancesPublic, ParamImportancePublic
+from tuner.study import importance
 
 router = APIRouter(prefix="/studies/{study}", tags=["metrics"], responses=ERRORS)
 

@@ -10,9 +10,9 @@ from pydantic import Field
 from api.deps import BackendDep, ReadAccess, StudyPath
 from api.routes.studies import ERRORS, _ref
 from api.routes.trials import StatesQuery
-from api.schemas import MetricHistoryPublic, Page
 from tuner.persistence import repository as repo
 from tuner.persistence import trial_queries
+from tuner.public.schemas import MetricHistoryPublic, Page
 
 router = APIRouter(prefix="/studies/{study}/metrics", tags=["metrics"], responses=ERRORS)
 

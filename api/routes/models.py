@@ -1,6 +1,7 @@
 """Downloads: the SavedModel and the checkpoint of a best eval step, as `.tar.gz` files.
 
-Each archive is built once per kept artifact (`tuner/archives.py`) and served as a file, with
+Each archive is built once per kept artifact (`tuner/artifacts/archives.py`) and served as a
+file, with
 `Content-Length`, a strong `ETag` (the archive's sha256), `Range`/`If-Range` and `HEAD`, so a
 client can show progress and resume. The routes are plain `def`: building waits on the disk.
 """
@@ -15,14 +16,14 @@ from fastapi.responses import FileResponse, Response
 from api.deps import BackendDep, ReadAccess, StoreDep, StudyPath, TrialNumber
 from api.files import Download, StoredDownload, archive_response, stored_archive_response
 from api.routes.studies import ERRORS, _ref
-from api.schemas import BestPublic, ErrorResponse
-from tuner import studies as study_ops
-from tuner.archives import checkpoint_archive, export_archive
-from tuner.artifacts import ArtifactStore, checkpoint_files
-from tuner.entities import Checkpoint, Export, StoredArchive, Study, TrialDetail
-from tuner.errors import ArtifactNotFoundError
+from tuner.artifacts.archives import checkpoint_archive, export_archive
+from tuner.artifacts.store import ArtifactStore, checkpoint_files
+from tuner.domain.entities import Checkpoint, Export, StoredArchive, Study, TrialDetail
+from tuner.domain.errors import ArtifactNotFoundError
 from tuner.persistence import repository as repo
-from tuner.studies import Backend
+from tuner.public.schemas import BestPublic, ErrorResponse
+from tuner.study import operations as study_ops
+from tuner.study.operations import Backend
 
 router = APIRouter(prefix="/studies/{study}", tags=["models"], responses=ERRORS)
 _GZIP: dict[str, Any] = {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from api import service
 from api.deps import (
     BackendDep,
     ReadAccess,
@@ -20,13 +19,14 @@ from api.deps import (
 )
 from api.errors import safe_text
 from api.limits import too_deep, yaml_problem
-from api.schemas import ErrorResponse, Page, ResumeRequest, StudyPublic
-from api.service import overview
-from tuner import studies as study_ops
-from tuner.errors import SpecError, StudyNotFoundError
+from tuner.domain.errors import SpecError, StudyNotFoundError
+from tuner.domain.spec import StudySpec, load_spec_text
+from tuner.domain.trainers import TrainerRegistry
 from tuner.persistence import repository as repo
-from tuner.spec import StudySpec, load_spec_text
-from tuner.trainers import TrainerRegistry
+from tuner.public.schemas import ErrorResponse, Page, ResumeRequest, StudyPublic
+from tuner.study import answers as service
+from tuner.study import operations as study_ops
+from tuner.study.answers import overview
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 

@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from api import service
 from api.deps import (
     BackendDep,
     ReadAccess,
@@ -17,7 +16,8 @@ from api.deps import (
     TrialNumber,
 )
 from api.routes.studies import ERRORS, _ref
-from api.schemas import Page, TrialDetailPublic, TrialRowPublic
+from tuner.public.schemas import Page, TrialDetailPublic, TrialRowPublic
+from tuner.study import answers as service
 
 router = APIRouter(prefix="/studies/{study}/trials", tags=["trials"], responses=ERRORS)
 

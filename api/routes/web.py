@@ -24,8 +24,8 @@ from api.deps import BackendDep, Credentials, SettingsDep
 from api.docs import STATIC_DIR
 from api.routes import importance
 from api.routes.studies import ERRORS
-from api.schemas import Public
-from tuner.auth import scope_of
+from tuner.persistence.tokens import scope_of
+from tuner.public.schemas import Public
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 ASSET_PATH = "/ui"

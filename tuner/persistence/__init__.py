@@ -1,7 +1,7 @@
 """Storage of the tuner's own facts: tables, transactions, migrations, queries.
 
 This package is the only one that imports SQLAlchemy's ORM. Other packages use `Database` for
-transactions and `tuner.persistence.repository` for queries, which return `tuner.entities`.
+transactions and `tuner.persistence.repository` for queries, which return `tuner.domain.entities`.
 """
 
 from tuner.persistence.database import (

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tuner.errors import SchemaOutdatedError, StorageUnavailableError, TunerError
+from tuner.domain.errors import SchemaOutdatedError, StorageUnavailableError, TunerError
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Authority for each fact:
   STOPPED), its process, every eval value, kept checkpoints and exports: these tables;
 - the sampler's view (params, told values, intermediate values): Optuna's tables, written by
   the manager from these facts, read only by Optuna.
-ORM rows never leave `tuner.persistence`; the repository turns them into `tuner.entities`.
+ORM rows never leave `tuner.persistence`; the repository turns them into `tuner.domain.entities`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from tuner.entities import (
+from tuner.domain.entities import (
     Checkpoint,
     EvalStep,
     Export,
@@ -28,14 +28,15 @@ from tuner.entities import (
     TrialDetail,
     TrialRun,
 )
-from tuner.errors import (
+from tuner.domain.errors import (
     DuplicateStudyError,
     LeaseLostError,
     StudyNotFoundError,
     TrialNotFoundError,
     TrialTakenError,
 )
-from tuner.metrics import CheckpointPathValue, ScalarValue
+from tuner.domain.spec import Goal, StudySpec, parse_spec, spec_to_json
+from tuner.outputs.events import CheckpointPathValue, ScalarValue
 from tuner.persistence import trial_queries
 from tuner.persistence.models import (
     ApiTokenRow,
@@ -48,7 +49,6 @@ from tuner.persistence.models import (
     StudyRow,
     TrialRunRow,
 )
-from tuner.spec import Goal, StudySpec, parse_spec, spec_to_json
 
 #: Trial states that use up the study's budget (a STOPPED trial is run again).
 COUNTED_STATES = ("COMPLETED", "PRUNED", "FAILED")

@@ -37,10 +37,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from tuner.entities import LeaderboardRow, MetricHistory, MetricPoint, Study
-from tuner.errors import QueryError
+from tuner.domain.entities import LeaderboardRow, MetricHistory, MetricPoint, Study
+from tuner.domain.errors import QueryError
+from tuner.domain.spec import Goal, ParameterSpec, ParamType, StudySpec
 from tuner.persistence.models import EvalMetricRow, EvalStepRow, TrialRunRow
-from tuner.spec import Goal, ParameterSpec, ParamType, StudySpec
 
 #: Sort keys without a name; `metric:<tag>` and `param:<name>` come on top.
 PLAIN_SORT_KEYS = (

@@ -1,0 +1,5 @@
+"""`python -m tuner.cli`: the `tuner` command."""
+
+from tuner.cli.main import app
+
+app()

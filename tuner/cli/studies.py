@@ -1,0 +1,361 @@
+"""The CLI's study commands: read (`studies`, `show`, `leaderboard`, `trials`, `trial`, `logs`,
+`best`) and write (`stop`, `resume`, `delete`, `retry`), each against the local database or,
+with `--server` (or `TUNER_SERVER`), a server, printing the same either way."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import httpx
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+
+from tuner.cli.sources import Source, open_source
+from tuner.cli.view import best_view, leaderboard_table, studies_table, study_view, trial_view
+from tuner.client.rest import ApiError
+from tuner.domain.config import get_settings
+from tuner.domain.errors import StudyNotFoundError, TrialNotFoundError, TunerError
+
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+StudyArg = Annotated[str, typer.Argument(help="Study name or id.", show_default=False)]
+NumberArg = Annotated[int, typer.Argument(min=0, help="Trial number.", show_default=False)]
+ServerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        envvar="TUNER_SERVER",
+        help="Base URL of a tuner server (default: the local database).",
+    ),
+]
+TokenOpt = Annotated[
+    str | None, typer.Option("--token", envvar="TUNER_TOKEN", help="Bearer token.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the API's shapes).")]
+StateOpt = Annotated[
+    list[str] | None, typer.Option("--state", help="Only trials in this state (repeatable).")
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+def _hint(exc: Exception, study: str | None) -> str:
+    """What to type next, for the errors a user meets most."""
+    code = getattr(exc, "code", "")
+    if isinstance(exc, StudyNotFoundError) or code == "STUDY_NOT_FOUND":
+        return "; list the studies with `tuner studies`"
+    if isinstance(exc, TrialNotFoundError) or code == "TRIAL_NOT_FOUND":
+        return f"; list its trials with `tuner trials {study}`" if study else ""
+    if code == "UNAUTHENTICATED":
+        return "; pass --token (or set TUNER_TOKEN), made with `tuner token create`"
+    return ""
+
+
+@contextmanager
+def _source(server: str | None, token: str | None, study: str | None = None) -> Iterator[Source]:
+    """The source, with its errors turned into a clear message and exit code 2."""
+    try:
+        with open_source(get_settings(), server, token) as source:
+            yield source
+    except ApiError as exc:
+        raise _fail(f"{exc.detail}{_hint(exc, study)}") from None
+    except TunerError as exc:
+        raise _fail(f"{exc}{_hint(exc, study)}") from None
+    except httpx.HTTPError as exc:
+        raise _fail(
+            f"cannot reach the server at {server}: {exc}; is `tuner serve` running there?"
+        ) from None
+
+
+def _print_json(value: BaseModel | list[BaseModel] | dict[str, Any]) -> None:
+    if isinstance(value, list):
+        document: Any = [v.model_dump(mode="json", by_alias=True) for v in value]
+    elif isinstance(value, BaseModel):
+        document = value.model_dump(mode="json", by_alias=True)
+    else:
+        document = value
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
+def studies(
+    state: Annotated[str | None, typer.Option(help="Only studies in this state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Every study: state, progress, best objective, trainer, age."""
+    with _source(server, token) as source:
+        page = source.studies(state=state, limit=limit, offset=offset)
+    if as_json:
+        _print_json(page)
+        return
+    if not page.data:
+        console.print(f"no studies in {source.where}; submit one with `tuner submit SPEC`")
+        return
+    console.print(studies_table(page.data))
+    if page.count > offset + len(page.data):
+        console.print(f"({page.count - offset - len(page.data)} more; use --offset)", style="dim")
+
+
+def show(
+    study: StudyArg,
+    top: Annotated[int, typer.Option(min=1, max=500, help="Leaderboard rows.")] = 10,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """A study: state, progress, best so far, ETA, the top of its leaderboard, its spec."""
+    with _source(server, token, study) as source:
+        found = source.study(study)
+        running = source.trials(study, states=["RUNNING"], limit=500)
+        board = source.trials(study, limit=top)
+    if as_json:
+        _print_json(found)
+        return
+    rows = {r.number: r for r in [*board.data, *running.data]}
+    console.print(study_view(found, list(rows.values())), highlight=False)
+    console.print(
+        f"trainer {found.trainer}, goal {found.goal} {found.metric}, "
+        f"budget {found.max_trials} trials",
+        style="dim",
+        highlight=False,
+    )
+
+
+def leaderboard(
+    study: StudyArg,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    state: StateOpt = None,
+    sort: Annotated[
+        str | None, typer.Option(help="e.g. -metric:accuracy, param:lr, startedAt.")
+    ] = None,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option("--filter", help="e.g. 'metric:rmse<0.5', 'param:lr>=0.01' (repeatable)."),
+    ] = None,
+    watch: Annotated[
+        float | None, typer.Option(help="Redraw every SECONDS until the study ends.")
+    ] = None,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Trials sorted by objective in the goal's direction (or by --sort), with elapsed time,
+    step and the study's ETA."""
+    with _source(server, token, study) as source:
+
+        def draw() -> tuple[Any, Any]:
+            found = source.study(study)
+            page = source.trials(
+                study,
+                states=state or (),
+                sort=sort,
+                filters=filters or (),
+                limit=limit,
+                offset=offset,
+            )
+            return found, page
+
+        found, page = draw()
+        if as_json:
+            _print_json(page)
+            return
+        if watch and console.is_terminal:
+            _redraw(lambda: study_view(*draw_rows(draw)), watch, source, study)
+            return
+        console.print(study_view(found, page.data), highlight=False)
+    if page.count > offset + len(page.data):
+        console.print(f"({page.count - offset - len(page.data)} more; use --limit)", style="dim")
+
+
+def draw_rows(draw: Callable[[], tuple[Any, Any]]) -> tuple[Any, Any]:
+    found, page = draw()
+    return found, page.data
+
+
+def _redraw(render: Callable[[], Any], interval: float, source: Source, study: str) -> None:
+    from rich.live import Live
+
+    with Live(render(), console=console, refresh_per_second=4) as live:
+        while source.study(study).state == "RUNNING":
+            time.sleep(interval)
+            live.update(render())
+        live.update(render())
+
+
+def trials(
+    study: StudyArg,
+    state: StateOpt = None,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Every trial in the order it started, with its failure reason and problems."""
+    with _source(server, token, study) as source:
+        found = source.study(study)
+        rows = _all_trials(source, study, state or [])
+    if as_json:
+        _print_json(rows)
+        return
+    console.print(leaderboard_table(found, rows), highlight=False)
+    for row in rows:
+        if row.failure_reason:
+            reason = row.failure_reason.replace("\n", "\n    ")
+            console.print(
+                f"  trial {row.number} {row.state}: {reason}", style="dim", highlight=False
+            )
+    console.print(f"details of one: `tuner trial {study} N`", style="dim")
+
+
+def _all_trials(source: Source, study: str, states: list[str]) -> list[Any]:
+    rows: list[Any] = []
+    while True:
+        page = source.trials(study, states=states, sort="number", limit=500, offset=len(rows))
+        rows += page.data
+        if not page.data or len(rows) >= page.count:
+            return rows
+
+
+def trial(
+    study: StudyArg,
+    number: NumberArg,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """One trial: params as the trainer received them, every metric per eval step, its
+    failure reason, kept checkpoint and exports, the end of its log."""
+    with _source(server, token, study) as source:
+        found = source.study(study)
+        detail = source.trial(study, number)
+    if as_json:
+        _print_json(detail)
+        return
+    console.print(trial_view(found, detail), highlight=False)
+
+
+def logs(
+    study: StudyArg,
+    number: NumberArg,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing while the trial runs.")
+    ] = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """A trial's log (stdout and stderr of its trainer)."""
+    with _source(server, token, study) as source:
+        offset = 0
+        while True:
+            running = follow and source.trial(study, number).state == "RUNNING"
+            chunk = source.log(study, number, offset=offset)
+            offset += len(chunk)
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+            if not running:
+                return
+            time.sleep(1.0)
+
+
+def best(
+    study: StudyArg,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """The best trial, its best step, and that step's checkpoint and export."""
+    with _source(server, token, study) as source:
+        found = source.best(study)
+    if as_json:
+        _print_json(found)
+        return
+    console.print(best_view(found, source.artifact_root), highlight=False)
+    if source.artifact_root is None:
+        console.print(f"download it with `tuner pull {study} --to DIR`", style="dim")
+
+
+def stop(study: StudyArg, server: ServerOpt = None, token: TokenOpt = None) -> None:
+    """Stop a study: its running trials get SIGTERM (SIGKILL after the grace period)."""
+    with _source(server, token, study) as source:
+        found = source.stop(study)
+    console.print(f"study {found.name}: {found.state}; resume it with `tuner resume {study}`")
+
+
+def resume(
+    study: StudyArg,
+    max_trials: Annotated[
+        int | None, typer.Option(min=1, help="A larger budget (maxTrials).")
+    ] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Run a stopped, failed or finished study again, optionally with a larger budget."""
+    with _source(server, token, study) as source:
+        found = source.resume(study, max_trials=max_trials)
+    where = "the server's workers" if server else "`tuner worker` or `tuner run`"
+    console.print(f"study {found.name}: {found.state}, budget {found.max_trials}; {where} run it")
+
+
+def delete(
+    study: StudyArg,
+    delete_artifacts: Annotated[
+        bool, typer.Option("--delete-artifacts", help="Also delete its trial dirs and models.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Delete a study's records (refused while trials run; stop it first)."""
+    if not yes and sys.stdin.isatty():
+        typer.confirm(f"delete study {study!r}?", abort=True)
+    with _source(server, token, study) as source:
+        source.delete(study, delete_artifacts=delete_artifacts)
+    kept = "" if delete_artifacts else " (its artifacts are kept; --delete-artifacts removes them)"
+    console.print(f"study {study} deleted{kept}")
+
+
+def retry(
+    study: StudyArg,
+    failed: Annotated[bool, typer.Option("--failed", help="Retry the failed trials.")] = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Enqueue the params of the failed trials as new trials (and extend the budget)."""
+    if not failed:
+        raise _fail("say what to retry: --failed")
+    with _source(server, token, study) as source:
+        found = source.retry_failed(study)
+    console.print(f"study {found.name}: {found.state_reason}; budget now {found.max_trials}")
+
+
+COMMANDS: list[Callable[..., None]] = [
+    studies,
+    show,
+    leaderboard,
+    trials,
+    trial,
+    logs,
+    best,
+    stop,
+    resume,
+    delete,
+    retry,
+]
+
+
+def register(app: typer.Typer) -> None:
+    for command in COMMANDS:
+        app.command()(command)

@@ -1,0 +1,351 @@
+"""Public shapes of the REST API: one model per use, built from `tuner.domain.entities`."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from tuner.domain.entities import (
+    BestModel,
+    Checkpoint,
+    EvalStep,
+    Export,
+    LeaderboardRow,
+    MetricHistory,
+    Study,
+    TrialDetail,
+)
+
+T = TypeVar("T")
+
+
+class Public(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class Page(Public, Generic[T]):
+    data: list[T]
+    count: int = Field(description="Total number of items matching the filter.")
+
+
+ErrorCode = Literal[
+    "SPEC_INVALID",
+    "REQUEST_INVALID",
+    "BAD_REQUEST",
+    "UNAUTHENTICATED",
+    "FORBIDDEN",
+    "NOT_FOUND",
+    "STUDY_NOT_FOUND",
+    "TRIAL_NOT_FOUND",
+    "ARTIFACT_NOT_FOUND",
+    "METHOD_NOT_ALLOWED",
+    "STUDY_EXISTS",
+    "STUDY_STATE_CONFLICT",
+    "BODY_TOO_LARGE",
+    "RANGE_NOT_SATISFIABLE",
+    "UNAVAILABLE",
+    "INTERNAL",
+]
+
+
+class ErrorDetail(BaseModel):
+    field: str = Field(
+        description="Path of the field, e.g. `hyperparameters.params[2].minValue`, or the "
+        "query parameter; empty when the problem is the whole body."
+    )
+    message: str
+    location: Literal["path", "query", "header", "body"] | None = Field(
+        default=None, description="Where the field is, for a request parameter."
+    )
+
+
+class ErrorBody(BaseModel):
+    code: ErrorCode = Field(description="Stable, machine-readable; see docs/api.md.")
+    message: str = Field(description="What is wrong and, where it helps, what to do.")
+    details: list[ErrorDetail] = Field(default_factory=list)
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer (4xx and 5xx)."""
+
+    error: ErrorBody
+
+
+def finite(value: float | None) -> float | None:
+    """JSON has no NaN: non-finite values are sent as null."""
+    if value is None or not math.isfinite(value):
+        return None
+    return value
+
+
+class BestSummary(Public):
+    number: int
+    objective: float | None
+    best_step: int | None
+
+
+class StudyPublic(Public):
+    id: int
+    name: str
+    state: str
+    state_reason: str | None
+    trainer: str
+    goal: str
+    metric: str
+    max_trials: int
+    counts: dict[str, int]
+    best: BestSummary | None
+    spec: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    warnings: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def build(
+        cls,
+        study: Study,
+        counts: dict[str, int],
+        best: LeaderboardRow | None,
+        warnings: list[str] | None = None,
+    ) -> StudyPublic:
+        return cls(
+            id=study.id,
+            name=study.name,
+            state=study.state,
+            state_reason=study.state_reason,
+            trainer=study.spec.trainer,
+            goal=study.spec.goal.value,
+            metric=study.spec.metric_tag,
+            max_trials=study.spec.max_trials,
+            counts=counts,
+            best=(
+                BestSummary(
+                    number=best.number, objective=finite(best.objective), best_step=best.best_step
+                )
+                if best
+                else None
+            ),
+            spec=study.spec.to_document(),
+            created_at=study.created_at,
+            updated_at=study.updated_at,
+            warnings=warnings or [],
+        )
+
+
+class TrialRowPublic(Public):
+    number: int
+    state: str
+    params: dict[str, Any]
+    objective: float | None
+    best_step: int | None
+    last_step: int | None
+    duration_seconds: float | None
+    started_at: datetime
+    ended_at: datetime | None
+    failure_reason: str | None = Field(
+        default=None, description="Why it failed or stopped (first lines of the reason)."
+    )
+    last_objective: float | None = Field(
+        default=None,
+        description="The objective metric at the latest eval step (`objective` is the value "
+        "that ranks the trial: its best step's, or the last one's, as the spec says).",
+    )
+
+    @classmethod
+    def build(cls, row: LeaderboardRow) -> TrialRowPublic:
+        return cls(
+            number=row.number,
+            state=row.state,
+            params=row.params,
+            objective=finite(row.objective),
+            best_step=row.best_step,
+            last_step=row.last_step,
+            duration_seconds=row.duration_seconds,
+            started_at=row.started_at,
+            ended_at=row.ended_at,
+            failure_reason=row.failure_reason,
+            last_objective=finite(row.last_objective),
+        )
+
+
+class EvalStepPublic(Public):
+    step: int
+    eval_name: str
+    wall_time: float
+    metrics: dict[str, float | None]
+
+    @classmethod
+    def build(cls, step: EvalStep) -> EvalStepPublic:
+        return cls(
+            step=step.step,
+            eval_name=step.eval_name,
+            wall_time=step.wall_time,
+            metrics={k: finite(v) for k, v in step.metrics.items()},
+        )
+
+
+class CheckpointPublic(Public):
+    step: int
+    path: str = Field(description="Relative to the artifact store.")
+
+    @classmethod
+    def build(cls, checkpoint: Checkpoint) -> CheckpointPublic:
+        return cls(step=checkpoint.step, path=checkpoint.kept_path)
+
+
+class ExportPublic(Public):
+    exporter: str
+    version: str
+    step: int | None
+    matched_by: str | None = Field(
+        default=None,
+        description="How the export was tied to its step: 'global_step' (read from the "
+        "export's variables) or 'write_time' (the last eval written before it).",
+    )
+    path: str = Field(description="Relative to the artifact store.")
+
+    @classmethod
+    def build(cls, export: Export) -> ExportPublic:
+        return cls(
+            exporter=export.exporter,
+            version=export.version,
+            step=export.step,
+            matched_by=export.matched_by,
+            path=export.path,
+        )
+
+
+class TrialDetailPublic(TrialRowPublic):
+    failure_reason: str | None
+    problems: list[str]
+    exit_code: int | None
+    worker: str
+    steps: list[EvalStepPublic]
+    checkpoints: list[CheckpointPublic]
+    exports: list[ExportPublic]
+    log_tail: list[str]
+
+    @classmethod
+    def from_detail(cls, detail: TrialDetail, log_tail: list[str]) -> TrialDetailPublic:
+        run = detail.run
+        assert run.number is not None
+        duration = (run.ended_at - run.started_at).total_seconds() if run.ended_at else None
+        return cls(
+            number=run.number,
+            state=run.state,
+            params=run.params,
+            objective=finite(detail.objective),
+            best_step=detail.best_step,
+            last_step=max((s.step for s in detail.steps), default=None),
+            duration_seconds=duration,
+            started_at=run.started_at,
+            ended_at=run.ended_at,
+            failure_reason=run.failure_reason,
+            problems=run.problems,
+            exit_code=run.exit_code,
+            worker=run.worker,
+            steps=[EvalStepPublic.build(s) for s in detail.steps],
+            checkpoints=[CheckpointPublic.build(c) for c in detail.checkpoints],
+            exports=[ExportPublic.build(e) for e in detail.exports],
+            log_tail=log_tail,
+        )
+
+
+class BestPublic(Public):
+    study: str
+    metric: str = Field(default="", description="The objective metric's tag.")
+    number: int
+    state: str
+    params: dict[str, Any]
+    objective: float | None
+    step: int
+    checkpoint: CheckpointPublic | None
+    export: ExportPublic | None
+    other_exports: list[ExportPublic]
+
+    @classmethod
+    def build(cls, best: BestModel) -> BestPublic:
+        assert best.run.number is not None
+        return cls(
+            study=best.study.name,
+            metric=best.study.spec.metric_tag,
+            number=best.run.number,
+            state=best.run.state,
+            params=best.run.params,
+            objective=finite(best.objective),
+            step=best.step,
+            checkpoint=CheckpointPublic.build(best.checkpoint) if best.checkpoint else None,
+            export=ExportPublic.build(best.export) if best.export else None,
+            other_exports=[ExportPublic.build(e) for e in best.other_exports],
+        )
+
+
+class ResumeRequest(Public):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    max_trials: int | None = Field(default=None, ge=1, le=100_000)
+
+
+class Health(BaseModel):
+    status: str
+
+
+class NotReady(Health):
+    reason: str | None = Field(default=None, description="Why, when the status does not say.")
+    error: ErrorBody
+
+
+class MetricPointPublic(Public):
+    step: int
+    value: float | None = Field(description="Null where the value is not finite (NaN, inf).")
+    wall_time: float = Field(description="When the trainer wrote the value (Unix seconds).")
+
+
+class MetricHistoryPublic(Public):
+    number: int
+    state: str
+    eval_name: str = Field(description="The eval dir the points come from.")
+    points: list[MetricPointPublic] = Field(description="By step.")
+    point_count: int = Field(
+        description="How many points the trial has; more than `points` holds when thinned."
+    )
+
+    @classmethod
+    def build(cls, history: MetricHistory) -> MetricHistoryPublic:
+        return cls(
+            number=history.number,
+            state=history.state,
+            eval_name=history.eval_name,
+            points=[
+                MetricPointPublic(step=p.step, value=finite(p.value), wall_time=p.wall_time)
+                for p in history.points
+            ],
+            point_count=history.point_count,
+        )
+
+
+class ParamImportancePublic(Public):
+    param: str
+    importance: float = Field(description="Share of the objective's variation, 0-1.")
+
+
+class ImportancesPublic(Public):
+    """A study's hyperparameter importances, from Optuna's evaluators (`optuna.importance`)."""
+
+    study: str
+    evaluator: str
+    importances: list[ParamImportancePublic] = Field(
+        description="Most important first; the importances sum to 1."
+    )
+    trial_count: int = Field(description="COMPLETED trials with an objective it is computed from.")
+    finished_trial_count: int = Field(
+        description="COMPLETED, PRUNED and FAILED trials when computed: it is recomputed when "
+        "this count changes."
+    )
+    computed_at: datetime
+    cached: bool = Field(description="Whether this is a kept evaluation.")
+    available_evaluators: list[str] = Field(description="What `evaluator` this server runs.")

@@ -1,0 +1,120 @@
+"""What the API answers, as its public models, for the routes and for the local CLI alike.
+
+`tuner studies`, `tuner show`, `tuner trials`, ... read a local database through these same
+functions, and a server's routes answer with them: the two print the same thing by
+construction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from tuner.artifacts.object_store import ObjectStoreError
+from tuner.artifacts.store import ArtifactStore
+from tuner.artifacts.trial_logs import TrialLog, open_log
+from tuner.domain.entities import Study
+from tuner.domain.errors import ArtifactNotFoundError
+from tuner.persistence import repository as repo
+from tuner.persistence import trial_queries
+from tuner.public.schemas import BestPublic, Page, StudyPublic, TrialDetailPublic, TrialRowPublic
+from tuner.study import operations as study_ops
+from tuner.study.operations import Backend
+
+logger = logging.getLogger(__name__)
+
+
+def overview(backend: Backend, study: Study, warnings: list[str] | None = None) -> StudyPublic:
+    with backend.db.session() as session:
+        counts = repo.trial_counts(session, study.id)
+        rows, _ = repo.leaderboard(session, study, state="COMPLETED", limit=1)
+    best = rows[0] if rows and rows[0].objective is not None else None
+    return StudyPublic.build(study, counts, best, warnings)
+
+
+def get_study(backend: Backend, ref: str | int) -> StudyPublic:
+    with backend.db.session() as session:
+        study = repo.get_study(session, ref)
+    return overview(backend, study)
+
+
+def list_studies(
+    backend: Backend, *, state: str | None = None, limit: int = 50, offset: int = 0
+) -> Page[StudyPublic]:
+    with backend.db.session() as session:
+        found, total = repo.list_studies(session, state=state, limit=limit, offset=offset)
+    return Page[StudyPublic](data=[overview(backend, s) for s in found], count=total)
+
+
+def list_trials(
+    backend: Backend,
+    ref: str | int,
+    *,
+    sort: str | None = None,
+    states: Sequence[str] = (),
+    filters: Sequence[str] = (),
+    limit: int = 50,
+    offset: int = 0,
+) -> Page[TrialRowPublic]:
+    """The leaderboard, sorted and filtered (see `trial_queries`); `count` is the filtered total."""
+    with backend.db.session() as session:
+        study = repo.get_study(session, ref)
+        query = trial_queries.parse_query(study.spec, sort=sort, states=states, filters=filters)
+        rows, total = trial_queries.list_trials(session, study, query, limit=limit, offset=offset)
+    return Page[TrialRowPublic](data=[TrialRowPublic.build(r) for r in rows], count=total)
+
+
+def get_trial(
+    backend: Backend, store: ArtifactStore, ref: str | int, number: int, *, tail: int
+) -> TrialDetailPublic:
+    with backend.db.session() as session:
+        study = repo.get_study(session, ref)
+        detail = repo.trial_detail(session, study, number)
+    lines: list[str] = []
+    if detail.run.log_path:
+        log = _open_log_quietly(store, detail.run.log_path)
+        lines = log.tail(tail) if log is not None else []
+    return TrialDetailPublic.from_detail(detail, lines)
+
+
+def _open_log_quietly(store: ArtifactStore, relative: str) -> TrialLog | None:
+    """The log for a tail in a trial's detail: an unreachable store leaves the tail empty."""
+    try:
+        return open_log(store, relative)
+    except (OSError, ObjectStoreError) as exc:
+        logger.warning("log %s not read: %s", relative, exc)
+        return None
+
+
+def delete_study(
+    backend: Backend, store: ArtifactStore, ref: str | int, *, delete_artifacts: bool
+) -> None:
+    """Delete the study's records, and with `delete_artifacts` its files and objects. An
+    unreachable object store refuses the delete before any record goes."""
+    if delete_artifacts and store.remote is not None:
+        store.remote.check()
+    study = study_ops.delete_study(backend, ref)
+    if delete_artifacts:
+        store.delete_study(study.name)
+
+
+def get_best(backend: Backend, ref: str | int) -> BestPublic:
+    return BestPublic.build(study_ops.best_model(backend, ref))
+
+
+def log_file(backend: Backend, store: ArtifactStore, ref: str | int, number: int) -> TrialLog:
+    """The trial's log, on disk or in the object store."""
+    with backend.db.session() as session:
+        study = repo.get_study(session, ref)
+        run = repo.get_run_by_number(session, study.id, number)
+    if not run.log_path:
+        raise ArtifactNotFoundError(f"study {study.name!r} trial {number} has no log yet")
+    log = open_log(store, run.log_path)
+    if log is not None:
+        return log
+    if store.remote is not None and run.state == "RUNNING":
+        raise ArtifactNotFoundError(
+            f"study {study.name!r} trial {number}: its log is on worker {run.worker} while it "
+            f"runs, and is stored in {store.remote.url} when it ends"
+        )
+    raise ArtifactNotFoundError(f"study {study.name!r} trial {number}: its log file is gone")
