@@ -65,11 +65,20 @@ from optuna.storages import RDBStorage
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 
+import tuner.engine.keeper
 import tuner.engine.manager
+import tuner.engine.optuna_link
 from tuner.domain.config import Settings
 from tuner.domain.spec import StudySpec, parse_spec
 from tuner.domain.trainers import Trainer, TrainerRegistry
+from tuner.engine.fencing import Fencing
+from tuner.engine.finisher import Finisher
+from tuner.engine.ingest import Ingestor
+from tuner.engine.keeper import Keeper
+from tuner.engine.launcher import Launcher
 from tuner.engine.manager import StudyManager
+from tuner.engine.scheduler import Scheduler
+from tuner.engine.supervisor import TrialSupervisor
 from tuner.outputs.events import (
     EVENT_FILE_GLOB,
     EvalDirWatcher,
@@ -734,25 +743,19 @@ class Breakdown:
         setattr(owner, attr, timed)
 
     def install(self) -> None:
-        manager = tuner.engine.manager.StudyManager
-        for method in (
-            "run",
-            "tick",
-            "_running_studies_and_counts",
-            "_launch",
-            "_study_is_over",
-            "_claim_and_start",
-            "_service",
-            "_ingest",
-            "_observe",
-            "_report_and_maybe_prune",
-            "_keep_checkpoint",
-            "_keep_best_export",
-            "_record_exports",
-            "_finish",
-            "shutdown",
-        ):
-            self.wrap(manager, method, f"manager.{method}")
+        parts = (
+            (StudyManager, ("run", "tick", "_running_studies_and_counts", "_claim", "shutdown")),
+            (Scheduler, ("claimable",)),
+            (Launcher, ("claim_and_start",)),
+            (TrialSupervisor, ("step",)),
+            (Ingestor, ("ingest", "_observe", "_report_and_maybe_prune")),
+            (Keeper, ("keep_best_checkpoint", "keep_best_export", "record_exports")),
+            (Finisher, ("finish",)),
+            (Fencing, ("renew",)),
+        )
+        for part, methods in parts:
+            for method in methods:
+                self.wrap(part, method, f"{part.__name__}.{method}")
         for function in (
             "running_studies",
             "trial_counts",
@@ -772,9 +775,9 @@ class Breakdown:
         self.wrap(Database, "run", "Database.run (one transaction)")
         self.wrap(TrialProcess, "start", "TrialProcess.start (Popen)")
         self.wrap(EvalDirWatcher, "poll", "EvalDirWatcher.poll")
-        self.wrap(tuner.engine.manager, "find_exports", "artifacts.find_exports")
+        self.wrap(tuner.engine.keeper, "find_exports", "artifacts.find_exports")
         self.wrap(tuner.engine.manager, "wait_for_exit", "execution.wait_for_exit (idle)")
-        self.wrap(tuner.engine.manager, "tell", "studies.tell")
+        self.wrap(tuner.engine.optuna_link, "tell", "studies.tell")
         self.wrap(optuna.Study, "ask", "optuna Study.ask")
         self.wrap(optuna.Study, "tell", "optuna Study.tell")
         self.wrap(optuna.trial.Trial, "__init__", "optuna Trial.__init__")

@@ -35,7 +35,7 @@ task's train steps T and eval interval E (each task prints what they come to):
 Every run is a real study: `tuner.study.operations.submit_study`, then `StudyManager(...).run()`
 with
 trial processes, on its own temporary SQLite database and artifact root (deleted afterwards), with
-`Settings().poll_interval` unless `--poll-interval` says otherwise. A listener on the manager
+`Settings().poll_interval` unless `--poll-interval` says otherwise. A listener on the journal
 records, as trials finish, each trial's last eval step (its training steps; for a pruned trial
 the last eval step it wrote, which undercounts the steps it trained before SIGTERM landed),
 objective, and the wall time of its trainer process: from the `TrialProcess` coming to be (just
@@ -96,9 +96,11 @@ from typing import Any
 import optuna
 
 from tuner.domain.config import Settings
+from tuner.domain.entities import JournalEntry
 from tuner.domain.spec import DEFAULT_PRUNER, PrunerSpec, load_spec_file, parse_spec
 from tuner.domain.trainers import Trainer, TrainerRegistry
-from tuner.engine.manager import StudyManager, TrialEvent
+from tuner.engine.manager import StudyManager
+from tuner.persistence import repository as repo
 from tuner.study import operations as study_ops
 from tuner.study import sampling
 from tuner.study.operations import Backend
@@ -654,9 +656,24 @@ class Recorder:
             return None, started_at, warm
         return round(exited - created, 3), started_at, warm
 
-    def __call__(self, event: TrialEvent) -> None:
+    def read_objectives(self, backend: Backend, spec: Any) -> None:
+        """Each COMPLETED trial's objective, as the run table ranks it."""
+
+        def read(session: Any) -> dict[int, float | None]:
+            study = repo.get_study(session, spec.name)
+            return {
+                r.number: repo.objective_value(session, r, spec.metric_tag)
+                for r in repo.runs(session, study.id, state="COMPLETED")
+                if r.number is not None
+            }
+
+        for number, value in backend.db.run(read).items():
+            if number in self.finished and value is not None:
+                self.finished[number].objective = float(value)
+
+    def __call__(self, event: JournalEntry) -> None:
         n = event.number
-        if n < 0:
+        if n is None:
             return  # the study's own state
         if event.kind == "created":
             self.params[n] = dict(event.data.get("params") or {})
@@ -666,12 +683,11 @@ class Recorder:
         elif event.kind == "state" and "state" in event.data and n not in self.finished:
             self._note_process(n)
             seconds, started_at, warm = self._times(n)
-            objective = event.data.get("objective")
             self.finished[n] = TrialRecord(
                 number=n,
                 state=str(event.data["state"]),
                 steps=self.steps.get(n, 0),
-                objective=float(objective) if objective is not None else None,
+                objective=None,  # read from the run table once the study ended
                 params=self.params.get(n, {}),
                 finished_at=round(time.monotonic() - self.start, 3),
                 seconds=seconds,
@@ -706,14 +722,18 @@ def run_one(setup: TaskSetup, config: str, seed: int) -> RunResult:
                     settings,
                     slots=spec.hyperparameters.max_parallel_trials,
                     studies=[spec.name],
-                    listener=recorder,
                 )
                 recorder.manager = manager
+                stop_listening = backend.db.listen(recorder)
                 load = [round(os.getloadavg()[0], 2)]
                 started = time.monotonic()
-                manager.run()
+                try:
+                    manager.run()
+                finally:
+                    stop_listening()
                 wall = time.monotonic() - started
                 load.append(round(os.getloadavg()[0], 2))
+                recorder.read_objectives(backend, spec)
         finally:
             backend.close()
     finally:

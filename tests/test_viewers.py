@@ -26,9 +26,10 @@ import pytest
 from tensorboard.compat.proto import event_pb2
 
 from tuner.domain.config import Settings
+from tuner.domain.entities import JournalEntry
 from tuner.domain.spec import StudySpec, parse_spec
 from tuner.domain.trainers import TrainerRegistry
-from tuner.engine.manager import StudyManager, TrialEvent
+from tuner.engine.manager import StudyManager
 from tuner.outputs import hparams
 from tuner.outputs.events import EventFileReader
 from tuner.outputs.layout import find_model_dirs
@@ -83,7 +84,7 @@ class World:
         self,
         spec: StudySpec,
         *,
-        listener: Callable[[TrialEvent], None] | None = None,
+        listener: Callable[[JournalEntry], None] | None = None,
         deadline: float = 30.0,
     ) -> None:
         study_ops.submit_study(self.backend, spec, self.registry)
@@ -93,10 +94,13 @@ class World:
             self.settings,
             slots=1,
             studies=[spec.name],
-            listener=listener,
         )
+        stop_listening = self.backend.db.listen(listener) if listener else lambda: None
         started = time.monotonic()
-        manager.run(should_stop=lambda: time.monotonic() - started > deadline)
+        try:
+            manager.run(should_stop=lambda: time.monotonic() - started > deadline)
+        finally:
+            stop_listening()
         assert time.monotonic() - started < deadline, "the manager did not end the study"
 
     def runs(self, name: str) -> tuple[Any, list[Any]]:
@@ -172,7 +176,7 @@ def viewed(world: World) -> StudySpec:
         max_trials=3,
     )
 
-    def stop_third(event: TrialEvent) -> None:
+    def stop_third(event: JournalEntry) -> None:
         if event.kind == "created" and event.number == 2:
             study_ops.request_stop(world.backend, "viewed")
 
@@ -402,7 +406,7 @@ def _slow(name: str) -> StudySpec:
 def test_study_deleted_in_the_dashboard_is_paused_with_the_reason(world: World):
     deleted: list[int] = []
 
-    def delete_in_dashboard(event: TrialEvent) -> None:
+    def delete_in_dashboard(event: JournalEntry) -> None:
         if event.kind == "eval" and not deleted:
             optuna_id = world.backend.storage.get_study_id_from_name("deleted")
             response = httpx.delete(f"{world.dashboard}/api/studies/{optuna_id}", timeout=10)
@@ -455,7 +459,7 @@ def test_study_deleted_in_the_dashboard_after_it_ended_leaves_new_trials_alone(w
 def test_trial_told_in_the_dashboard_is_stopped_and_failed(world: World):
     told: list[int] = []
 
-    def tell_in_dashboard(event: TrialEvent) -> None:
+    def tell_in_dashboard(event: JournalEntry) -> None:
         if event.kind == "eval" and not told:
             storage = world.backend.storage
             study_id = storage.get_study_id_from_name("told")

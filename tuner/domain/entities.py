@@ -184,3 +184,15 @@ class StudyEvent:
     seq: int
     kind: str
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """A journal event as this process committed it, for in-process listeners
+    (`Database.listen`): the same kinds and data as the API's event stream."""
+
+    study_id: int
+    seq: int
+    kind: str
+    number: int | None
+    data: dict[str, Any]

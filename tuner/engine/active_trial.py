@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,12 +13,23 @@ from typing import Any
 from tuner.artifacts.store import TrialPaths
 from tuner.domain.entities import Lease, Observation, Study
 from tuner.domain.spec import StudySpec
+from tuner.engine.outcome import Decision, RunState, Step, Stop
 from tuner.outputs.events import CheckpointPathValue, ScalarValue
 from tuner.outputs.reader import TrialOutputs
 from tuner.trial.execution import TrialCommand, TrialProcess
 from tuner.trial.warm_starts import ParentKey
 
-__all__ = ["ActiveTrial", "KeptCheckpoint"]
+__all__ = ["ActiveTrial", "KeptCheckpoint", "TrialLog"]
+
+logger = logging.getLogger("tuner.engine.trial")
+
+
+class TrialLog(logging.LoggerAdapter[logging.Logger]):
+    """A logger whose lines start with the trial they are about: `study S trial N: ...`."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = self.extra or {}
+        return f"study {extra['study']} trial {extra['number']}: {msg}", kwargs
 
 
 @dataclass
@@ -64,19 +76,22 @@ class ActiveTrial:
     kept: KeptCheckpoint | None = None
     #: Why the best step's checkpoint could not be kept yet (retried at every poll).
     checkpoint_miss: str | None = None
-    outcome: str | None = None  # PRUNED, STOPPED or FAILED once decided; None while running
-    outcome_reason: str | None = None
+    #: Why it was asked to stop (None: it runs until its trainer exits).
+    stop: Stop | None = None
     #: Values read but not yet stored (the database was unavailable): stored on the next tick.
     pending_values: list[ScalarValue | CheckpointPathValue] = field(default_factory=list)
     pending_offsets: dict[str, int] = field(default_factory=dict)
     has_exports: bool = False
     #: Its process's exit code, once it has exited (its artifacts may still be uploading).
     exit_code: int | None = None
-    #: The outcome once decided (state, reason, objective, event-file problems).
-    decision: tuple[str, str | None, float | None, list[str]] | None = None
-    #: Writes of the outcome already done (so a retried `_finish` does them once).
-    recorded: set[str] = field(default_factory=set)
-    #: Writes about it made since the last commit, done with the next one (`_flush`).
+    #: The outcome once decided at its end.
+    decision: Decision | None = None
+    #: The finishing steps already done (a finish retried after a database error does each
+    #: once).
+    done: set[Step] = field(default_factory=set)
+    #: Its artifacts could not be stored: its local copy stays on this machine.
+    local_copy_kept: bool = False
+    #: Writes about it made since the last commit, done with the next one (`flush`).
     unflushed: list[Callable[[Any], Any]] = field(default_factory=list)
     #: Whether any value was read from its files (a warm start that failed before: retried).
     values_read: bool = False
@@ -87,6 +102,22 @@ class ActiveTrial:
     #: How its warm start ended, when it was run again cold after it.
     warm_failure: str | None = None
 
+    def __post_init__(self) -> None:
+        self.log = TrialLog(logger, {"study": self.study.name, "number": self.number})
+
     @property
     def spec(self) -> StudySpec:
         return self.study.spec
+
+    def stop_with(
+        self, state: RunState, reason: str, *, level: int = logging.WARNING, replacing: bool = False
+    ) -> bool:
+        """Ask the trial's process to stop, and record why (the first reason stands, unless
+        `replacing`). Returns whether its process was still running."""
+        running = self.process.request_stop()
+        if not running and state is RunState.PRUNED:
+            return False  # it exited on its own: it finished, whatever the pruner says
+        if self.stop is None or replacing:
+            self.stop = Stop(state, reason)
+            self.log.log(level, "%s", reason)
+        return running

@@ -1,9 +1,8 @@
 """How a trial ends: the rules that decide its state and reason, apart from the loop.
 
-COMPLETED needs evidence that the trainer trained and evaluated (`tuner.domain.spec.Check`);
-a failure
-of the machine is told apart from the trainer's; a trial past its deadline or silent for too
-long is stopped. Pure functions of what the manager saw: the manager does the writing.
+COMPLETED needs evidence that the trainer trained and evaluated (`tuner.domain.spec.Check`); a
+failure of the machine is told apart from the trainer's; a trial past its deadline or silent for
+too long is stopped. Pure functions of what the supervisor saw: the supervisor does the writing.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 
 from tuner.domain.spec import Check, ObjectiveMode
 from tuner.engine.active_trial import ActiveTrial
+from tuner.engine.outcome import RunState
 from tuner.outputs.hypertune import HYPERTUNE_EVAL_NAME
 from tuner.outputs.reader import describe_missing_objective
 from tuner.trial.execution import describe_exit
@@ -23,7 +23,7 @@ __all__ = ["Verdict", "decide", "final_problems", "limit_reached"]
 
 @dataclass(frozen=True)
 class Verdict:
-    state: str
+    state: RunState
     reason: str | None
     objective: float | None
     #: Set when the machine, not the trainer, made the trial fail: its study backs off.
@@ -47,25 +47,24 @@ def decide(
     spec = trial.spec
     tag = spec.metric_tag
     objective = trial.best if spec.objective is ObjectiveMode.BEST else trial.last
-    if trial.outcome == "PRUNED":
-        return Verdict("PRUNED", trial.outcome_reason, None)
-    if trial.outcome == "STOPPED":
-        return Verdict("STOPPED", trial.outcome_reason, None)
+    stop = trial.stop
+    if stop is not None and stop.state is not RunState.FAILED:
+        return Verdict(stop.state, stop.reason, None)
     log = "\n".join(log_tail)
     log_part = f"\nlast log lines:\n{log}" if log else "\n(the log is empty)"
-    if trial.outcome == "FAILED":
-        return Verdict("FAILED", f"{trial.outcome_reason}{log_part}", None)
+    if stop is not None:
+        return Verdict(RunState.FAILED, f"{stop.reason}{log_part}", None)
     if code != 0:
         problem = store_problem()
         if problem is not None:
             reason = f"trainer {describe_exit(code)} while {problem}: not counted, run again"
-            return Verdict("STOPPED", f"{reason}{log_part}", None, infrastructure=problem)
-        return Verdict("FAILED", f"trainer {describe_exit(code)}{log_part}", None)
+            return Verdict(RunState.STOPPED, f"{reason}{log_part}", None, infrastructure=problem)
+        return Verdict(RunState.FAILED, f"trainer {describe_exit(code)}{log_part}", None)
     damaged = trial.outputs.damaged.get(trial.objective_dir or "")
     if trial.last is None and trial.empty_steps:
         steps = ", ".join(str(step) for step in trial.empty_steps[:10])
         return Verdict(
-            "FAILED",
+            RunState.FAILED,
             f"[check {Check.EMPTY_EVAL}] every eval of {tag!r} (steps {steps}) had all its "
             "metrics exactly 0: the eval saw no data? (an eval input, such as a file glob, "
             f"that matches nothing); add '{Check.EMPTY_EVAL.value}' to skipChecks to count "
@@ -81,7 +80,7 @@ def decide(
             f"; records were lost in {reason}" for reason in trial.outputs.damaged.values()
         )
         return Verdict(
-            "FAILED",
+            RunState.FAILED,
             f"trainer exited 0 without reporting the objective {tag!r} ({where}{lost}){log_part}",
             None,
         )
@@ -90,13 +89,13 @@ def decide(
         # checkpoint and every metric are kept).
         bad = trial.last
         return Verdict(
-            "FAILED",
+            RunState.FAILED,
             f"objective {tag!r} is {bad.value} at step {bad.step}: not a finite number",
             None,
         )
     if not trial.trained and spec.checks(Check.UNTRAINED):
         return Verdict(
-            "FAILED",
+            RunState.FAILED,
             f"[check {Check.UNTRAINED}] every eval of {tag!r} is at global step 0: the "
             "trainer never trained (a training input that matches nothing?); add "
             f"'{Check.UNTRAINED.value}' to skipChecks to accept it{log_part}",
@@ -104,13 +103,13 @@ def decide(
         )
     if damaged is not None and spec.checks(Check.DAMAGED_EVENTS):
         return Verdict(
-            "FAILED",
+            RunState.FAILED,
             f"[check {Check.DAMAGED_EVENTS}] the objective's events lost records, which may "
             f"have held its best value: {damaged}; add '{Check.DAMAGED_EVENTS.value}' to "
             "skipChecks to rank the trial on what was read",
             None,
         )
-    return Verdict("COMPLETED", None, objective.value)
+    return Verdict(RunState.COMPLETED, None, objective.value)
 
 
 def final_problems(

@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from tuner.domain.entities import JournalEntry
 from tuner.domain.errors import SchemaOutdatedError, StorageUnavailableError, TunerError
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,9 @@ VERSION_TABLE = "tuner_alembic_version"
 UPGRADE_HINT = "run `tuner db upgrade` (with the same TUNER_DATABASE_URL)"
 
 T = TypeVar("T")
+JournalListener = Callable[[JournalEntry], None]
+#: Where a transaction keeps the journal events it wrote (`Session.info`) until its commit.
+JOURNAL_KEY = "tuner.journal"
 
 
 def is_sqlite(url: str) -> bool:
@@ -118,14 +122,24 @@ class Database:
         self.url = normalize_url(url)
         self.engine = create_db_engine(self.url, pre_ping=pre_ping)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._journal_listeners: list[JournalListener] = []
+
+    def listen(self, listener: JournalListener) -> Callable[[], None]:
+        """Call `listener` with each journal event this process commits, after its commit
+        (the one event path: what the API's event stream serves, as it is written). Returns
+        the function that stops listening."""
+        self._journal_listeners.append(listener)
+        return lambda: self._journal_listeners.remove(listener)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction: commit on success, roll back on error, translate driver errors."""
         session = self._sessions()
+        committed: list[JournalEntry] = []
         try:
             yield session
             session.commit()
+            committed = session.info.pop(JOURNAL_KEY, [])
         except TunerError:
             session.rollback()
             raise
@@ -139,6 +153,16 @@ class Database:
             raise
         finally:
             session.close()
+        if committed:
+            self._tell_listeners(committed)
+
+    def _tell_listeners(self, entries: list[JournalEntry]) -> None:
+        for listener in list(self._journal_listeners):
+            for entry in entries:
+                try:
+                    listener(entry)
+                except Exception:  # a broken listener must not stop trials
+                    logger.exception("journal listener failed")
 
     def run(self, work: Callable[[Session], T]) -> T:
         """Run `work` in one transaction."""

@@ -19,6 +19,7 @@ from tuner.domain.entities import (
     Checkpoint,
     EvalStep,
     Export,
+    JournalEntry,
     LeaderboardRow,
     Lease,
     Observation,
@@ -38,6 +39,7 @@ from tuner.domain.errors import (
 from tuner.domain.spec import Goal, StudySpec, parse_spec, spec_to_json
 from tuner.outputs.events import CheckpointPathValue, ScalarValue
 from tuner.persistence import trial_queries
+from tuner.persistence.database import JOURNAL_KEY
 from tuner.persistence.models import (
     ApiTokenRow,
     CheckpointRow,
@@ -382,6 +384,11 @@ def journal(
     if seq is None:
         return  # the study was deleted
     created = now()
+    first = seq - len(events) + 1
+    session.info.setdefault(JOURNAL_KEY, []).extend(
+        JournalEntry(study_id, first + i, kind, number, data)
+        for i, (kind, number, data) in enumerate(events)
+    )
     session.execute(
         insert(StudyEventRow),
         [

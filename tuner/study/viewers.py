@@ -19,8 +19,6 @@ import optuna
 
 from tuner.artifacts.store import ArtifactStore, TrialPaths
 from tuner.domain.entities import Study, TrialRun
-from tuner.domain.spec import ObjectiveMode
-from tuner.engine.active_trial import ActiveTrial
 from tuner.outputs import hparams
 from tuner.persistence import repository as repo
 from tuner.study import optuna_attrs
@@ -29,7 +27,6 @@ from tuner.study.operations import Backend, name_objective
 __all__ = [
     "Outcome",
     "name_study_objective",
-    "outcome_of",
     "session_group",
     "trial_finished",
     "trial_started",
@@ -48,23 +45,6 @@ class Outcome:
     best_step: int | None = None
     #: Only a COMPLETED trial has one (the value told to Optuna).
     objective: hparams.Objective | None = None
-
-
-def outcome_of(trial: ActiveTrial, exit_code: int | None) -> Outcome:
-    """The outcome of a trial whose end the manager has decided (`trial.decision`)."""
-    assert trial.decision is not None
-    state, reason, value, _ = trial.decision
-    source = trial.best if trial.spec.objective is ObjectiveMode.BEST else trial.last
-    objective = None
-    if value is not None and source is not None:
-        objective = hparams.Objective(step=source.step, value=value)
-    return Outcome(
-        state,
-        reason,
-        exit_code=exit_code,
-        best_step=trial.best.step if trial.best else None,
-        objective=objective,
-    )
 
 
 def _attempt(what: str, study: str, number: int, work: Callable[[], object]) -> None:
