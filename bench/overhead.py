@@ -775,7 +775,7 @@ class Breakdown:
         self.wrap(Database, "run", "Database.run (one transaction)")
         self.wrap(TrialProcess, "start", "TrialProcess.start (Popen)")
         self.wrap(EvalDirWatcher, "poll", "EvalDirWatcher.poll")
-        self.wrap(tuner.engine.keeper, "find_exports", "artifacts.find_exports")
+        self.wrap(tuner.engine.keeper, "find_exports", "outputs.find_exports")
         self.wrap(tuner.engine.manager, "wait_for_exit", "execution.wait_for_exit (idle)")
         self.wrap(tuner.engine.optuna_link, "tell", "studies.tell")
         self.wrap(optuna.Study, "ask", "optuna Study.ask")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuner.artifacts.store import checkpoint_prefix_for, find_exports
+from tuner.artifacts.store import checkpoint_prefix_for
 from tuner.domain.spec import StudySpec, parse_spec
+from tuner.outputs.exports import find_exports
 from tuner.outputs.layout import find_model_dirs, resolve_layout
 from tuner.outputs.reader import TrialOutputs
 

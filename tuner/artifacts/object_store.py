@@ -30,6 +30,7 @@ from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Final
 
+from tuner.domain.config import OBJECT_STORE_SCHEMES, is_object_store_url
 from tuner.domain.errors import ArtifactNotFoundError, ObjectStoreError, UnsafePathError
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ __all__ = [
     "safe_key",
 ]
 
-OBJECT_STORE_SCHEMES: Final = ("s3", "s3a", "gs", "az", "abfs", "abfss", "azure", "memory")
 #: obstore's own default part size: the multipart ETag is computed with the same one.
 PART_SIZE: Final = 5 * 1024 * 1024
 #: Whole-file attempts on top of obstore's per-request retries (a verification failure, or an
@@ -58,13 +58,6 @@ READ_CHUNK: Final = 1024 * 1024
 #: The key a reachability check asks for.
 PROBE_KEY: Final = ".tuner-probe"
 _MD5_ETAG = re.compile(r'^"?([0-9a-f]{32})(?:-(\d+))?"?$')
-
-
-def is_object_store_url(value: str | os.PathLike[str]) -> bool:
-    """Whether an artifact root is an object-store URL rather than a local path."""
-    text = str(value)
-    scheme, sep, _ = text.partition("://")
-    return bool(sep) and scheme.lower() in OBJECT_STORE_SCHEMES
 
 
 def safe_key(relative: str | PurePosixPath) -> str:

@@ -16,20 +16,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tuner.domain.errors import ArtifactNotFoundError, UnsafePathError
+from tuner.outputs.exports import export_names, saved_model_file
 
 if TYPE_CHECKING:
     from tuner.artifacts.object_store import ObjectStore
     from tuner.domain.config import Settings
-
-EXPORT_VERSION = re.compile(r"^\d+$")
-SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
 
 @dataclass(frozen=True)
@@ -37,15 +34,6 @@ class TrialPaths:
     output_dir: Path
     log_path: Path
     kept_dir: Path
-
-
-@dataclass(frozen=True)
-class FoundExport:
-    exporter: str
-    version: str
-    path: Path
-    #: When the SavedModel was written (its `saved_model.pb`'s mtime), to match it to an eval.
-    written_at: float
 
 
 class ArtifactStore:
@@ -141,20 +129,11 @@ def keep_export(export_dir: Path, kept_dir: Path) -> Path:
 
     Exporters delete old exports themselves (`exports_to_keep`); the linked copy survives.
     """
-    if not export_dir.is_dir() or _saved_model_file(export_dir) is None:
+    if not export_dir.is_dir() or saved_model_file(export_dir) is None:
         raise ArtifactNotFoundError(f"{export_dir}: export not found (already cleaned up?)")
     target = kept_dir / "export" / "/".join(export_names(export_dir))
     shutil.copytree(export_dir, target, copy_function=_link_or_copy, dirs_exist_ok=True)
     return target
-
-
-def export_names(export_dir: Path) -> tuple[str, str]:
-    """(exporter, version) of a SavedModel dir: `<exporter>/<version>/`, or a plain dir whose
-    version is its `saved_model.pb`'s write time in seconds."""
-    if EXPORT_VERSION.match(export_dir.name):
-        return export_dir.parent.name, export_dir.name
-    model_file = _saved_model_file(export_dir) or export_dir
-    return export_dir.name, str(int(model_file.stat().st_mtime))
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -216,80 +195,9 @@ def _listed_checkpoints(model_dir: Path) -> list[Path]:
     return listed
 
 
-def _saved_model_file(directory: Path) -> Path | None:
-    for name in SAVED_MODEL_FILES:
-        candidate = directory / name
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _subdirs(directory: Path) -> list[Path]:
-    try:
-        return sorted(p for p in directory.iterdir() if p.is_dir() and not p.is_symlink())
-    except OSError:
-        return []
-
-
-def _found(exporter: str, version: str, path: Path, model_file: Path) -> FoundExport | None:
-    try:
-        written = model_file.stat().st_mtime
-    except OSError:
-        return None
-    return FoundExport(exporter, version, path, written)
-
-
-def _saved_models_in(root: Path) -> list[FoundExport]:
-    """SavedModels at `root` itself, at `root/<version>/` or at `root/<exporter>/<version>/`.
-
-    Exporters write `<version>` dirs named by a timestamp (after a `temp-<ts>` dir is renamed);
-    a SavedModel saved straight into a dir (Keras' `model.save(AIP_MODEL_DIR)`) is named by its
-    dir, with the write time of its `saved_model.pb` as its version.
-    """
-    found: list[FoundExport] = []
-    direct = _saved_model_file(root)
-    if direct is not None:
-        try:
-            exporter, version = export_names(root)
-        except OSError:
-            return []
-        export = _found(exporter, version, root, direct)
-        return [export] if export else []
-    for child in _subdirs(root):
-        model_file = _saved_model_file(child)
-        if model_file is not None and EXPORT_VERSION.match(child.name):
-            export = _found(root.name, child.name, child, model_file)
-            if export:
-                found.append(export)
-            continue
-        for version_dir in _subdirs(child):
-            if not EXPORT_VERSION.match(version_dir.name):
-                continue  # e.g. temp-<timestamp> while the exporter is still writing
-            model_file = _saved_model_file(version_dir)
-            export = (
-                _found(child.name, version_dir.name, version_dir, model_file)
-                if model_file
-                else None
-            )
-            if export:
-                found.append(export)
-    return found
-
-
-def find_exports(output_dir: Path, patterns: Sequence[str] = ("export",)) -> list[FoundExport]:
-    """Complete SavedModels in the dirs that `patterns` (relative to `output_dir`) match."""
-    found: dict[Path, FoundExport] = {}
-    for pattern in patterns:
-        for root in sorted(output_dir.glob(pattern)):
-            if root.is_dir():
-                for export in _saved_models_in(root):
-                    found.setdefault(export.path, export)
-    return list(found.values())
-
-
 def copy_for_serving(export_dir: Path, destination: Path, *, model_name: str) -> Path:
     """Copy a SavedModel into TF Serving's layout: `<destination>/<model>/<version>/`."""
-    if _saved_model_file(export_dir) is None:
+    if saved_model_file(export_dir) is None:
         raise ArtifactNotFoundError(f"{export_dir}: no saved_model.pb")
     target = destination / model_name / export_names(export_dir)[1]
     if target.exists():

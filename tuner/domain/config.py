@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tuner.artifacts.object_store import is_object_store_url
-
 DEFAULT_DATA_DIR = Path("tuner-data")
 DEFAULT_WORK_DIR = DEFAULT_DATA_DIR / "work"
+#: URL schemes of an artifact root in object storage (`tuner.artifacts.object_store`).
+OBJECT_STORE_SCHEMES: Final = ("s3", "s3a", "gs", "az", "abfs", "abfss", "azure", "memory")
+
+
+def is_object_store_url(value: str | os.PathLike[str]) -> bool:
+    """Whether an artifact root is an object-store URL rather than a local path."""
+    text = str(value)
+    scheme, sep, _ = text.partition("://")
+    return bool(sep) and scheme.lower() in OBJECT_STORE_SCHEMES
 
 
 class Settings(BaseSettings):

@@ -14,7 +14,6 @@ from tuner.artifacts.store import (
     checkpoint_prefix_for,
     drop_checkpoint,
     drop_export,
-    find_exports,
     keep_checkpoint,
     keep_export,
 )
@@ -22,6 +21,7 @@ from tuner.domain.errors import ArtifactNotFoundError
 from tuner.engine.active_trial import ActiveTrial, KeptCheckpoint
 from tuner.engine.writes import LeaseWrites
 from tuner.outputs.bundle import savedmodel_global_step
+from tuner.outputs.exports import find_exports
 from tuner.persistence import repository as repo
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Final
 
-from tuner.artifacts.store import find_exports
 from tuner.domain.spec import DEFAULT_EVAL_DIRS, StudySpec
+from tuner.outputs.exports import find_exports
 
 __all__ = [
     "MAX_DEPTH",

@@ -1,0 +1,191 @@
+"""Trial runs: reserve a slot, attach the asked trial, record its pid, problems and end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tuner.domain.entities import (
+    Lease,
+    TrialRun,
+)
+from tuner.domain.errors import (
+    LeaseLostError,
+    TrialNotFoundError,
+    TrialTakenError,
+)
+from tuner.persistence.journal import journal, journal_end
+from tuner.persistence.leases import held_by
+from tuner.persistence.models import (
+    StudyRow,
+    TrialRunRow,
+)
+from tuner.persistence.rows import ACTIVE_STATE, COUNTED_STATES, aware, now, parsed_spec, to_run
+from tuner.persistence.studies import trial_counts
+
+
+def reserve_run(session: Session, study_id: int, *, worker: str) -> int | None:
+    """Reserve a trial slot if the study's budget and parallelism allow; return the run id.
+
+    The study row is written first: on PostgreSQL that takes its row lock, on SQLite the
+    database write lock, so concurrent managers reserve one at a time.
+    """
+    reserved = reserve_run_with_ordinal(session, study_id, worker=worker)
+    return None if reserved is None else reserved[0]
+
+
+def reserve_run_with_ordinal(
+    session: Session, study_id: int, *, worker: str
+) -> tuple[int, int] | None:
+    """`reserve_run`, and the run's ordinal: how many runs of the study were reserved before
+    it, counted under the study's lock. Unique per claim across managers, and the trial count on
+    a single manager, so it seeds proposals reproducibly and never twice the same."""
+    locked = session.execute(
+        update(StudyRow)
+        .where(StudyRow.id == study_id, StudyRow.state == "RUNNING")
+        .values(updated_at=now())
+        .returning(StudyRow.spec_json, StudyRow.name)
+    ).one_or_none()
+    if locked is None:
+        return None
+    spec = parsed_spec(locked.spec_json, locked.name)
+    counts = trial_counts(session, study_id)
+    running = counts.get(ACTIVE_STATE, 0)
+    counted = sum(counts.get(s, 0) for s in COUNTED_STATES)
+    if running >= spec.hyperparameters.max_parallel_trials:
+        return None
+    if counted + running >= spec.max_trials:
+        return None
+    stamp = now()
+    row = TrialRunRow(
+        study_id=study_id,
+        state=ACTIVE_STATE,
+        params_json="{}",
+        problems_json="[]",
+        worker=worker,
+        started_at=stamp,
+        heartbeat_at=stamp,
+    )
+    session.add(row)
+    session.flush()
+    # Every earlier run of the study has a smaller id (ids only grow; the study row is held).
+    return row.id, sum(counts.values())
+
+
+def attach_trial(
+    session: Session,
+    run_id: int,
+    *,
+    number: int,
+    optuna_trial_id: int,
+    params: dict[str, Any],
+    output_dir: str,
+    log_path: str,
+) -> None:
+    """Attach the asked trial to a reserved run (before its process starts)."""
+    values: dict[str, Any] = {
+        "number": number,
+        "optuna_trial_id": optuna_trial_id,
+        "params_json": json.dumps(params),
+        "output_dir": output_dir,
+        "log_path": log_path,
+    }
+    try:
+        study_id, state, started_at = session.execute(
+            update(TrialRunRow)
+            .where(TrialRunRow.id == run_id)
+            .values(**values)
+            .returning(TrialRunRow.study_id, TrialRunRow.state, TrialRunRow.started_at)
+        ).one()
+    except IntegrityError:
+        raise TrialTakenError(f"trial {number} is attached to another run") from None
+    data = {
+        "number": number,
+        "state": state,
+        "params": params,
+        "startedAt": aware(started_at).isoformat(),
+    }
+    journal(session, study_id, [("created", number, data)])
+
+
+def drop_reservation(session: Session, run_id: int) -> None:
+    session.execute(delete(TrialRunRow).where(TrialRunRow.id == run_id))
+
+
+def set_pid(session: Session, run_id: int, pid: int) -> None:
+    session.execute(update(TrialRunRow).where(TrialRunRow.id == run_id).values(pid=pid))
+
+
+def add_problems(session: Session, run_id: int, problems: Sequence[str]) -> None:
+    if not problems:
+        return
+    row = session.get_one(TrialRunRow, run_id)
+    row.problems_json = json.dumps([*json.loads(row.problems_json or "[]"), *problems])
+
+
+def get_run(session: Session, run_id: int) -> TrialRun:
+    return to_run(session.get_one(TrialRunRow, run_id))
+
+
+def get_run_by_number(session: Session, study_id: int, number: int) -> TrialRun:
+    row = session.scalar(
+        select(TrialRunRow).where(TrialRunRow.study_id == study_id, TrialRunRow.number == number)
+    )
+    if row is None:
+        name = session.scalar(select(StudyRow.name).where(StudyRow.id == study_id))
+        raise TrialNotFoundError(f"study {name!r} has no trial {number}")
+    return to_run(row)
+
+
+def runs(session: Session, study_id: int, *, state: str | None = None) -> list[TrialRun]:
+    query = select(TrialRunRow).where(TrialRunRow.study_id == study_id)
+    if state:
+        query = query.where(TrialRunRow.state == state)
+    return [to_run(r) for r in session.scalars(query.order_by(TrialRunRow.id)).all()]
+
+
+def active_runs(session: Session) -> list[TrialRun]:
+    rows = session.scalars(select(TrialRunRow).where(TrialRunRow.state == ACTIVE_STATE)).all()
+    return [to_run(r) for r in rows]
+
+
+def finish_run(
+    session: Session,
+    run_id: int,
+    *,
+    state: str,
+    exit_code: int | None = None,
+    reason: str | None = None,
+    lease: Lease | None = None,
+) -> None:
+    """Record a run's end (conditional on `lease` when given: `LeaseLostError` otherwise).
+
+    A FAILED or STOPPED run has no objective and never ranks (its eval steps, and the best
+    step's checkpoint, stay for inspection).
+    """
+    values: dict[str, Any] = {
+        "state": state,
+        "exit_code": exit_code,
+        "failure_reason": reason,
+        "ended_at": now(),
+    }
+    if state in ("FAILED", "STOPPED"):
+        values.update(objective_step_id=None, objective_rank=None)
+    where = held_by(lease) if lease is not None else TrialRunRow.id == run_id
+    ended = session.execute(
+        update(TrialRunRow)
+        .where(where)
+        .values(**values)
+        .returning(TrialRunRow.study_id, TrialRunRow.number)
+    ).one_or_none()
+    if ended is None:
+        if lease is not None:
+            raise LeaseLostError(run_id)
+        return
+    study_id, number = ended
+    journal_end(session, study_id, number, state, reason, exit_code, values["ended_at"])
