@@ -106,18 +106,27 @@ class StudyManager:
         self.active: dict[int, ActiveTrial] = {}
         #: GPUs and CPUs held by the trials in `active` (`capacity`: None, GPUs not managed).
         self.resources = ResourceLedger(capacity or Capacity(), _RunningProcesses(self.active))
-        self.optuna = OptunaLink(backend)
-        self.fencing = Fencing(self.db, settings)
+        self._assemble(registry, slots)
+        self._stopping = False
+        self._interrupted = False
+        #: Touched while the loop turns (`tuner worker-alive` reads it: a container's liveness).
+        self.alive_file: Path | None = None
+        self._alive_at = 0.0
+
+    def _assemble(self, registry: TrainerRegistry, slots: int) -> None:
+        """The parts, each given only what its job needs."""
+        self.optuna = OptunaLink(self.backend)
+        self.fencing = Fencing(self.db, self.settings)
         self.liveness = Liveness(
-            backend,
+            self.backend,
             self.store,
             self.optuna,
             worker_id=self.worker_id,
-            timeout=settings.heartbeat_timeout,
+            timeout=self.settings.heartbeat_timeout,
         )
         writes = LeaseWrites(self.db)
         self.store_sync = StoreSync(
-            self._uploader(), self.store, writes, settings, back_off=self._back_off
+            self._uploader(), self.store, writes, self.settings, back_off=self._back_off
         )
         self.scheduler = Scheduler(
             self.db, registry, self.store, self.store_sync, self.resources, self.active, slots=slots
@@ -127,9 +136,9 @@ class StudyManager:
             writes, Keeper(self.store, writes), self.optuna, cold_retry_worked=cold_retries.worked
         )
         finisher = Finisher(
-            backend,
+            self.backend,
             self.store,
-            settings,
+            self.settings,
             writes,
             self.optuna,
             self.store_sync,
@@ -137,7 +146,7 @@ class StudyManager:
             back_off=self._back_off,
         )
         self.supervisor = TrialSupervisor(
-            settings,
+            self.settings,
             self.fencing,
             self.ingestor,
             finisher,
@@ -146,10 +155,10 @@ class StudyManager:
             self.warm,
         )
         self.launcher = Launcher(
-            backend,
+            self.backend,
             registry,
             self.store,
-            settings,
+            self.settings,
             worker_id=self.worker_id,
             resources=self.resources,
             warm=self.warm,
@@ -160,11 +169,6 @@ class StudyManager:
             back_off=self._back_off,
             end_study=self.scheduler.end_study,
         )
-        self._stopping = False
-        self._interrupted = False
-        #: Touched while the loop turns (`tuner worker-alive` reads it: a container's liveness).
-        self.alive_file: Path | None = None
-        self._alive_at = 0.0
 
     def _uploader(self) -> Uploader | None:
         """With an object store, trials run in the local `store` and are uploaded at the end."""

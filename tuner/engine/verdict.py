@@ -41,12 +41,9 @@ def decide(
     """The trial's state, the reason, and its objective if COMPLETED.
 
     COMPLETED needs evidence that the trainer trained and evaluated: an exit code of 0 says
-    little (many trainers exit 0 on any error), so each check of `tuner.domain.spec.Check` that the
-    spec does not skip must hold too.
+    little (many trainers exit 0 on any error), so each check of `tuner.domain.spec.Check` that
+    the spec does not skip must hold too.
     """
-    spec = trial.spec
-    tag = spec.metric_tag
-    objective = trial.best if spec.objective is ObjectiveMode.BEST else trial.last
     stop = trial.stop
     if stop is not None and stop.state is not RunState.FAILED:
         return Verdict(stop.state, stop.reason, None)
@@ -60,8 +57,18 @@ def decide(
             reason = f"trainer {describe_exit(code)} while {problem}: not counted, run again"
             return Verdict(RunState.STOPPED, f"{reason}{log_part}", None, infrastructure=problem)
         return Verdict(RunState.FAILED, f"trainer {describe_exit(code)}{log_part}", None)
-    damaged = trial.outputs.damaged.get(trial.objective_dir or "")
-    if trial.last is None and trial.empty_steps:
+    if trial.last is None:
+        return _without_objective(trial, tags_seen, log_part)
+    return _on_evidence(trial, log_part)
+
+
+def _without_objective(
+    trial: ActiveTrial, tags_seen: Callable[[str | None], list[str]], log_part: str
+) -> Verdict:
+    """A trainer that exited 0 without a (counted) objective value: FAILED, saying where the
+    objective or other tags really are."""
+    tag = trial.spec.metric_tag
+    if trial.empty_steps:
         steps = ", ".join(str(step) for step in trial.empty_steps[:10])
         return Verdict(
             RunState.FAILED,
@@ -71,19 +78,25 @@ def decide(
             f"such evals{log_part}",
             None,
         )
-    if trial.last is None:
-        seen = tags_seen(None)
-        hypertune = set(tags_seen(HYPERTUNE_EVAL_NAME))
-        read = [t for t in seen if t not in hypertune]
-        where = describe_missing_objective(trial.outputs, tag, hypertune, read)
-        lost = "".join(
-            f"; records were lost in {reason}" for reason in trial.outputs.damaged.values()
-        )
-        return Verdict(
-            RunState.FAILED,
-            f"trainer exited 0 without reporting the objective {tag!r} ({where}{lost}){log_part}",
-            None,
-        )
+    seen = tags_seen(None)
+    hypertune = set(tags_seen(HYPERTUNE_EVAL_NAME))
+    read = [t for t in seen if t not in hypertune]
+    where = describe_missing_objective(trial.outputs, tag, hypertune, read)
+    lost = "".join(f"; records were lost in {reason}" for reason in trial.outputs.damaged.values())
+    return Verdict(
+        RunState.FAILED,
+        f"trainer exited 0 without reporting the objective {tag!r} ({where}{lost}){log_part}",
+        None,
+    )
+
+
+def _on_evidence(trial: ActiveTrial, log_part: str) -> Verdict:
+    """The checks of a trainer that reported its objective: finite, trained, undamaged."""
+    spec = trial.spec
+    tag = spec.metric_tag
+    objective = trial.best if spec.objective is ObjectiveMode.BEST else trial.last
+    assert trial.last is not None
+    damaged = trial.outputs.damaged.get(trial.objective_dir or "")
     if not trial.last.is_finite or objective is None:
         # A diverged trial fails even when an earlier eval was finite (its best
         # checkpoint and every metric are kept).

@@ -49,50 +49,74 @@ def record_eval_values(
     Storing both in one transaction means a restarted manager neither loses nor doubles values.
     `study_id` and `number` (the run's, when the caller knows them) save a read.
     """
-    steps: dict[tuple[str, int], EvalStepRow] = {}
-    #: Steps created here, and the values stored for them: they have no other metrics.
-    fresh: dict[int, list[float | None]] = {}
-    observations: list[Observation] = []
+    batch = _EvalBatch(session, run_id)
+    objective_rows: list[tuple[EvalStepRow, float, float]] = []
+    for value in values:
+        row = batch.step_row(value.eval_name, value.step, value.wall_time)
+        if isinstance(value, CheckpointPathValue):
+            row.checkpoint_path = value.path
+            continue
+        batch.store(row, value)
+        if value.tag == objective_tag:
+            objective_rows.append((row, value.value, value.wall_time))
+    session.flush()
+    observations = [batch.observation(*item) for item in objective_rows]
+    save_offsets(session, run_id, offsets)
+    if batch.told:
+        if study_id is None or number is None:
+            study_id, number = session.execute(
+                select(TrialRunRow.study_id, TrialRunRow.number).where(TrialRunRow.id == run_id)
+            ).one()
+        journal(session, study_id, batch.events(number, objective_tag))
+    return observations
 
-    def step_row(eval_name: str, step: int, wall_time: float) -> EvalStepRow:
+
+class _EvalBatch:
+    """The eval steps one `record_eval_values` call touches, and what it stored for them."""
+
+    def __init__(self, session: Session, run_id: int) -> None:
+        self.session = session
+        self.run_id = run_id
+        self.steps: dict[tuple[str, int], EvalStepRow] = {}
+        #: Steps created here, and the values stored for them: they have no other metrics.
+        self.fresh: dict[int, list[float | None]] = {}
+        #: The finite values stored, by (eval name, step), for the journal.
+        self.told: dict[tuple[str, int], dict[str, float | None]] = {}
+
+    def step_row(self, eval_name: str, step: int, wall_time: float) -> EvalStepRow:
         key = (eval_name, step)
-        if key not in steps:
-            row = session.scalar(
+        if key not in self.steps:
+            row = self.session.scalar(
                 select(EvalStepRow).where(
-                    EvalStepRow.run_id == run_id,
+                    EvalStepRow.run_id == self.run_id,
                     EvalStepRow.eval_name == eval_name,
                     EvalStepRow.step == step,
                 )
             )
             if row is None:
                 row = EvalStepRow(
-                    run_id=run_id, eval_name=eval_name, step=step, wall_time=wall_time
+                    run_id=self.run_id, eval_name=eval_name, step=step, wall_time=wall_time
                 )
-                session.add(row)
-                session.flush()
-                fresh[row.id] = []
-            steps[key] = row
-        return steps[key]
+                self.session.add(row)
+                self.session.flush()
+                self.fresh[row.id] = []
+            self.steps[key] = row
+        return self.steps[key]
 
-    objective_rows: list[tuple[EvalStepRow, float, float]] = []
-    told: dict[tuple[str, int], dict[str, float | None]] = {}
-    for value in values:
-        row = step_row(value.eval_name, value.step, value.wall_time)
-        if isinstance(value, CheckpointPathValue):
-            row.checkpoint_path = value.path
-            continue
+    def store(self, row: EvalStepRow, value: ScalarValue) -> None:
+        """Insert (or, read again, update) one metric of a step."""
         stored = None if math.isnan(value.value) else value.value
         existing = None
-        if row.id in fresh:
-            fresh[row.id].append(stored)
+        if row.id in self.fresh:
+            self.fresh[row.id].append(stored)
         else:
-            existing = session.scalar(
+            existing = self.session.scalar(
                 select(EvalMetricRow).where(
                     EvalMetricRow.eval_step_id == row.id, EvalMetricRow.tag == value.tag
                 )
             )
         if existing is None:
-            session.add(
+            self.session.add(
                 EvalMetricRow(
                     eval_step_id=row.id, tag=value.tag, value=stored, wall_time=value.wall_time
                 )
@@ -101,35 +125,31 @@ def record_eval_values(
             existing.value = stored
             existing.wall_time = value.wall_time
         row.wall_time = max(row.wall_time, value.wall_time)
-        told.setdefault((row.eval_name, row.step), {})[value.tag] = (
+        self.told.setdefault((row.eval_name, row.step), {})[value.tag] = (
             value.value if math.isfinite(value.value) else None
         )
-        if value.tag == objective_tag:
-            objective_rows.append((row, value.value, value.wall_time))
-    session.flush()
-    for row, objective, wall_time in objective_rows:
-        observations.append(
-            Observation(
-                eval_step_id=row.id,
-                eval_name=row.eval_name,
-                step=row.step,
-                value=objective,
-                checkpoint_path=row.checkpoint_path,
-                wall_time=wall_time,
-                all_zero=(
-                    _all_zero(fresh[row.id])
-                    if row.id in fresh
-                    else _all_metrics_zero(session, row.id)
-                ),
-            )
+
+    def observation(self, row: EvalStepRow, objective: float, wall_time: float) -> Observation:
+        all_zero = (
+            _all_zero(self.fresh[row.id])
+            if row.id in self.fresh
+            else _all_metrics_zero(self.session, row.id)
         )
-    save_offsets(session, run_id, offsets)
-    if told:
-        if study_id is None or number is None:
-            study_id, number = session.execute(
-                select(TrialRunRow.study_id, TrialRunRow.number).where(TrialRunRow.id == run_id)
-            ).one()
-        events = [
+        return Observation(
+            eval_step_id=row.id,
+            eval_name=row.eval_name,
+            step=row.step,
+            value=objective,
+            checkpoint_path=row.checkpoint_path,
+            wall_time=wall_time,
+            all_zero=all_zero,
+        )
+
+    def events(
+        self, number: int | None, objective_tag: str
+    ) -> list[tuple[str, int | None, dict[str, Any]]]:
+        """One `eval` journal event per step stored."""
+        return [
             (
                 "eval",
                 number,
@@ -137,15 +157,13 @@ def record_eval_values(
                     "number": number,
                     "step": step,
                     "evalName": eval_name,
-                    "wallTime": steps[(eval_name, step)].wall_time,
+                    "wallTime": self.steps[(eval_name, step)].wall_time,
                     "objective": metrics.get(objective_tag),
                     "metrics": metrics,
                 },
             )
-            for (eval_name, step), metrics in told.items()
+            for (eval_name, step), metrics in self.told.items()
         ]
-        journal(session, study_id, events)
-    return observations
 
 
 def _all_metrics_zero(session: Session, eval_step_id: int) -> bool:
