@@ -130,8 +130,10 @@ class Launcher:
             self.writes.add_problems(trial, [note])
         started()  # while the trainer starts up
         given = granted.describe()
-        trial.log.info(
-            "started (pid %d%s%s)",
+        logger.info(  # the format scripts and tests read: "study S: trial N started (pid P...)"
+            "study %s: trial %d started (pid %d%s%s)",
+            study.name,
+            trial.number,
             process.pid,
             ", warm" if process.warm else "",
             f", {given}" if given else "",
