@@ -30,6 +30,24 @@ def test_manager_cli_and_api_never_import_tensorflow():
     assert done.stdout.strip() == "ok"
 
 
+CLIENT_ALONE = """
+import sys
+from tuner.client import Client
+server = {"api", "fastapi", "starlette", "uvicorn", "sqlalchemy", "optuna", "tensorflow"}
+loaded = sorted({m.split(".")[0] for m in sys.modules} & server)
+loaded += sorted(m for m in sys.modules if m.startswith(("tuner.persistence", "tuner.engine")))
+print(loaded)
+"""
+
+
+def test_the_python_client_needs_none_of_the_server():
+    done = subprocess.run(
+        [sys.executable, "-c", CLIENT_ALONE], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_single_migration_head():
     assert head_revision() == "0007"
 
