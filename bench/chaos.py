@@ -24,7 +24,7 @@ that it outlasts the fault window; no fault is injected once it has ended.
 
 **Why.** Leases, self-fencing, the watchdog and takeovers (tuner/engine/leases.py,
 tuner/trial/watchdog.py,
-`StudyManager._reap_stale`, `_take_over`, `_fence_if_unrenewed`) each have their own tests with
+`Liveness.reap_stale`, `Fencing.fence_if_unrenewed` in tuner/engine/) each have their own tests with
 one fault at a time. The soak mixes them, at random moments, for minutes, and checks the
 invariants from outside: the process table and the event files on disk, not only our tables.
 
