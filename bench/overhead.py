@@ -759,7 +759,7 @@ class Breakdown:
         for function in (
             "running_studies",
             "trial_counts",
-            "reserve_run",
+            "reserve_run_with_ordinal",
             "attach_trial",
             "set_pid",
             "record_eval_values",
@@ -769,9 +769,13 @@ class Breakdown:
             "remove_checkpoints_except",
             "known_exports",
             "finish_run",
-            "heartbeat",
+            "renew_leases",
         ):
-            self.wrap(repo, function, f"repo.{function}")
+            # Each engine part imports the functions of the aggregates it touches: time them
+            # where they are called.
+            for module in list(sys.modules.values()):
+                if getattr(module, "__name__", "").startswith("tuner.engine."):
+                    self.wrap(module, function, f"repo.{function}")
         self.wrap(Database, "run", "Database.run (one transaction)")
         self.wrap(TrialProcess, "start", "TrialProcess.start (Popen)")
         self.wrap(EvalDirWatcher, "poll", "EvalDirWatcher.poll")

@@ -14,7 +14,7 @@ from tuner.engine.fencing import Fencing
 from tuner.engine.writes import LeaseWrites
 from tuner.outputs.hparams import HPARAMS_DIR
 from tuner.outputs.reader import TrialOutputs
-from tuner.persistence import repository as repo
+from tuner.persistence.runs import set_pid
 from tuner.trial.execution import TrialProcess, describe_exit
 from tuner.trial.warm_starts import WarmStarts
 
@@ -56,7 +56,7 @@ class ColdRetries:
         trial.outputs = TrialOutputs(trial.paths.output_dir, trial.spec)
         trial.pending_offsets = {}
         pid = trial.process.pid
-        self.writes.write(trial.lease, lambda s: repo.set_pid(s, trial.run_id, pid))
+        self.writes.write(trial.lease, lambda s: set_pid(s, trial.run_id, pid))
         self.writes.add_problems(
             trial,
             [

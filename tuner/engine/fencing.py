@@ -18,7 +18,7 @@ from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.leases import fence_after, heartbeat_every
 from tuner.engine.outcome import RunState
 from tuner.persistence import Database
-from tuner.persistence import repository as repo
+from tuner.persistence.leases import renew_leases
 from tuner.trial.watchdog import Watchdog
 
 
@@ -59,7 +59,7 @@ class Fencing:
         first: their exit is then the watchdog's doing, not the trainer's."""
         self.fence_if_unrenewed(trials)
         leases = [t.lease for t in trials]
-        lost = self.db.run(lambda s: repo.renew_leases(s, leases)) if leases else set()
+        lost = self.db.run(lambda s: renew_leases(s, leases)) if leases else set()
         self.renewed_at = self.last_renewal = time.monotonic()
         if trials:
             self.watchdog.renew(self.after)

@@ -23,7 +23,9 @@ from tuner.engine.store_sync import StoreSync
 from tuner.engine.verdict import decide, final_problems
 from tuner.engine.writes import LeaseWrites
 from tuner.outputs import hparams
-from tuner.persistence import repository as repo
+from tuner.persistence.evals import tags_seen
+from tuner.persistence.kept import unmatched_exports
+from tuner.persistence.runs import add_problems, finish_run
 from tuner.study import viewers
 from tuner.study.operations import Backend
 from tuner.trial.execution import tail_lines
@@ -81,7 +83,7 @@ class Finisher:
                 log_tail=tail_lines(trial.paths.log_path, self.settings.log_tail_lines),
                 store_problem=lambda: artifact_store_problem(self.store.root),
                 tags_seen=lambda name: self.writes.db.run(
-                    lambda s: repo.tags_seen(s, trial.run_id, name)
+                    lambda s: tags_seen(s, trial.run_id, name)
                 ),
             )
             if verdict.infrastructure is not None:
@@ -95,7 +97,7 @@ class Finisher:
     def _final_problems(self, trial: ActiveTrial) -> tuple[str, ...]:
         if not trial.has_exports:
             return tuple(final_problems(trial, []))  # nothing recorded, nothing unmatched
-        unmatched = self.writes.db.run(lambda s: repo.unmatched_exports(s, trial.run_id))
+        unmatched = self.writes.db.run(lambda s: unmatched_exports(s, trial.run_id))
         return tuple(final_problems(trial, unmatched))
 
     def finish(self, trial: ActiveTrial, code: int) -> None:
@@ -123,8 +125,8 @@ class Finisher:
             for work in trial.unflushed:
                 work(session)
             if decision.problems:
-                repo.add_problems(session, trial.run_id, list(decision.problems))
-            repo.finish_run(
+                add_problems(session, trial.run_id, list(decision.problems))
+            finish_run(
                 session,
                 trial.run_id,
                 state=decision.state.value,

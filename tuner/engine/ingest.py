@@ -22,7 +22,7 @@ from tuner.engine.optuna_link import OptunaLink
 from tuner.engine.outcome import RunState
 from tuner.engine.writes import LeaseWrites
 from tuner.outputs.events import CheckpointPathValue
-from tuner.persistence import repository as repo
+from tuner.persistence.evals import objective_rank, record_eval_values, set_objective_steps
 
 #: Called when a trial read values after its warm start failed and it was run again cold.
 ColdRetryWorked = Callable[[ActiveTrial], None]
@@ -83,7 +83,7 @@ class Ingestor:
             return []
         observations: list[Observation] = self.writes.write(
             trial.lease,
-            lambda s: repo.record_eval_values(
+            lambda s: record_eval_values(
                 s,
                 trial.run_id,
                 trial.pending_values,
@@ -128,10 +128,10 @@ class Ingestor:
         objective = trial.best if trial.spec.objective is ObjectiveMode.BEST else trial.last
         best_id = trial.best.eval_step_id if trial.best else None
         objective_id = objective.eval_step_id if objective else None
-        rank = repo.objective_rank(objective.value if objective else None, trial.spec.goal)
+        rank = objective_rank(objective.value if objective else None, trial.spec.goal)
         self.writes.later(
             trial,
-            lambda s: repo.set_objective_steps(
+            lambda s: set_objective_steps(
                 s,
                 trial.run_id,
                 best_step_id=best_id,

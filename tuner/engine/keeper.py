@@ -22,7 +22,15 @@ from tuner.engine.active_trial import ActiveTrial, KeptCheckpoint
 from tuner.engine.writes import LeaseWrites
 from tuner.outputs.bundle import savedmodel_global_step
 from tuner.outputs.exports import find_exports
-from tuner.persistence import repository as repo
+from tuner.persistence.kept import (
+    add_checkpoint,
+    add_export,
+    exports_to_keep,
+    known_exports,
+    match_exports_by_step,
+    remove_checkpoints_except,
+    set_export_kept,
+)
 
 
 class Keeper:
@@ -68,10 +76,10 @@ class Keeper:
         relative = self.store.relative(kept_prefix)
 
         def record(session: Any) -> list[Any]:
-            repo.add_checkpoint(
+            add_checkpoint(
                 session, trial.run_id, step=best.step, source_path=str(prefix), kept_path=relative
             )
-            return repo.remove_checkpoints_except(session, trial.run_id, best.step)
+            return remove_checkpoints_except(session, trial.run_id, best.step)
 
         for old in self.writes.write(trial.lease, record):
             drop_checkpoint(self.store.resolve(old.kept_path))
@@ -82,7 +90,7 @@ class Keeper:
         """Keep a linked copy of the best step's export; drop copies of former best steps."""
         best_id = trial.best.eval_step_id if trial.best else None
         keep, drop = self.writes.write(
-            trial.lease, lambda s: repo.exports_to_keep(s, trial.run_id, best_id)
+            trial.lease, lambda s: exports_to_keep(s, trial.run_id, best_id)
         )
         for export_id, path in keep:
             try:
@@ -96,7 +104,7 @@ class Keeper:
             drop_export(self.store.resolve(kept_path))
 
     def _set_export_kept(self, trial: ActiveTrial, export_id: int, kept_path: str | None) -> None:
-        self.writes.write(trial.lease, lambda s: repo.set_export_kept(s, export_id, kept_path))
+        self.writes.write(trial.lease, lambda s: set_export_kept(s, export_id, kept_path))
 
     def record_exports(self, trial: ActiveTrial, polled_at: float) -> bool:
         """Record new exports; one written after the event poll waits for the next tick, so
@@ -107,7 +115,7 @@ class Keeper:
         ]
         if not found:
             return False
-        known = self.writes.db.run(lambda s: repo.known_exports(s, trial.run_id))  # a read
+        known = self.writes.db.run(lambda s: known_exports(s, trial.run_id))  # a read
         new = [e for e in found if (e.exporter, e.version) not in known]
         if not new:
             return False
@@ -116,7 +124,7 @@ class Keeper:
 
         def record(session: Any) -> None:
             for export in new:
-                repo.add_export(
+                add_export(
                     session,
                     trial.run_id,
                     exporter=export.exporter,
@@ -135,6 +143,6 @@ class Keeper:
         return bool(
             self.writes.write(
                 trial.lease,
-                lambda s: repo.match_exports_by_step(s, trial.run_id, trial.objective_dir),
+                lambda s: match_exports_by_step(s, trial.run_id, trial.objective_dir),
             )
         )

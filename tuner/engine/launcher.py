@@ -30,7 +30,14 @@ from tuner.engine.optuna_link import OptunaLink
 from tuner.engine.outcome import RunState
 from tuner.engine.writes import LeaseWrites
 from tuner.outputs.reader import TrialOutputs
-from tuner.persistence import repository as repo
+from tuner.persistence.runs import (
+    attach_trial,
+    drop_reservation,
+    finish_run,
+    reserve_run_with_ordinal,
+    set_pid,
+)
+from tuner.persistence.studies import trial_counts
 from tuner.study import sampling, viewers
 from tuner.study.operations import Backend, release_stale_trial_ids
 from tuner.study.proposals import Exhausted, propose
@@ -143,7 +150,7 @@ class Launcher:
     def _reserve_and_ask(self, study: Study) -> Claim | None:
         """Reserve a run and ask Optuna for its params; None when there is nothing to run."""
         reserved = self.writes.db.run(
-            lambda s: repo.reserve_run_with_ordinal(s, study.id, worker=self.worker_id)
+            lambda s: reserve_run_with_ordinal(s, study.id, worker=self.worker_id)
         )
         if reserved is None:
             return None
@@ -156,7 +163,7 @@ class Launcher:
             raise
         if isinstance(proposal, Exhausted):
             self._drop_reservation(run_id)
-            counts = self.writes.db.run(lambda s: repo.trial_counts(s, study.id))
+            counts = self.writes.db.run(lambda s: trial_counts(s, study.id))
             if not counts.get("RUNNING", 0):
                 self.end_study(study, "COMPLETED", proposal.reason)
             return None
@@ -184,7 +191,7 @@ class Launcher:
         """Attach the asked trial to the run; False (the reservation dropped) if another
         manager's run has it (Optuna's queue pop is not atomic on SQLite)."""
         attach = functools.partial(
-            repo.attach_trial,
+            attach_trial,
             run_id=claim.lease.run_id,
             number=claim.trial.number,
             optuna_trial_id=claim.trial._trial_id,
@@ -251,7 +258,7 @@ class Launcher:
             optuna_trial=claim.trial,
         )
         self.active[run_id] = trial
-        self.writes.write(claim.lease, lambda s: repo.set_pid(s, run_id, process.pid))
+        self.writes.write(claim.lease, lambda s: set_pid(s, run_id, process.pid))
         return trial
 
     def _start_failed(self, claim: Claim, program: str, exc: Exception) -> None:
@@ -268,7 +275,7 @@ class Launcher:
         lease = claim.lease
         self.writes.write(
             lease,
-            lambda s: repo.finish_run(s, lease.run_id, state=state, reason=reason, lease=lease),
+            lambda s: finish_run(s, lease.run_id, state=state, reason=reason, lease=lease),
         )
         viewers.trial_finished(
             self.backend, self.store, claim.study, lease.run_id, viewers.Outcome(state, reason)
@@ -289,4 +296,4 @@ class Launcher:
             self._abandoned.pop(0)
 
     def _drop_reservation(self, run_id: int) -> None:
-        self.writes.db.run(lambda s: repo.drop_reservation(s, run_id))
+        self.writes.db.run(lambda s: drop_reservation(s, run_id))

@@ -1,8 +1,9 @@
 """Trial leases: when a manager may take over another's run, and when it must stop its own.
 
 A run is held by one manager under a lease: the run row's (worker, lease_epoch, RUNNING), renewed
-by every write the manager makes about it and by its heartbeat (`repo.hold_lease`). Two rules
-keep a trial in one place only, whatever pauses or outages happen:
+by every write the manager makes about it and by its heartbeat
+(`tuner.persistence.leases.hold_lease`). Two rules keep a trial in one place only, whatever
+pauses or outages happen:
 
 - **The taker waits a full timeout of its own observation.** A run is stale when this manager has
   watched its heartbeat stay the same for `heartbeat_timeout` seconds of its own monotonic

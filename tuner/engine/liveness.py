@@ -26,7 +26,9 @@ from tuner.domain.entities import TrialRun
 from tuner.engine.leases import StalenessJudge, WorkerId
 from tuner.engine.optuna_link import OptunaLink
 from tuner.persistence import Database
-from tuner.persistence import repository as repo
+from tuner.persistence.leases import take_over
+from tuner.persistence.runs import active_runs
+from tuner.persistence.studies import get_study
 from tuner.study import viewers
 from tuner.study.operations import Backend
 from tuner.trial.execution import process_exists, signal_group
@@ -75,7 +77,7 @@ class Liveness:
         host = socket.gethostname()
         runs = [
             r
-            for r in self.db.run(repo.active_runs)
+            for r in self.db.run(active_runs)
             if r.id not in own_runs and r.worker != self.worker_id
         ]
         stale = {r.id for r in self.judge.stale(runs, time.monotonic())}
@@ -104,12 +106,12 @@ class Liveness:
 
     def _take_over(self, run: TrialRun) -> None:
         reason = f"its manager {run.worker} stopped renewing its lease; the trial runs again"
-        if not self.db.run(lambda s: repo.take_over(s, run, reason=reason)):
+        if not self.db.run(lambda s: take_over(s, run, reason=reason)):
             return  # renewed meanwhile, or taken by another manager
         logger.warning("study id %s trial %s: %s", run.study_id, run.number, reason)
         if run.number is None or run.optuna_trial_id is None:
             return
-        study = self.db.run(lambda s: repo.get_study(s, run.study_id))
+        study = self.db.run(lambda s: get_study(s, run.study_id))
         stopped = viewers.Outcome("STOPPED", reason)
         if self.optuna.gone(study):
             # Nothing to tell or enqueue; the study's next claim pauses it, with the reason.

@@ -46,7 +46,7 @@ from tuner.engine.store_sync import StoreSync
 from tuner.engine.supervisor import TrialSupervisor, first_line
 from tuner.engine.writes import LeaseWrites
 from tuner.persistence import is_unavailable
-from tuner.persistence import repository as repo
+from tuner.persistence.studies import running_studies, set_study_state, trial_counts
 from tuner.study.operations import Backend, OptunaStudyMissingError
 from tuner.trial.execution import wait_for_exit
 from tuner.trial.resources import Capacity, ResourceLedger
@@ -306,8 +306,8 @@ class StudyManager:
     def _running_studies_and_counts(
         self, session: object
     ) -> tuple[list[Study], dict[int, dict[str, int]]]:
-        studies = repo.running_studies(session, self.study_names)  # type: ignore[arg-type]
-        return studies, {s.id: repo.trial_counts(session, s.id) for s in studies}  # type: ignore[arg-type]
+        studies = running_studies(session, self.study_names)  # type: ignore[arg-type]
+        return studies, {s.id: trial_counts(session, s.id) for s in studies}  # type: ignore[arg-type]
 
     def _claim_isolated(self, study: Study) -> bool:
         """Claim and start one trial; an error pauses (or backs off) this study, not the rest."""
@@ -326,7 +326,7 @@ class StudyManager:
                     f"paused: a trial could not be started ({type(exc).__name__}: "
                     f"{first_line(exc)}); fix the cause and resume the study"
                 )
-                self.db.run(lambda s: repo.set_study_state(s, study.id, "STOPPED", reason))
+                self.db.run(lambda s: set_study_state(s, study.id, "STOPPED", reason))
             return False
 
     def _back_off(self, study: Study, why: str) -> None:
@@ -345,7 +345,7 @@ class StudyManager:
         gone = OptunaStudyMissingError(study.name)
         reason = f"paused: {context}{gone}"
         self.optuna.forget(study)
-        self.db.run(lambda s: repo.set_study_state(s, study.id, "STOPPED", reason))
+        self.db.run(lambda s: set_study_state(s, study.id, "STOPPED", reason))
         logger.error("study %s: %s", study.name, reason)
         for trial in [t for t in self.active.values() if t.study.id == study.id]:
             trial.done.update({Step.TOLD, Step.REQUEUED})

@@ -20,7 +20,7 @@ from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.outcome import RunState
 from tuner.engine.store_sync import StoreSync
 from tuner.persistence import Database
-from tuner.persistence import repository as repo
+from tuner.persistence.studies import set_study_state
 from tuner.trial.resources import Need, ResourceLedger
 
 logger = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class Scheduler:
 
     def end_study(self, study: Study, state: str, reason: str) -> None:
         """Record the study's end; a FAILED study's local trials are stopped."""
-        self.db.run(lambda s: repo.set_study_state(s, study.id, state, reason))
+        self.db.run(lambda s: set_study_state(s, study.id, state, reason))
         logger.info("study %s %s: %s", study.name, state, reason)
         if state == "FAILED":
             for trial in self.active.values():

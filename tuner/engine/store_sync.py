@@ -28,7 +28,7 @@ from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.outcome import Decision, RunState, Step
 from tuner.engine.writes import LeaseWrites
 from tuner.persistence import is_unavailable
-from tuner.persistence import repository as repo
+from tuner.persistence.kept import kept_exports, set_checkpoint_archive, set_export_archive
 
 #: Seconds a shutting-down manager waits for an ended trial's upload before stopping it.
 UPLOAD_GRACE = 30.0
@@ -91,13 +91,11 @@ class StoreSync:
         run_id = trial.run_id
         if report.checkpoint is not None:
             step, archive = report.checkpoint
-            self.writes.later(
-                trial, lambda s: repo.set_checkpoint_archive(s, run_id, step, archive)
-            )
+            self.writes.later(trial, lambda s: set_checkpoint_archive(s, run_id, step, archive))
         for export_id, stored in report.exports:
             self.writes.later(
                 trial,
-                functools.partial(repo.set_export_archive, export_id=export_id, archive=stored),
+                functools.partial(set_export_archive, export_id=export_id, archive=stored),
             )
         trial.log.info(
             "%d objects (%.1f MB) stored in %s in %.1f s",
@@ -161,8 +159,8 @@ class StoreSync:
             self.uploader.close()
 
     def _kept_artifacts(self, trial: ActiveTrial) -> KeptArtifacts:
-        kept_exports = self.writes.db.run(lambda s: repo.kept_exports(s, trial.run_id))
-        exports = [(i, self.store.resolve(p), Path(p).name) for i, p in kept_exports]
+        kept = self.writes.db.run(lambda s: kept_exports(s, trial.run_id))
+        exports = [(i, self.store.resolve(p), Path(p).name) for i, p in kept]
         return KeptArtifacts(
             study=trial.study.name,
             output_dir=trial.paths.output_dir,

@@ -15,7 +15,8 @@ from typing import Any
 from tuner.domain.entities import Lease
 from tuner.engine.active_trial import ActiveTrial
 from tuner.persistence import Database
-from tuner.persistence import repository as repo
+from tuner.persistence.leases import hold_lease
+from tuner.persistence.runs import add_problems
 
 Work = Callable[[Any], Any]
 
@@ -30,7 +31,7 @@ class LeaseWrites:
         """Run `work` in one transaction, only while `lease` is still held."""
 
         def guarded(session: Any) -> Any:
-            repo.hold_lease(session, lease)
+            hold_lease(session, lease)
             return work(session)
 
         return self.db.run(guarded)
@@ -47,4 +48,4 @@ class LeaseWrites:
             del trial.unflushed[: len(items)]
 
     def add_problems(self, trial: ActiveTrial, problems: Sequence[str]) -> None:
-        self.write(trial.lease, lambda s: repo.add_problems(s, trial.run_id, problems))
+        self.write(trial.lease, lambda s: add_problems(s, trial.run_id, problems))
