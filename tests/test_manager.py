@@ -358,3 +358,88 @@ def test_a_trial_that_exits_between_the_signal_and_the_shutdown_is_stopped(
     with backend.db.session() as s:
         (run,) = repo.runs(s, repo.get_study(s, "s").id)
     assert run.state == "STOPPED" and "interrupted" in (run.failure_reason or "")
+
+
+def test_one_trial_is_supervised_without_a_manager(backend, registry, settings):
+    """The per-trial supervisor needs only its parts: a trial launched and supervised with no
+    `StudyManager` is ingested, kept, recorded and told like any other."""
+    from tuner.artifacts.store import ArtifactStore
+    from tuner.engine.active_trial import ActiveTrial
+    from tuner.engine.fencing import Fencing
+    from tuner.engine.launcher import Launcher
+    from tuner.engine.optuna_link import OptunaLink
+    from tuner.engine.outcome import RunState, Step
+    from tuner.engine.store_sync import StoreSync
+    from tuner.engine.supervisor import build_supervisor
+    from tuner.engine.writes import LeaseWrites
+    from tuner.trial.execution import wait_for_exit
+    from tuner.trial.resources import Capacity, ResourceLedger
+    from tuner.trial.warm_starts import WarmStarts
+
+    spec = make_spec("alone", maxTrials=1)
+    study_ops.submit_study(backend, spec, registry)
+    with backend.db.session() as s:
+        study = repo.get_study(s, "alone")
+    store = ArtifactStore(settings.artifact_root)
+    warm = WarmStarts(store.root / ".warm", enabled=False)
+    writes = LeaseWrites(backend.db)
+    fencing = Fencing(backend.db, settings)
+    link = OptunaLink(backend)
+    backed_off: list[str] = []
+    store_sync = StoreSync(
+        None, store, writes, settings, back_off=lambda _s, why: backed_off.append(why)
+    )
+    active: dict[int, ActiveTrial] = {}
+    launcher = Launcher(
+        backend,
+        registry,
+        store,
+        settings,
+        worker_id="alone-worker",
+        resources=ResourceLedger(Capacity(), active),
+        warm=warm,
+        writes=writes,
+        fencing=fencing,
+        optuna_link=link,
+        active=active,
+        back_off=lambda _s, why: backed_off.append(why),
+        end_study=lambda *_: None,
+    )
+    supervisor = build_supervisor(
+        backend,
+        store,
+        settings,
+        warm=warm,
+        fencing=fencing,
+        optuna_link=link,
+        writes=writes,
+        store_sync=store_sync,
+        back_off=lambda _s, why: backed_off.append(why),
+    )
+    try:
+        assert launcher.claim_and_start(study)
+        (trial,) = active.values()
+        done = False
+        for _ in range(400):
+            done = supervisor.step(trial)
+            if done:
+                break
+            wait_for_exit([trial.process], 0.05)
+        assert done, "the trial did not end"
+    finally:
+        fencing.close()
+        warm.close()
+
+    assert trial.decision is not None and trial.decision.state is RunState.COMPLETED
+    assert {Step.RECORDED, Step.VIEWERS, Step.TOLD} <= trial.done
+    assert backed_off == []
+    with backend.db.session() as s:
+        (run,) = repo.runs(s, study.id)
+        steps = repo.eval_steps(s, run.id)
+        kept = repo.checkpoints(s, run.id)
+    assert run.state == "COMPLETED" and run.worker == "alone-worker"
+    assert [st.step for st in steps if st.eval_name == "eval"] == [20, 40, 60]
+    assert [c.step for c in kept] == [trial.best.step if trial.best else None]
+    (told,) = optuna.load_study(study_name="alone", storage=backend.storage).trials
+    assert told.state is optuna.trial.TrialState.COMPLETE
+    assert told.value == pytest.approx(trial.decision.objective)

@@ -31,11 +31,7 @@ from tuner.domain.entities import Study
 from tuner.domain.errors import LeaseLostError
 from tuner.domain.trainers import TrainerRegistry
 from tuner.engine.active_trial import ActiveTrial
-from tuner.engine.cold_retry import ColdRetries
 from tuner.engine.fencing import Fencing
-from tuner.engine.finisher import Finisher
-from tuner.engine.ingest import Ingestor
-from tuner.engine.keeper import Keeper
 from tuner.engine.launcher import Launcher
 from tuner.engine.leases import new_worker_id
 from tuner.engine.liveness import Liveness
@@ -43,7 +39,7 @@ from tuner.engine.optuna_link import OptunaLink
 from tuner.engine.outcome import Decision, RunState, Step
 from tuner.engine.scheduler import Scheduler
 from tuner.engine.store_sync import StoreSync
-from tuner.engine.supervisor import TrialSupervisor, first_line
+from tuner.engine.supervisor import build_supervisor, first_line
 from tuner.engine.writes import LeaseWrites
 from tuner.persistence import is_unavailable
 from tuner.persistence.studies import running_studies, set_study_state, trial_counts
@@ -131,28 +127,16 @@ class StudyManager:
         self.scheduler = Scheduler(
             self.db, registry, self.store, self.store_sync, self.resources, self.active, slots=slots
         )
-        cold_retries = ColdRetries(self.warm, writes, self.fencing)
-        self.ingestor = Ingestor(
-            writes, Keeper(self.store, writes), self.optuna, cold_retry_worked=cold_retries.worked
-        )
-        finisher = Finisher(
+        self.supervisor = build_supervisor(
             self.backend,
             self.store,
             self.settings,
-            writes,
-            self.optuna,
-            self.store_sync,
-            cold_retries,
+            warm=self.warm,
+            fencing=self.fencing,
+            optuna_link=self.optuna,
+            writes=writes,
+            store_sync=self.store_sync,
             back_off=self._back_off,
-        )
-        self.supervisor = TrialSupervisor(
-            self.settings,
-            self.fencing,
-            self.ingestor,
-            finisher,
-            self.store_sync,
-            cold_retries,
-            self.warm,
         )
         self.launcher = Launcher(
             self.backend,
@@ -183,7 +167,7 @@ class StudyManager:
     @property
     def prune_latencies(self) -> list[float]:
         """Seconds from an objective value's event being written to the prune decision."""
-        return self.ingestor.prune_latencies
+        return self.supervisor.ingestor.prune_latencies
 
     # -- the loop -------------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 `step` is called once per tick for each trial a manager runs; it needs the trial's parts, not
 the manager, so it can supervise a single trial on its own (next to the trainer, on another
-machine): give it a `Fencing`, the trial's writes, an ingestor, a finisher and a store sync.
+machine): `build_supervisor` makes one from the shared pieces (tests/test_manager.py runs a
+trial with it and no manager).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import signal
 
 from tuner.artifacts.infrastructure import is_infrastructure
+from tuner.artifacts.store import ArtifactStore
 from tuner.domain.config import Settings
 from tuner.domain.errors import TunerError
 from tuner.engine.active_trial import ActiveTrial
@@ -18,10 +20,14 @@ from tuner.engine.cold_retry import ColdRetries
 from tuner.engine.fencing import Fencing
 from tuner.engine.finisher import Finisher
 from tuner.engine.ingest import Ingestor
+from tuner.engine.keeper import Keeper
+from tuner.engine.optuna_link import OptunaLink
 from tuner.engine.outcome import Decision, RunState, Stop
-from tuner.engine.store_sync import StoreSync
+from tuner.engine.store_sync import BackOff, StoreSync
 from tuner.engine.verdict import limit_reached
+from tuner.engine.writes import LeaseWrites
 from tuner.persistence import is_unavailable
+from tuner.study.operations import Backend
 from tuner.trial.execution import describe_exit, signal_group
 from tuner.trial.warm_starts import WarmStarts
 
@@ -133,3 +139,33 @@ class TrialSupervisor:
             logging.getLogger(__name__).error(
                 "trial %s: could not record its end: %s", trial.number, exc
             )
+
+
+def build_supervisor(
+    backend: Backend,
+    store: ArtifactStore,
+    settings: Settings,
+    *,
+    warm: WarmStarts,
+    fencing: Fencing,
+    optuna_link: OptunaLink,
+    writes: LeaseWrites,
+    store_sync: StoreSync,
+    back_off: BackOff,
+) -> TrialSupervisor:
+    """A supervisor and the parts it alone uses (ingest, keeper, finisher, cold retries)."""
+    cold_retries = ColdRetries(warm, writes, fencing)
+    ingestor = Ingestor(
+        writes, Keeper(store, writes), optuna_link, cold_retry_worked=cold_retries.worked
+    )
+    finisher = Finisher(
+        backend,
+        store,
+        settings,
+        writes,
+        optuna_link,
+        store_sync,
+        cold_retries,
+        back_off=back_off,
+    )
+    return TrialSupervisor(settings, fencing, ingestor, finisher, store_sync, cold_retries, warm)
