@@ -154,9 +154,6 @@ def run(
     cpus: CpusOpt = None,
 ) -> None:
     """Run a study to its budget on this machine (resumes it if it exists)."""
-    from tuner.cli.view import best_view, leaderboard_table
-    from tuner.study import answers as service
-
     capacity = _capacity(gpus, cpus)
     settings = get_settings()
     registry = _registry(settings)
@@ -188,24 +185,33 @@ def run(
             view,
             capacity,
         )
-        final = service.get_study(backend, study.id)
-        rows = service.list_trials(backend, study.id, limit=10).data
-        console.print(leaderboard_table(final, rows, title=f"{final.name}: {final.state}"))
-        if final.state_reason:
-            console.print(final.state_reason, style="dim")
-        try:
-            best = service.get_best(backend, final.id)
-            console.print(best_view(best, settings.artifact_location))
-        except StudyNotFoundError as exc:
-            console.print(str(exc), style="yellow")
-        if final.state == "FAILED":
-            raise typer.Exit(1)
-        if final.state != "COMPLETED":
-            raise typer.Exit(130)
+        _print_outcome(backend, settings, study.id)
     except TunerError as exc:
         raise _fail(str(exc)) from None
     finally:
         backend.close()
+
+
+def _print_outcome(backend: Backend, settings: Settings, study_id: int) -> None:
+    """The ended study's leaderboard, its reason and its best model; the exit code says how
+    it ended (1: FAILED, 130: stopped before its end)."""
+    from tuner.cli.view import best_view, leaderboard_table
+    from tuner.study import answers as service
+
+    final = service.get_study(backend, study_id)
+    rows = service.list_trials(backend, study_id, limit=10).data
+    console.print(leaderboard_table(final, rows, title=f"{final.name}: {final.state}"))
+    if final.state_reason:
+        console.print(final.state_reason, style="dim")
+    try:
+        best = service.get_best(backend, final.id)
+        console.print(best_view(best, settings.artifact_location))
+    except StudyNotFoundError as exc:
+        console.print(str(exc), style="yellow")
+    if final.state == "FAILED":
+        raise typer.Exit(1)
+    if final.state != "COMPLETED":
+        raise typer.Exit(130)
 
 
 def _submit_or_resume(backend: Backend, spec: StudySpec, registry: TrainerRegistry) -> Study:

@@ -505,23 +505,67 @@ def metric_history(
     if offset >= total:
         return [], total
 
+    trials = _history_trials(session, where, limit=limit, offset=offset)
+    by_run, first_written = _points_by_run(
+        session, where, tag, eval_name=eval_name, limit=limit, offset=offset
+    )
+    cap = max(1, min(max_points, MAX_HISTORY_POINTS // len(trials)))
+    out: list[MetricHistory] = []
+    for run_id, number, state, best_dir, objective_dir in trials:
+        dirs = by_run.get(run_id, {})
+        if not dirs:
+            continue
+        chosen = next(
+            (d for d in (eval_name, best_dir, objective_dir) if d is not None and d in dirs),
+            first_written[run_id][1],
+        )
+        series = dirs[chosen]
+        out.append(
+            MetricHistory(
+                number=int(number or 0),
+                state=state,
+                eval_name=chosen,
+                points=thin(series, cap),
+                point_count=len(series),
+            )
+        )
+    return out, total
+
+
+def _history_trials(session: Session, where: list[Any], *, limit: int, offset: int) -> list[Any]:
+    """The page's trials: (run id, number, state, best step's dir, objective step's dir)."""
     best = aliased(EvalStepRow)
     objective = aliased(EvalStepRow)
-    trials = session.execute(
-        select(
-            TrialRunRow.id,
-            TrialRunRow.number,
-            TrialRunRow.state,
-            best.eval_name,
-            objective.eval_name,
-        )
-        .outerjoin(best, best.id == TrialRunRow.best_step_id)
-        .outerjoin(objective, objective.id == TrialRunRow.objective_step_id)
-        .where(*where)
-        .order_by(TrialRunRow.number)
-        .limit(limit)
-        .offset(offset)
-    ).all()
+    return list(
+        session.execute(
+            select(
+                TrialRunRow.id,
+                TrialRunRow.number,
+                TrialRunRow.state,
+                best.eval_name,
+                objective.eval_name,
+            )
+            .outerjoin(best, best.id == TrialRunRow.best_step_id)
+            .outerjoin(objective, objective.id == TrialRunRow.objective_step_id)
+            .where(*where)
+            .order_by(TrialRunRow.number)
+            .limit(limit)
+            .offset(offset)
+        ).all()
+    )
+
+
+def _points_by_run(
+    session: Session,
+    where: list[Any],
+    tag: str,
+    *,
+    eval_name: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[dict[int, dict[str, list[MetricPoint]]], dict[int, tuple[int, str]]]:
+    """The tag's points of the page's trials, by run and eval dir; and, by run, the dir the
+    tag was first written to."""
     # The page's run ids as a subquery, not a list: PostgreSQL plans `run_id = ANY(<list>)`
     # as a scan of every eval step, and the subquery as index probes.
     page = (
@@ -556,28 +600,7 @@ def metric_history(
             )
         )
         first_written[run_id] = min(first_written.get(run_id, (step_id, name)), (step_id, name))
-
-    cap = max(1, min(max_points, MAX_HISTORY_POINTS // len(trials)))
-    out: list[MetricHistory] = []
-    for run_id, number, state, best_dir, objective_dir in trials:
-        dirs = by_run.get(run_id, {})
-        if not dirs:
-            continue
-        chosen = next(
-            (d for d in (eval_name, best_dir, objective_dir) if d is not None and d in dirs),
-            first_written[run_id][1],
-        )
-        series = dirs[chosen]
-        out.append(
-            MetricHistory(
-                number=int(number or 0),
-                state=state,
-                eval_name=chosen,
-                points=thin(series, cap),
-                point_count=len(series),
-            )
-        )
-    return out, total
+    return by_run, first_written
 
 
 def thin(points: list[MetricPoint], cap: int) -> list[MetricPoint]:
