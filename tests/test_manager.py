@@ -13,13 +13,25 @@ from typing import Any
 import optuna
 import pytest
 
+from tuner.artifacts.store import ArtifactStore
 from tuner.domain.config import Settings
 from tuner.domain.spec import Check, StudySpec, parse_spec
 from tuner.domain.trainers import TrainerRegistry
+from tuner.engine.active_trial import ActiveTrial
+from tuner.engine.fencing import Fencing
+from tuner.engine.launcher import Launcher
 from tuner.engine.manager import StudyManager
+from tuner.engine.optuna_link import OptunaLink
+from tuner.engine.outcome import RunState, Step
+from tuner.engine.store_sync import StoreSync
+from tuner.engine.supervisor import build_supervisor
+from tuner.engine.writes import LeaseWrites
 from tuner.persistence import repository as repo
 from tuner.study import operations as study_ops
 from tuner.study.operations import Backend
+from tuner.trial.execution import wait_for_exit
+from tuner.trial.resources import Capacity, ResourceLedger
+from tuner.trial.warm_starts import WarmStarts
 
 
 def make_spec(name: str = "s", *, args: list[str] | None = None, **hp: Any) -> StudySpec:
@@ -363,19 +375,6 @@ def test_a_trial_that_exits_between_the_signal_and_the_shutdown_is_stopped(
 def test_one_trial_is_supervised_without_a_manager(backend, registry, settings):
     """The per-trial supervisor needs only its parts: a trial launched and supervised with no
     `StudyManager` is ingested, kept, recorded and told like any other."""
-    from tuner.artifacts.store import ArtifactStore
-    from tuner.engine.active_trial import ActiveTrial
-    from tuner.engine.fencing import Fencing
-    from tuner.engine.launcher import Launcher
-    from tuner.engine.optuna_link import OptunaLink
-    from tuner.engine.outcome import RunState, Step
-    from tuner.engine.store_sync import StoreSync
-    from tuner.engine.supervisor import build_supervisor
-    from tuner.engine.writes import LeaseWrites
-    from tuner.trial.execution import wait_for_exit
-    from tuner.trial.resources import Capacity, ResourceLedger
-    from tuner.trial.warm_starts import WarmStarts
-
     spec = make_spec("alone", maxTrials=1)
     study_ops.submit_study(backend, spec, registry)
     with backend.db.session() as s:

@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Final
 
 from tuner.domain.config import OBJECT_STORE_SCHEMES, is_object_store_url
-from tuner.domain.errors import ArtifactNotFoundError, ObjectStoreError, UnsafePathError
+from tuner.domain.errors import ArtifactNotFoundError, ObjectStoreError, UnsafePathError, first_line
 
 if TYPE_CHECKING:
     from obstore.store import RetryConfig
@@ -127,7 +127,7 @@ class ObjectStore:
         try:
             self._store = obstore.store.from_url(self.url, retry_config=retry)
         except Exception as exc:  # obstore raises its own config errors
-            raise ObjectStoreError(f"TUNER_ARTIFACT_ROOT={url}: {_first_line(exc)}") from None
+            raise ObjectStoreError(f"TUNER_ARTIFACT_ROOT={url}: {first_line(exc)}") from None
         self._etags_are_md5 = self.url.split("://", 1)[0].lower() in ("s3", "s3a") and not (
             os.environ.get("AWS_SERVER_SIDE_ENCRYPTION", "").startswith("aws:kms")
         )
@@ -160,13 +160,13 @@ class ObjectStore:
                     self.location(key),
                     attempt,
                     self.attempts,
-                    _first_line(exc),
+                    first_line(exc),
                 )
                 if attempt < self.attempts:
                     time.sleep(min(8.0, 0.5 * 2**attempt))
         raise ObjectStoreError(
             f"could not upload {local.name} to {self.location(key)} after {self.attempts} "
-            f"attempts: {_first_line(last) if last else 'unknown error'}"
+            f"attempts: {first_line(last) if last else 'unknown error'}"
         )
 
     def _put_and_verify(self, local: Path, key: str, size: int, expected_etag: str) -> None:
@@ -277,9 +277,4 @@ def _store_errors(where: str) -> Iterator[None]:
     except FileNotFoundError:
         raise
     except (obstore.exceptions.BaseError, OSError) as exc:
-        raise ObjectStoreError(f"{where}: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+        raise ObjectStoreError(f"{where}: {first_line(exc)}") from None

@@ -114,6 +114,26 @@ class ManagerThread:
         self._thread.join()
 
 
+def _embedded_manager(
+    settings: Settings,
+    registry: TrainerRegistry,
+    slots: int,
+    capacity: Capacity | None,
+    *,
+    on_give_up: Callable[[], None],
+) -> tuple[Backend | None, ManagerThread | None]:
+    """With `slots > 0`, a manager thread and the backend it alone uses: a pool of its own,
+    without the API's pre-ping (see `create_db_engine`)."""
+    if slots <= 0:
+        return None, None
+    backend = Backend.connect(settings.database_url, pre_ping=False)
+    thread = ManagerThread(
+        lambda: StudyManager(backend, registry, settings, slots=slots, capacity=capacity),
+        on_give_up=on_give_up,
+    )
+    return backend, thread
+
+
 def serve(
     settings: Settings,
     *,
@@ -139,16 +159,9 @@ def serve(
         if server is not None:
             server.should_exit = True
 
-    manager_thread = None
-    # The manager has a pool of its own, without the API's pre-ping (see `create_db_engine`).
-    manager_backend = Backend.connect(settings.database_url, pre_ping=False) if slots > 0 else None
-    if manager_backend is not None:
-        manager_thread = ManagerThread(
-            lambda: StudyManager(
-                manager_backend, registry, settings, slots=slots, capacity=capacity
-            ),
-            on_give_up=give_up,
-        )
+    manager_backend, manager_thread = _embedded_manager(
+        settings, registry, slots, capacity, on_give_up=give_up
+    )
     app = create_app(
         settings,
         backend=backend,

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """An error's first line, for a one-line reason (its type's name if it says nothing)."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
 class TunerError(Exception):
     """Base class of every error the tuner raises on purpose."""
 

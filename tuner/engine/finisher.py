@@ -7,19 +7,17 @@ finish retried after a database error picks up where it stopped.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from tuner.artifacts.infrastructure import artifact_store_problem
 from tuner.artifacts.store import ArtifactStore
 from tuner.domain.config import Settings
-from tuner.domain.entities import Study
 from tuner.domain.spec import ObjectiveMode
 from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.cold_retry import ColdRetries
 from tuner.engine.optuna_link import OptunaLink
 from tuner.engine.outcome import Decision, RunState, Step
-from tuner.engine.store_sync import StoreSync
+from tuner.engine.store_sync import BackOff, StoreSync
 from tuner.engine.verdict import decide, final_problems
 from tuner.engine.writes import LeaseWrites
 from tuner.outputs import hparams
@@ -29,8 +27,6 @@ from tuner.persistence.runs import add_problems, finish_run
 from tuner.study import viewers
 from tuner.study.operations import Backend
 from tuner.trial.execution import tail_lines
-
-BackOff = Callable[[Study, str], None]
 
 
 def viewers_outcome(

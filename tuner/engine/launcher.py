@@ -28,6 +28,7 @@ from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.fencing import Fencing
 from tuner.engine.optuna_link import OptunaLink
 from tuner.engine.outcome import RunState
+from tuner.engine.store_sync import BackOff
 from tuner.engine.writes import LeaseWrites
 from tuner.outputs.reader import TrialOutputs
 from tuner.persistence.runs import (
@@ -47,7 +48,6 @@ from tuner.trial.warm_starts import ParentKey, WarmStartError, WarmStarts
 
 logger = logging.getLogger(__name__)
 
-BackOff = Callable[[Study, str], None]
 EndStudy = Callable[[Study, str, str], None]
 
 
@@ -156,7 +156,7 @@ class Launcher:
             return None
         run_id, ordinal = reserved
         try:
-            self.optuna.study(study)
+            self.optuna.study(study)  # opened first: a study deleted in Optuna raises here
             proposal = propose(self.backend, study.spec, ordinal=ordinal)
         except Exception:
             self._abandoned.append((run_id, study, None))

@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from tuner.artifacts.infrastructure import is_infrastructure
 from tuner.artifacts.object_store import ObjectStore
@@ -28,7 +29,7 @@ from tuner.artifacts.store import ArtifactStore
 from tuner.artifacts.uploads import Uploader
 from tuner.domain.config import Settings
 from tuner.domain.entities import Study
-from tuner.domain.errors import LeaseLostError
+from tuner.domain.errors import LeaseLostError, first_line
 from tuner.domain.trainers import TrainerRegistry
 from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.fencing import Fencing
@@ -39,7 +40,7 @@ from tuner.engine.optuna_link import OptunaLink
 from tuner.engine.outcome import Decision, RunState, Step
 from tuner.engine.scheduler import Scheduler
 from tuner.engine.store_sync import StoreSync
-from tuner.engine.supervisor import build_supervisor, first_line
+from tuner.engine.supervisor import build_supervisor
 from tuner.engine.writes import LeaseWrites
 from tuner.persistence import is_unavailable
 from tuner.persistence.studies import running_studies, set_study_state, trial_counts
@@ -195,7 +196,9 @@ class StudyManager:
         self._touch_alive_file()
         try:
             if self.liveness.reap_due():
-                self._isolated("taking over stale runs", self._reap_stale)
+                self._isolated(
+                    "taking over stale runs", lambda: self.liveness.reap_stale(self.active)
+                )
             self.launcher.clean_abandoned()
             for trial in list(self.active.values()):
                 self._supervise(trial)
@@ -212,9 +215,6 @@ class StudyManager:
             # write is read and buffered until the database is back.
             logger.warning("database unavailable, retrying: %s", first_line(exc))
             return True
-
-    def _reap_stale(self) -> None:
-        self.liveness.reap_stale(self.active)
 
     def _renew_leases(self) -> None:
         for run_id in self.fencing.renew(list(self.active.values())):
@@ -288,10 +288,10 @@ class StudyManager:
         return self.scheduler.slots_full() or self._stopping or self._interrupted
 
     def _running_studies_and_counts(
-        self, session: object
+        self, session: Any
     ) -> tuple[list[Study], dict[int, dict[str, int]]]:
-        studies = running_studies(session, self.study_names)  # type: ignore[arg-type]
-        return studies, {s.id: trial_counts(session, s.id) for s in studies}  # type: ignore[arg-type]
+        studies = running_studies(session, self.study_names)
+        return studies, {s.id: trial_counts(session, s.id) for s in studies}
 
     def _claim_isolated(self, study: Study) -> bool:
         """Claim and start one trial; an error pauses (or backs off) this study, not the rest."""

@@ -28,8 +28,6 @@ from tuner.study.operations import (
 
 logger = logging.getLogger(__name__)
 
-_TOLD_STATES = {RunState.PRUNED: TrialState.PRUNED}
-
 
 class OptunaLink:
     """Opened Optuna studies of one manager, and what it tells them."""
@@ -83,7 +81,8 @@ class OptunaLink:
             if decision.state is RunState.COMPLETED:
                 tell(opened, trial, decision.objective)
             else:
-                tell(opened, trial, state=_TOLD_STATES.get(decision.state, TrialState.FAIL))
+                pruned = decision.state is RunState.PRUNED
+                tell(opened, trial, state=TrialState.PRUNED if pruned else TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             logger.warning("study %s trial %d: already told", study.name, number)
 

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class RunState(enum.StrEnum):
@@ -39,7 +39,7 @@ class Decision:
     #: The objective told to Optuna: only a COMPLETED trial has one.
     objective: float | None = None
     #: What its end shows is missing (the best step's checkpoint, unmatched exports).
-    problems: tuple[str, ...] = field(default=())
+    problems: tuple[str, ...] = ()
 
     def unstored(self, reason: str) -> Decision:
         """The same trial recorded STOPPED (not counted, run again): its artifacts are not

@@ -33,6 +33,7 @@ from tuner.persistence.kept import kept_exports, set_checkpoint_archive, set_exp
 #: Seconds a shutting-down manager waits for an ended trial's upload before stopping it.
 UPLOAD_GRACE = 30.0
 
+#: Called when the machine, not the trainer, failed a trial: its study waits a while.
 BackOff = Callable[[Study, str], None]
 
 

@@ -8,13 +8,14 @@ trial with it and no manager).
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 
 from tuner.artifacts.infrastructure import is_infrastructure
 from tuner.artifacts.store import ArtifactStore
 from tuner.domain.config import Settings
-from tuner.domain.errors import TunerError
+from tuner.domain.errors import TunerError, first_line
 from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.cold_retry import ColdRetries
 from tuner.engine.fencing import Fencing
@@ -30,11 +31,6 @@ from tuner.persistence import is_unavailable
 from tuner.study.operations import Backend
 from tuner.trial.execution import describe_exit, signal_group
 from tuner.trial.warm_starts import WarmStarts
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class TrialSupervisor:
@@ -130,7 +126,7 @@ class TrialSupervisor:
         code = trial.process.stop(grace)
         if trial.stop is None:
             trial.stop = Stop(RunState.STOPPED, f"{reason} ({describe_exit(code)})")
-        decide = lambda: self.finisher.decide(trial, code)  # noqa: E731
+        decide = functools.partial(self.finisher.decide, trial, code)
         if not self.store_sync.stored_before_shutdown(trial, reason, decide):
             return
         try:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuner.domain.entities import JournalEntry
-from tuner.domain.errors import SchemaOutdatedError, StorageUnavailableError, TunerError
+from tuner.domain.errors import SchemaOutdatedError, StorageUnavailableError, TunerError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -294,8 +294,8 @@ def _is_unavailable(exc: DBAPIError) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    """The driver's own message (`orig`), first line."""
+    return first_line(getattr(exc, "orig", None) or exc)
 
 
 def _safe_url(url: str) -> str:
