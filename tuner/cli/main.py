@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import signal
@@ -74,6 +75,33 @@ CpusOpt = Annotated[
     ),
 ]
 
+
+class ExecutorName(enum.StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+ExecutorOpt = Annotated[
+    ExecutorName | None,
+    typer.Option(
+        "--executor",
+        envvar="TUNER_EXECUTOR",
+        help="Where trials run: 'local' (subprocesses of this process, in its slots) or 'ray' "
+        "(tasks on a Ray cluster, which places each one; --slots bounds those in flight).",
+        show_default="local",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        envvar="TUNER_RAY_ADDRESS",
+        metavar="ADDRESS",
+        help="With --executor ray: the cluster (HOST:6379, ray://HOST:10001 or auto). "
+        "Unset: a Ray cluster of its own on this machine.",
+    ),
+]
+
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -110,6 +138,20 @@ def _backend(settings: Settings, *, manager: bool = False) -> Backend:
 
 def _registry(settings: Settings) -> TrainerRegistry:
     return TrainerRegistry.from_file(settings.trainers_file)
+
+
+def _with_executor(
+    settings: Settings, executor: ExecutorName | None, ray_address: str | None
+) -> Settings:
+    """`--executor` and `--ray-address` over the settings (`TUNER_EXECUTOR`, ...)."""
+    update: dict[str, str] = {}
+    if executor is not None:
+        update["executor"] = executor.value
+    if ray_address:
+        update["ray_address"] = ray_address
+    if ray_address and (executor or ExecutorName(settings.executor)) is not ExecutorName.ray:
+        raise _fail("--ray-address needs --executor ray")
+    return settings.model_copy(update=update) if update else settings
 
 
 def _capacity(gpus: str | None, cpus: float | None) -> Capacity:
@@ -152,10 +194,13 @@ def run(
     view: Annotated[bool, typer.Option(help="Live terminal view.")] = True,
     gpus: GpusOpt = None,
     cpus: CpusOpt = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
-    """Run a study to its budget on this machine (resumes it if it exists)."""
+    """Run a study to its budget on this machine, or on a Ray cluster (resumes it if it
+    exists)."""
     capacity = _capacity(gpus, cpus)
-    settings = get_settings()
+    settings = _with_executor(get_settings(), executor, ray_address)
     registry = _registry(settings)
     if trainer_module:
         trainer = trainer or trainer_module.rsplit(".", 1)[0].split(".")[-1]
@@ -167,7 +212,7 @@ def run(
         registry.get(spec.trainer)
     except TunerError as exc:
         raise _fail(str(exc)) from None
-    refusal = capacity.refusal(Need.of(spec))
+    refusal = capacity.refusal(Need.of(spec)) if settings.executor == "local" else None
     if refusal is not None:
         raise _fail(f"study {spec.name!r} cannot run here: it {refusal}")
     try:
@@ -379,13 +424,15 @@ def serve(
     ] = None,
     gpus: GpusOpt = None,
     cpus: CpusOpt = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
-    """Serve the REST API, with an embedded study manager running trials here."""
+    """Serve the REST API, with an embedded study manager running trials here (or on Ray)."""
     from tuner.cli.serve import serve as run_server
 
     capacity = _capacity(gpus, cpus)
     _log_trials()
-    settings = get_settings()
+    settings = _with_executor(get_settings(), executor, ray_address)
     if public_reads is not None:
         settings = settings.model_copy(update={"public_reads": public_reads})
     try:
@@ -404,28 +451,36 @@ def worker(
     ] = None,
     gpus: GpusOpt = None,
     cpus: CpusOpt = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Run a study manager alone: claim and run trials of every running study.
 
-    A trial is claimed only when its gpusPerTrial (and cpusPerTrial) are free here.
+    A trial is claimed only when its gpusPerTrial (and cpusPerTrial) are free here, or with
+    --executor ray, free on the Ray cluster.
     """
     from tuner.engine.manager import StudyManager
 
     capacity = _capacity(gpus, cpus)
-    settings = get_settings()
+    settings = _with_executor(get_settings(), executor, ray_address)
     backend = _connect(settings, manager=True)
-    manager = StudyManager(
-        backend,
-        _registry(settings),
-        settings,
-        slots=slots,
-        studies=study or None,
-        capacity=capacity,
-    )
+    try:
+        manager = StudyManager(
+            backend,
+            _registry(settings),
+            settings,
+            slots=slots,
+            studies=study or None,
+            capacity=capacity,
+        )
+    except TunerError as exc:
+        backend.close()
+        raise _fail(str(exc)) from None
     manager.alive_file = settings.work_dir / ALIVE_FILE
     _log_trials()
     err.print(
-        f"worker {manager.worker_id}: {slots} slot(s), {capacity.describe()}; "
+        f"worker {manager.worker_id}: {slots} slot(s), "
+        f"{'trials on Ray' if manager.remote else capacity.describe()}; "
         "Ctrl-C stops its trials",
         highlight=False,
     )

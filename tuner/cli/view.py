@@ -201,6 +201,7 @@ def trial_view(study: StudyPublic, trial: TrialDetailPublic) -> RenderableType:
         f"params      {fmt_params(trial.params)}",
         f"time        {fmt_duration(elapsed(trial))} (started {trial.started_at:%F %T})",
         f"worker      {trial.worker}",
+        f"executor    {trial.executor.describe()}",
     ]
     head = Text("\n".join(lines))
     parts: list[RenderableType] = [head]

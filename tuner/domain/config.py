@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -91,6 +91,16 @@ class Settings(BaseSettings):
     )
     events_poll_interval: float = Field(
         default=0.5, gt=0, description="Seconds between database checks of an event stream."
+    )
+    executor: Literal["local", "ray"] = Field(
+        default="local",
+        description="Where a manager runs trials: `local` (its own subprocesses) or `ray` "
+        "(tasks on a Ray cluster, `tuner.engine.ray_executor`).",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="With the Ray executor: the cluster (`HOST:6379`, `ray://HOST:10001`, "
+        "`auto`); unset, a manager starts a Ray cluster of its own on this machine.",
     )
 
     @model_validator(mode="before")

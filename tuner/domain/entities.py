@@ -22,6 +22,17 @@ class Study:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where a trial ran: `local` (a subprocess of its manager) or `ray` (a Ray task)."""
+
+    executor: str = "local"
+    #: The Ray node's id (None for a local trial).
+    node: str | None = None
+    #: The Ray task's id (None for a local trial).
+    task: str | None = None
+
+
+@dataclass(frozen=True)
 class TrialRun:
     id: int
     study_id: int
@@ -42,6 +53,7 @@ class TrialRun:
     best_step_id: int | None
     objective_step_id: int | None
     lease_epoch: int = 0
+    executor: Placement = field(default_factory=Placement)
 
 
 @dataclass(frozen=True)

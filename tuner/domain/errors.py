@@ -13,6 +13,10 @@ class TunerError(Exception):
     """Base class of every error the tuner raises on purpose."""
 
 
+class ConfigError(TunerError):
+    """The service's own configuration cannot work (an executor, a cluster, a setting)."""
+
+
 class SpecError(TunerError):
     """A study spec is malformed; carries one `(field_path, reason)` pair per problem."""
 

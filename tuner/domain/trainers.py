@@ -12,14 +12,20 @@ trainers:
     workingDir: .                        # relative to this file
     python: /usr/bin/python3             # default: the tuner's own interpreter
     env: {TF_CPP_MIN_LOG_LEVEL: "2"}
+    passEnv: [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY]   # the server's own, on purpose
     preload: [tensorflow, tensorflow_estimator]   # warm starts (tuner/trial/warm_starts.py)
   legacy:
     command: [/opt/legacy/bin/train, --verbose]
 ```
+
+A trial's environment is built, not inherited (`tuner.trial.environment`): `passEnv` names the
+variables of the server's environment that a trainer may see on purpose; nothing else of it
+(no `TUNER_*`, no database URL, no credential) reaches a trainer.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +36,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 
 from tuner.domain.errors import TrainerNotFoundError, TrainerRegistryError
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: The prefix of the tuner's own settings (`tuner.trial.environment` never passes them).
+SERVICE_PREFIX = "TUNER_"
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,8 @@ class Trainer:
     module: str | None = None
     #: Modules its preloading parent imports once for all trials (empty: cold starts).
     preload: tuple[str, ...] = ()
+    #: Variables of the starting process's environment passed to its trials on purpose.
+    pass_env: tuple[str, ...] = ()
 
 
 class _TrainerEntry(BaseModel):
@@ -55,6 +67,7 @@ class _TrainerEntry(BaseModel):
     python: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     preload: list[str] = Field(default_factory=list)
+    pass_env: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_of_module_or_command(self) -> _TrainerEntry:
@@ -69,6 +82,14 @@ class _TrainerEntry(BaseModel):
         for name in self.preload:
             if not all(part.isidentifier() for part in name.split(".")):
                 raise ValueError(f"'preload': {name!r} is not a module name")
+        for name in self.pass_env:
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"'passEnv': {name!r} is not an environment variable name")
+            if name.startswith(SERVICE_PREFIX):
+                raise ValueError(
+                    f"'passEnv': {name} is one of the tuner's own settings, never passed to a "
+                    "trainer (give the trainer what it needs under a name of its own in 'env')"
+                )
         return self
 
 
@@ -115,6 +136,7 @@ class TrainerRegistry:
         working_dir: Path | None = None,
         env: Mapping[str, str] | None = None,
         preload: tuple[str, ...] = (),
+        pass_env: tuple[str, ...] = (),
     ) -> Trainer:
         """Register a local `python -m MODULE` trainer (the CLI does this for local runs)."""
         trainer = Trainer(
@@ -124,6 +146,7 @@ class TrainerRegistry:
             env=dict(env or {}),
             module=module,
             preload=tuple(preload),
+            pass_env=tuple(pass_env),
         )
         self._trainers[name] = trainer
         return trainer
@@ -155,4 +178,5 @@ def _to_trainer(name: str, entry: _TrainerEntry, base: Path) -> Trainer:
         env=dict(entry.env),
         module=entry.module,
         preload=tuple(entry.preload),
+        pass_env=tuple(entry.pass_env),
     )

@@ -22,12 +22,13 @@ from tuner.artifacts.infrastructure import is_infrastructure
 from tuner.artifacts.store import ArtifactStore, TrialPaths
 from tuner.domain.config import Settings
 from tuner.domain.entities import Lease, Study
-from tuner.domain.errors import TrialTakenError
+from tuner.domain.errors import TrialTakenError, first_line
 from tuner.domain.trainers import Trainer, TrainerRegistry
 from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.fencing import Fencing
 from tuner.engine.optuna_link import OptunaLink
 from tuner.engine.outcome import RunState
+from tuner.engine.ray_executor import RayExecutor
 from tuner.engine.store_sync import BackOff
 from tuner.engine.writes import LeaseWrites
 from tuner.outputs.reader import TrialOutputs
@@ -97,10 +98,14 @@ class Launcher:
         self.end_study = end_study
         #: Claims cut short by a database error: (run id, study, Optuna trial number or None).
         self._abandoned: list[tuple[int, Study, int | None]] = []
+        #: With a cluster executor, claimed trials are sent there instead of started here.
+        self.remote: RayExecutor | None = None
 
     def claim_and_start(self, study: Study) -> bool:
         """Start one trial of the study; False when none can start now (try another)."""
         need = Need.of(study.spec)
+        if self.remote is not None:
+            return self._claim_and_send(study, need, self.remote)
         if not self.resources.fits(need):
             return False  # claimed once a trial here ends and frees its GPUs (or CPUs)
         trainer = self.registry.get(study.spec.trainer)
@@ -146,6 +151,59 @@ class Launcher:
             f", {given}" if given else "",
         )
         return True
+
+    def _claim_and_send(self, study: Study, need: Need, remote: RayExecutor) -> bool:
+        """Claim a trial and send it to the cluster, where its node takes the lease over."""
+        if not remote.has_room(need):
+            return False  # claimed once the cluster has room (a claim does not queue in Ray)
+        trainer = self.registry.get(study.spec.trainer)
+        claim = self._reserve_and_ask(study)
+        if claim is None:
+            return False
+        if not self._attach_or_drop(claim):
+            return True
+        try:
+            sent = remote.submit(
+                study,
+                claim.lease,
+                number=claim.trial.number,
+                optuna_trial_id=claim.trial._trial_id,
+                optuna_params=claim.trial.params,
+                params=claim.params,
+                trainer=trainer,
+            )
+        except Exception as exc:
+            self._send_failed(claim, exc)
+            return True
+        logger.info(  # cf. the local "started" line
+            "study %s: trial %d sent to Ray (%g CPU(s), %d GPU(s))",
+            study.name,
+            sent.number,
+            sent.need.cpus or 1,
+            sent.need.gpus,
+        )
+        return True
+
+    def _send_failed(self, claim: Claim, exc: Exception) -> None:
+        """The cluster refused the task: not the trainer's fault (STOPPED, run again later)."""
+        what = f"{type(exc).__name__}: {first_line(exc)}"
+        reason = f"could not be sent to Ray ({what}); not counted, run again"
+        lease = claim.lease
+        self.writes.write(
+            lease,
+            lambda s: finish_run(
+                s, lease.run_id, state=RunState.STOPPED, reason=reason, lease=lease
+            ),
+        )
+        viewers.trial_finished(
+            self.backend,
+            self.store,
+            claim.study,
+            lease.run_id,
+            viewers.Outcome(RunState.STOPPED, reason),
+        )
+        self.optuna.fail_and_requeue(claim.study, claim.trial.number, claim.trial.params)
+        self.back_off(claim.study, reason)
 
     def _reserve_and_ask(self, study: Study) -> Claim | None:
         """Reserve a run and ask Optuna for its params; None when there is nothing to run."""

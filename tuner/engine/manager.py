@@ -38,6 +38,7 @@ from tuner.engine.leases import new_worker_id
 from tuner.engine.liveness import Liveness
 from tuner.engine.optuna_link import OptunaLink
 from tuner.engine.outcome import Decision, RunState, Step
+from tuner.engine.ray_executor import RayExecutor
 from tuner.engine.scheduler import Scheduler
 from tuner.engine.store_sync import StoreSync
 from tuner.engine.supervisor import build_supervisor
@@ -154,6 +155,20 @@ class StudyManager:
             back_off=self._back_off,
             end_study=self.scheduler.end_study,
         )
+        self.remote: RayExecutor | None = None
+        if self.settings.executor == "ray":
+            self.remote = RayExecutor(
+                self.backend,
+                self.store,
+                self.settings,
+                self.optuna,
+                worker_id=self.worker_id,
+                address=self.settings.ray_address,
+            )
+            self.launcher.remote = self.remote
+            self.scheduler.remote = self.remote.trials
+            self.scheduler.refusal = self.remote.refusal
+            self.scheduler.shows_waits = True
 
     def _uploader(self) -> Uploader | None:
         """With an object store, trials run in the local `store` and are uploaded at the end."""
@@ -167,8 +182,15 @@ class StudyManager:
 
     @property
     def prune_latencies(self) -> list[float]:
-        """Seconds from an objective value's event being written to the prune decision."""
-        return self.supervisor.ingestor.prune_latencies
+        """Seconds from an objective value's event being written to the prune decision (made
+        here, or on a cluster's node for the trials that ended there)."""
+        remote = self.remote.prune_latencies if self.remote is not None else []
+        return [*self.supervisor.ingestor.prune_latencies, *remote]
+
+    @property
+    def in_flight(self) -> int:
+        """The trials this manager runs: here, and on a cluster."""
+        return len(self.active) + (len(self.remote.trials) if self.remote is not None else 0)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -179,7 +201,7 @@ class StudyManager:
         try:
             while not (should_stop and should_stop()):
                 busy = self.tick()
-                if until_done and not busy and not self.active:
+                if until_done and not busy and not self.in_flight:
                     break
                 # Wakes early when a trial exits, so the next one starts at once.
                 wait_for_exit(
@@ -193,6 +215,8 @@ class StudyManager:
     def tick(self) -> bool:
         """One pass of the numbered steps above. Returns whether work remains here."""
         self.fencing.fence_if_unrenewed(list(self.active.values()))
+        if self.remote is not None:
+            self.remote.fence_if_unrenewed(self.fencing.after)
         self._touch_alive_file()
         try:
             if self.liveness.reap_due():
@@ -202,11 +226,17 @@ class StudyManager:
             self.launcher.clean_abandoned()
             for trial in list(self.active.values()):
                 self._supervise(trial)
+            if self.remote is not None:
+                remote = self.remote
+                self._isolated(
+                    "watching the trials on Ray",
+                    lambda: remote.watch(renew_every=self.fencing.every),
+                )
             self.warm.reap_orphans()
             more = self._claim()
             if self.fencing.renewal_due():
                 self._renew_leases()
-            return more or bool(self.active)
+            return more or bool(self.in_flight)
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
@@ -319,6 +349,8 @@ class StudyManager:
     def _stop_trials_of_inactive_studies(self, running: list[Study]) -> None:
         """Stop local trials of studies that were stopped (e.g. over the API) or deleted."""
         running_ids = {s.id for s in running}
+        if self.remote is not None:
+            self.remote.stop_studies(running_ids)
         for trial in self.active.values():
             if trial.study.id not in running_ids:
                 trial.stop_with(RunState.STOPPED, "study stopped", level=logging.INFO)
@@ -368,6 +400,8 @@ class StudyManager:
             remaining = max(0.0, deadline - time.monotonic())
             self.supervisor.finish_stopped(trial, reason, remaining)
         self.active.clear()
+        if self.remote is not None:
+            self.remote.shutdown(reason, self.settings.stop_grace_seconds)
         self.fencing.close()
         self.warm.close()
         self.store_sync.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sized
 
 from tuner.artifacts.infrastructure import artifact_store_problem
 from tuner.artifacts.store import ArtifactStore
@@ -26,6 +26,8 @@ from tuner.trial.resources import Need, ResourceLedger
 logger = logging.getLogger(__name__)
 
 BACKOFF_MAX = 60.0
+#: How a study's reason starts while its trials wait for a cluster that can take them.
+WAITING = "waiting: "
 #: Seconds between checks of the artifact store's health.
 INFRASTRUCTURE_EVERY = 2.0
 
@@ -43,6 +45,8 @@ class Scheduler:
         active: Mapping[int, ActiveTrial],
         *,
         slots: int,
+        remote: Sized = (),
+        refusal: Callable[[Need], str | None] | None = None,
     ) -> None:
         self.db = db
         self.registry = registry
@@ -50,6 +54,12 @@ class Scheduler:
         self.store_sync = store_sync
         self.resources = resources
         self.active = active
+        #: Trials in flight on a cluster (`tuner.engine.ray_executor`): each holds a slot.
+        self.remote = remote
+        #: Why this manager can never run a trial of such a need (its machine, or its cluster).
+        self.refusal = refusal or resources.capacity.refusal
+        #: A cluster is all the machines there are: a study it cannot take says why it waits.
+        self.shows_waits = refusal is not None
         self.slots = slots
         #: Study id -> (monotonic time before which it is not launched, current back-off).
         self._backoff: dict[int, tuple[float, float]] = {}
@@ -83,17 +93,28 @@ class Scheduler:
         if study.spec.trainer not in self.registry:
             why = f"trainer {study.spec.trainer!r} is not in this manager's registry"
         else:
-            why = self.resources.capacity.refusal(Need.of(study.spec))
-        if why is not None and study.id not in self._unrunnable:
+            why = self.refusal(Need.of(study.spec))
+        if why is None:
+            self._unrunnable.discard(study.id)
+            if self.shows_waits and (study.state_reason or "").startswith(WAITING):
+                self._show_wait(study, None)
+        elif study.id not in self._unrunnable:
             self._unrunnable.add(study.id)
             logger.warning("study %s: %s; left to others", study.name, why)
+            if self.shows_waits:
+                self._show_wait(study, f"{WAITING}{why}")
         return why is None
+
+    def _show_wait(self, study: Study, reason: str | None) -> None:
+        """A cluster's manager says on the study why its trials wait (the page, the API)."""
+        self.db.run(lambda s: set_study_state(s, study.id, "RUNNING", reason))
 
     def slots_full(self) -> bool:
         """Whether every slot runs a trial. A trial whose process exited and whose artifacts
         upload frees its slot; at most `slots` uploads wait at once."""
         running = len(self.resources.running)
-        return running >= self.slots or len(self.active) - running >= self.slots
+        uploading = len(self.active) - running
+        return running + len(self.remote) >= self.slots or uploading >= self.slots
 
     def back_off(self, study: Study, why: str) -> None:
         """Claim no trial of the study for a while (doubling, up to `BACKOFF_MAX`)."""

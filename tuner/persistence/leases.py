@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import and_, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
 from tuner.domain.entities import (
@@ -18,6 +18,7 @@ from tuner.domain.errors import (
 )
 from tuner.persistence.journal import journal_end
 from tuner.persistence.models import (
+    StudyRow,
     TrialRunRow,
 )
 from tuner.persistence.rows import ACTIVE_STATE, now
@@ -86,3 +87,75 @@ def take_over(session: Session, run: TrialRun, *, reason: str) -> bool:
         return False
     journal_end(session, taken.study_id, taken.number, "STOPPED", reason, taken.exit_code, ended_at)
     return True
+
+
+def hand_over(
+    session: Session, lease: Lease, *, worker: str, executor: str, node: str, task: str
+) -> Lease:
+    """Pass a run's lease from the manager that claimed it to the supervisor that runs it on
+    another machine (a Ray task), recording where it runs; raise `LeaseLostError` if the
+    manager no longer holds it. The epoch grows: the manager's lease no longer writes."""
+    result = session.execute(
+        update(TrialRunRow)
+        .where(held_by(lease))
+        .values(
+            worker=worker,
+            lease_epoch=lease.epoch + 1,
+            heartbeat_at=now(),
+            executor=executor,
+            executor_node=node,
+            executor_task=task,
+        )
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise LeaseLostError(lease.run_id)
+    return Lease(lease.run_id, worker, lease.epoch + 1)
+
+
+def holders(session: Session, run_ids: Iterable[int]) -> dict[int, Lease | None]:
+    """Who holds each run's lease now (None: the run is no longer running)."""
+    ids = list(run_ids)
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(
+            TrialRunRow.id, TrialRunRow.worker, TrialRunRow.lease_epoch, TrialRunRow.state
+        ).where(TrialRunRow.id.in_(ids))
+    ).all()
+    found: dict[int, Lease | None] = dict.fromkeys(ids)
+    for run_id, worker, epoch, state in rows:
+        found[run_id] = Lease(run_id, worker, epoch or 0) if state == ACTIVE_STATE else None
+    return found
+
+
+def request_stop(session: Session, run_ids: Iterable[int], reason: str) -> None:
+    """Ask the supervisors of running runs to stop them (the first reason stands)."""
+    ids = list(run_ids)
+    if ids:
+        session.execute(
+            update(TrialRunRow)
+            .where(
+                TrialRunRow.id.in_(ids),
+                TrialRunRow.state == ACTIVE_STATE,
+                TrialRunRow.stop_request.is_(None),
+            )
+            .values(stop_request=reason)
+        )
+
+
+def stop_signal(session: Session, run_id: int) -> str | None:
+    """Why a run's supervisor must stop it now: a stop request, its study no longer running
+    (stopped over the API, failed, deleted); None while it may go on."""
+    row = session.execute(
+        select(TrialRunRow.stop_request, StudyRow.state, StudyRow.state_reason)
+        .join(StudyRow, StudyRow.id == TrialRunRow.study_id)
+        .where(TrialRunRow.id == run_id)
+    ).one_or_none()
+    if row is None:
+        return "study deleted"
+    stop_request, study_state, study_reason = row
+    if stop_request:
+        return str(stop_request)
+    if study_state == "FAILED":
+        return f"study failed: {study_reason}"
+    return None if study_state == "RUNNING" else "study stopped"

@@ -110,6 +110,13 @@ class TrialRunRow(Base):
     #: MAXIMIZE); null without a finite objective. Kept with `objective_step_id`, indexed with
     #: the study so that a leaderboard page or the best trial costs its rows, not the study's.
     objective_rank: Mapped[float | None] = mapped_column(Float)
+    #: Where it ran: `local` (a subprocess of its manager) or `ray` (a task on a Ray node,
+    #: whose ids are kept here).
+    executor: Mapped[str] = mapped_column(String(16), default="local", server_default="local")
+    executor_node: Mapped[str | None] = mapped_column(String(255))
+    executor_task: Mapped[str | None] = mapped_column(String(255))
+    #: Why its manager asks it to stop (read by a supervisor on another machine).
+    stop_request: Mapped[str | None] = mapped_column(Text)
 
     study: Mapped[StudyRow] = relationship(back_populates="runs")
 

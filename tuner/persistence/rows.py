@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from tuner.domain.entities import (
     Checkpoint,
+    Placement,
     StoredArchive,
     Study,
     TrialRun,
@@ -102,6 +103,7 @@ def to_run(row: TrialRunRow) -> TrialRun:
         best_step_id=row.best_step_id,
         objective_step_id=row.objective_step_id,
         lease_epoch=row.lease_epoch or 0,
+        executor=Placement(row.executor or "local", row.executor_node, row.executor_task),
     )
 
 

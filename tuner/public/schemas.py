@@ -16,6 +16,7 @@ from tuner.domain.entities import (
     Export,
     LeaderboardRow,
     MetricHistory,
+    Placement,
     Study,
     TrialDetail,
 )
@@ -219,11 +220,29 @@ class ExportPublic(Public):
         )
 
 
+class ExecutorPublic(Public):
+    """Where a trial ran."""
+
+    name: str = Field(description="`local` (a subprocess of its worker) or `ray` (a Ray task).")
+    node_id: str | None = Field(default=None, description="The Ray node it ran on.")
+    task_id: str | None = Field(default=None, description="Its Ray task.")
+
+    @classmethod
+    def build(cls, placement: Placement) -> ExecutorPublic:
+        return cls(name=placement.executor, node_id=placement.node, task_id=placement.task)
+
+    def describe(self) -> str:
+        if self.name == "local":
+            return "local"
+        return f"{self.name} (node {self.node_id}, task {self.task_id})"
+
+
 class TrialDetailPublic(TrialRowPublic):
     failure_reason: str | None
     problems: list[str]
     exit_code: int | None
     worker: str
+    executor: ExecutorPublic
     steps: list[EvalStepPublic]
     checkpoints: list[CheckpointPublic]
     exports: list[ExportPublic]
@@ -248,6 +267,7 @@ class TrialDetailPublic(TrialRowPublic):
             problems=run.problems,
             exit_code=run.exit_code,
             worker=run.worker,
+            executor=ExecutorPublic.build(run.executor),
             steps=[EvalStepPublic.build(s) for s in detail.steps],
             checkpoints=[CheckpointPublic.build(c) for c in detail.checkpoints],
             exports=[ExportPublic.build(e) for e in detail.exports],

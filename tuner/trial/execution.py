@@ -23,6 +23,7 @@ from tuner.domain.trainers import Trainer
 from tuner.outputs.hypertune import METRIC_FILE
 from tuner.outputs.layout import VERTEX_MODEL_DIR
 from tuner.study.sampling import format_flag_value
+from tuner.trial.environment import ordinary_environment, passed_environment
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,21 @@ def build_command(
     argv = [*trainer.argv, *args]
     argv += [f"--{name}={format_flag_value(value)}" for name, value in params.items()]
     argv.append(f"{output_dir_flag}={output_dir}")
-    env = dict(os.environ if base_env is None else base_env)
-    env.update(trainer.env)
+    env = trial_environment(trainer, os.environ, base_env)
     env.update(cloud_ml_environment(output_dir, trial_number=trial_number, job_id=study_name))
     env.setdefault("PYTHONUNBUFFERED", "1")
     return TrialCommand(argv=argv, env=env, cwd=trainer.working_dir)
+
+
+def trial_environment(
+    trainer: Trainer, environ: Mapping[str, str], base_env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Built, not inherited (`tuner.trial.environment`): `base_env` (default: the ordinary
+    variables of `environ`), what the entry passes on purpose, then the entry's `env`."""
+    env = dict(ordinary_environment(environ) if base_env is None else base_env)
+    env.update(passed_environment(trainer.pass_env, environ))
+    env.update(trainer.env)
+    return env
 
 
 def cloud_ml_environment(output_dir: Path, *, trial_number: int, job_id: str) -> dict[str, str]:

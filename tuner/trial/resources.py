@@ -26,6 +26,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from tuner.trial.environment import ordinary_environment
+
 # Light to import (the command line parses `--gpus` before it loads the manager).
 if TYPE_CHECKING:
     from tuner.domain.spec import StudySpec
@@ -108,11 +110,12 @@ class Need:
         return cls(gpus=spec.gpus_per_trial, cpus=spec.cpus_per_trial)
 
     def base_environment(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The environment a trial's own variables are added to: this process's plus the
-        thread counts. The trainer's registry `env` is applied on top, so it wins; and the
-        same for every trial of the study, a warm trainer's preloading parent imports with it
-        too (OpenMP reads its thread count when it is loaded, which may be in the parent)."""
-        env = dict(os.environ if environ is None else environ)
+        """The environment a trial's own variables are added to: this process's ordinary
+        variables (`tuner.trial.environment`: never its secrets) plus the thread counts. The
+        trainer's registry `env` is applied on top, so it wins; and the same for every trial
+        of the study, a warm trainer's preloading parent imports with it too (OpenMP reads its
+        thread count when it is loaded, which may be in the parent)."""
+        env = ordinary_environment(os.environ if environ is None else environ)
         if self.cpus is not None:
             threads = str(math.ceil(self.cpus))
             env.update(dict.fromkeys(THREAD_VARIABLES, threads))

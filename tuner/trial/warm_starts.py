@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.domain.trainers import Trainer
-from tuner.trial.execution import TrialCommand, TrialProcess
+from tuner.trial.execution import TrialCommand, TrialProcess, trial_environment
 
 __all__ = ["WarmStartError", "WarmStarts", "set_child_subreaper"]
 
@@ -263,8 +263,7 @@ class WarmStarts:
         """The parent a trainer's trials fork from, or None if it starts cold."""
         if not (self.enabled and trainer.preload and trainer.module):
             return None
-        env = dict(os.environ if base_env is None else base_env)
-        env.update(trainer.env)
+        env = trial_environment(trainer, os.environ, base_env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return ParentKey(
             python=trainer.argv[0],
