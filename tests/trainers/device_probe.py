@@ -5,7 +5,8 @@ Writes `<job-dir>/devices.json`: `CUDA_VISIBLE_DEVICES`, `TF_NUM_INTRAOP_THREADS
 `OMP_NUM_THREADS` as Python sees them (`os.environ`) and as a C library does (`getenv`, which is
 what CUDA and TensorFlow read: a warm trial must have them in its process environment, not only
 in `os.environ`), its pid and wall-clock start; then runs `examples.synthetic.task` with its
-flags and adds its end. A variable that is not set is `null`.
+flags and adds its end. A variable that is not set is `null`. Its whole environment is kept
+too (`environ`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> int:
         "env": {key: os.environ.get(key) for key in KEYS},
         "c_env": {key: _c_getenv(key) for key in KEYS},
         "started": time.time(),
+        # Everything it was given: a trainer must never see the service's own variables.
+        "environ": dict(os.environ),
     }
     record = job_dir / "devices.json"
     record.write_text(json.dumps(facts))

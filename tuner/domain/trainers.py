@@ -32,7 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from tuner.domain.errors import TrainerNotFoundError, TrainerRegistryError
@@ -69,6 +76,19 @@ class _TrainerEntry(BaseModel):
     preload: list[str] = Field(default_factory=list)
     pass_env: list[str] = Field(default_factory=list)
 
+    @field_validator("pass_env")
+    @classmethod
+    def _variable_names_not_ours(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+            if name.startswith(SERVICE_PREFIX):
+                raise ValueError(
+                    f"{name} is one of the tuner's own settings, never passed to a trainer "
+                    "(give the trainer what it needs under a name of its own in 'env')"
+                )
+        return names
+
     @model_validator(mode="after")
     def _one_of_module_or_command(self) -> _TrainerEntry:
         if (self.module is None) == (self.command is None):
@@ -82,14 +102,6 @@ class _TrainerEntry(BaseModel):
         for name in self.preload:
             if not all(part.isidentifier() for part in name.split(".")):
                 raise ValueError(f"'preload': {name!r} is not a module name")
-        for name in self.pass_env:
-            if not _ENV_NAME.fullmatch(name):
-                raise ValueError(f"'passEnv': {name!r} is not an environment variable name")
-            if name.startswith(SERVICE_PREFIX):
-                raise ValueError(
-                    f"'passEnv': {name} is one of the tuner's own settings, never passed to a "
-                    "trainer (give the trainer what it needs under a name of its own in 'env')"
-                )
         return self
 
 
