@@ -19,6 +19,10 @@ TensorFlow) the same number of times, one trial at a time, in the same process:
   run during the others' chunks; two more rows: `ray tune steady` (from the first trial's end
   to the last one's in each fit: no per-fit start-up or tear-down) and `ray tune + start-up`
   (with `ray.init` and `Tuner()`). Without Ray the contender is skipped with a note.
+- `tuner on ray @ <poll>s` (with Ray installed, beside Ray Tune): the tuner's manager with the
+  Ray executor (`--executor ray`) on a local Ray cluster of the same CPUs: each trial a Ray
+  task that supervises its trainer on the node, talking to the manager only through the
+  database. `ray.init` and `ray.shutdown` around each chunk, untimed, as for Ray Tune.
 
 Each Optuna contender gets a fresh database of the same kind (a temp SQLite file each, or a fresh
 PostgreSQL database each with `--database postgresql`) and the same sampler (the tuner's default,
@@ -397,6 +401,45 @@ class TunerManager(Contender):
 
     def close(self) -> None:
         self.backend.close()
+
+
+class TunerOnRay(TunerManager):
+    """The tuner's manager with the Ray executor (`--executor ray`): each trial is a Ray task
+    that supervises its trainer on the node (`tuner/engine/ray_executor.py`). `ray.init` on
+    a local cluster of `cpus` CPUs before each chunk and `ray.shutdown` after it, untimed, as
+    for Ray Tune; the manager joins that connection."""
+
+    def __init__(self, url: str, workdir: Path, poll_interval: float, *, cpus: int) -> None:
+        super().__init__(url, workdir, poll_interval)
+        self.label = f"tuner on ray @ {poll_interval:g}s poll"
+        self.settings = self.settings.model_copy(update={"executor": "ray"})
+        self.workdir = workdir
+        self.cpus = cpus
+
+    def prepare(self, trials: int) -> None:
+        import ray
+
+        super().prepare(trials)
+        ray.init(
+            address="local",
+            num_cpus=self.cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+            _temp_dir=str(self.workdir / "s"),
+        )
+
+    def finish(self) -> None:
+        import ray
+
+        ray.shutdown()
+
+    def close(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        super().close()
 
 
 # -- Ray Tune (optional: the `bench` extra) ------------------------------------------------------
@@ -1071,6 +1114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.ray and (reason := ray_unavailable()) is not None:
             skipped = f"ray tune: skipped ({reason}; pip install -e '.[bench]')"
         if skipped is None:
+            poll = args.poll_interval[0]
+            slug = f"tuner-ray-{poll:g}".replace(".", "_")
+            contenders.append(
+                TunerOnRay(databases.fresh(slug), workdir / slug, poll, cpus=args.ray_cpus)
+            )
             contenders.append(
                 RayTune(
                     databases.fresh("ray"),

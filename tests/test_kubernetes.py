@@ -20,9 +20,11 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 import re
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -43,7 +45,7 @@ KUSTOMIZATIONS = {"base": KUBE / "base", "kuberay": KUBE / "overlays" / "kuberay
 #: The Kubernetes version the manifests are validated against (a schema set kubernetes-validate
 #: ships).
 KUBERNETES_VERSION = "1.30.0"
-#: The Secret the user creates (docs/kubernetes.md); the manifests only reference it.
+#: The Secret the user creates (docs/deploy.md); the manifests only reference it.
 SECRET = "tuner-secrets"
 SECRET_KEYS = (
     "TUNER_DATABASE_URL",
@@ -72,8 +74,15 @@ class UnsupportedKustomization(Exception):
     """A kustomization uses a feature that `render_kustomization` does not implement."""
 
 
-_KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "namespace", "labels", "resources", "patches"}
-_KUSTOMIZATION_FIELDS |= {"images"}
+_KUSTOMIZATION_FIELDS = {
+    "apiVersion",
+    "kind",
+    "namespace",
+    "labels",
+    "resources",
+    "patches",
+    "images",
+}
 
 
 def render_kustomization(directory: Path) -> list[Obj]:
@@ -229,10 +238,8 @@ def _key(obj: Obj) -> tuple[str, str, str, str]:
     return (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
 
 
-@functools.cache
-def _rendered(name: str) -> tuple[str, list[Obj]]:
+def render(directory: Path) -> tuple[str, list[Obj]]:
     """(renderer, objects) of a kustomization; both renderers must agree when both exist."""
-    directory = KUSTOMIZATIONS[name]
     small = render_kustomization(directory)
     command = _kustomize_command()
     if command is None:
@@ -243,13 +250,18 @@ def _rendered(name: str) -> tuple[str, list[Obj]]:
     real = [doc for doc in yaml.safe_load_all(output) if doc]
     by_key = {_key(obj): obj for obj in small}
     assert sorted(by_key) == sorted(_key(obj) for obj in real), (
-        f"{name}: {' '.join(command)} and render_kustomization render different objects"
+        f"{directory}: {' '.join(command)} and render_kustomization render different objects"
     )
     for obj in real:
         assert obj == by_key[_key(obj)], (
-            f"{name}: {' '.join(command)} and render_kustomization differ on {_key(obj)}"
+            f"{directory}: {' '.join(command)} and render_kustomization differ on {_key(obj)}"
         )
     return " ".join(command), real
+
+
+@functools.cache
+def _rendered(name: str) -> tuple[str, list[Obj]]:
+    return render(KUSTOMIZATIONS[name])
 
 
 def rendered(name: str) -> list[Obj]:
@@ -378,12 +390,34 @@ def _ray_templates(cluster: Obj) -> list[Obj]:
 
 #: KubeRay's ray.io/v1 types (ray-operator/apis/ray/v1/raycluster_types.go): the fields, and
 #: those without `omitempty` that its CRD requires.
-_RAY_SPEC = {"headGroupSpec", "workerGroupSpecs", "rayVersion", "enableInTreeAutoscaling"}
-_RAY_SPEC |= {"autoscalerOptions", "headServiceAnnotations", "suspend", "managedBy"}
-_RAY_SPEC |= {"gcsFaultToleranceOptions"}
-_RAY_HEAD = {"serviceType", "headService", "enableIngress", "rayStartParams", "template"}
-_RAY_WORKER = {"groupName", "replicas", "minReplicas", "maxReplicas", "numOfHosts"}
-_RAY_WORKER |= {"rayStartParams", "template", "scaleStrategy", "suspend", "idleTimeoutSeconds"}
+_RAY_SPEC = frozenset(
+    [
+        "headGroupSpec",
+        "workerGroupSpecs",
+        "rayVersion",
+        "enableInTreeAutoscaling",
+        "autoscalerOptions",
+        "headServiceAnnotations",
+        "suspend",
+        "managedBy",
+        "gcsFaultToleranceOptions",
+    ]
+)
+_RAY_HEAD = frozenset(["serviceType", "headService", "enableIngress", "rayStartParams", "template"])
+_RAY_WORKER = frozenset(
+    [
+        "groupName",
+        "replicas",
+        "minReplicas",
+        "maxReplicas",
+        "numOfHosts",
+        "rayStartParams",
+        "template",
+        "scaleStrategy",
+        "suspend",
+        "idleTimeoutSeconds",
+    ]
+)
 _RAY_WORKER_REQUIRED = {"groupName", "minReplicas", "maxReplicas", "rayStartParams", "template"}
 
 
@@ -683,6 +717,9 @@ def disruption_problems(objects: list[Obj]) -> list[str]:
     return problems
 
 
+_PROBES = ("readinessProbe", "livenessProbe")
+
+
 def kuberay_problems(objects: list[Obj]) -> list[str]:
     """The workers are Ray drivers of the RayCluster, which runs trials on GPU and CPU groups."""
     clusters = [o for o in objects if o["kind"] == "RayCluster"]
@@ -711,7 +748,16 @@ def kuberay_problems(objects: list[Obj]) -> list[str]:
     head_ports = {p["containerPort"] for p in head["template"]["spec"]["containers"][0]["ports"]}
     if RAY_CLIENT_PORT not in head_ports:
         problems.append(f"the Ray head does not expose the Ray Client port {RAY_CLIENT_PORT}")
+    head_probes = [head["template"]["spec"]["containers"][0].get(k) for k in _PROBES]
+    if any(p is None or p["tcpSocket"]["port"] not in head_ports for p in head_probes):
+        problems.append("the Ray head's probes do not check its ports")
     groups = cluster["spec"].get("workerGroupSpecs", [])
+    for group in groups:
+        raylet = int(group["rayStartParams"].get("node-manager-port", -1))
+        container = group["template"]["spec"]["containers"][0]
+        probes = [container.get(kind) for kind in _PROBES]
+        if any(p is None or p["tcpSocket"]["port"] != raylet for p in probes):
+            problems.append(f"group {group['groupName']}: probes not on its raylet's port")
     gpu_groups = [
         g for g in groups if GPU in g["template"]["spec"]["containers"][0]["resources"]["limits"]
     ]
@@ -751,7 +797,7 @@ def test_the_trainer_registry_is_mounted_where_every_process_reads_it(
 
 
 def test_renderings_hold_what_the_docs_name() -> None:
-    """The objects docs/kubernetes.md names, in each rendering, in the namespace."""
+    """The objects docs/deploy.md names, in each rendering, in the namespace."""
     base, kuberay = rendered("base"), rendered("kuberay")
     kinds = {(o["kind"], o["metadata"]["name"]) for o in base}
     assert kinds == {
@@ -829,16 +875,28 @@ def test_the_ray_nodes_run_the_drivers_image_and_settings() -> None:
         assert node["envFrom"] == driver_container["envFrom"], where
 
 
+def test_the_ray_cluster_runs_the_ray_of_the_tuners_ray_extra() -> None:
+    """The drivers (the worker image, with the `ray` extra) and the nodes run one Ray."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    (pin,) = [r for r in extras["ray"] if re.match(r"ray\b", r)]
+    version = re.fullmatch(r"ray==(\d+\.\d+)\.\*", pin)
+    assert version, f"the ray extra pins {pin!r}, not ray==X.Y.*"
+    cluster = find(rendered("kuberay"), "RayCluster", "tuner-ray")
+    assert cluster["spec"]["rayVersion"].startswith(version.group(1) + ".")
+
+
 def test_secret_keys_and_settings_are_real_and_documented() -> None:
     """The TUNER_* names the manifests set and the Secret's keys are settings of the tuner, and
-    docs/kubernetes.md tells how to create that Secret with each key."""
+    docs/deploy.md tells how to create that Secret with each key."""
     names = {k for k in SECRET_KEYS if k.startswith("TUNER_")}
     for name in KUSTOMIZATIONS:
         for _, _, container in containers(rendered(name)):
             names |= {k for k in env(container) if k.startswith("TUNER_")}
     fields = Settings.model_fields
     assert {n for n in names if n.removeprefix("TUNER_").lower() not in fields} == set()
-    docs = (ROOT / "docs" / "kubernetes.md").read_text()
+    docs = (ROOT / "docs" / "deploy.md").read_text()
     assert f"kubectl -n tuner create secret generic {SECRET}" in docs
     assert [key for key in SECRET_KEYS if f"`{key}`" not in docs] == []
 
@@ -860,6 +918,24 @@ def test_the_arithmetic_in_the_comments_is_the_tuners() -> None:
     )
 
 
+@pytest.mark.parametrize("name", list(KUSTOMIZATIONS))
+def test_an_overlay_sets_every_image_by_its_name(name: str, tmp_path: Path) -> None:
+    """What docs/deploy.md tells: an overlay of one's own points the images at a registry
+    and a new tag, for the drivers and the Ray nodes alike."""
+    base = Path(os.path.relpath(KUSTOMIZATIONS[name], tmp_path))
+    images = [
+        {"name": image, "newName": f"registry.example.com/team/{image}", "newTag": "0.2.0"}
+        for image in IMAGES
+    ]
+    kustomization = {"resources": [str(base)], "images": images}
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    _, objects = render(tmp_path)
+    found = {container["image"] for _, _, container in containers(objects)}
+    # Both hold the three images: base its GPU workers, kuberay its Ray GPU group.
+    assert found == {f"registry.example.com/team/{image}:0.2.0" for image in IMAGES}
+    assert image_problems(objects) == []
+
+
 # -- the checks notice what they check -------------------------------------------------------
 
 
@@ -867,11 +943,13 @@ def _containers_named(objects: list[Obj], kind: str, name: str) -> list[Obj]:
     obj = find(objects, kind, name)
     if kind == "RayCluster":
         return [t["spec"]["containers"][0] for t in _ray_templates(obj)]
-    return obj["spec"]["template"]["spec"]["containers"]
+    found: list[Obj] = obj["spec"]["template"]["spec"]["containers"]
+    return found
 
 
 def _pod(objects: list[Obj], name: str) -> Obj:
-    return find(objects, "Deployment", name)["spec"]["template"]["spec"]
+    pod: Obj = find(objects, "Deployment", name)["spec"]["template"]["spec"]
+    return pod
 
 
 def _as_root(objects: list[Obj]) -> None:
@@ -1013,6 +1091,10 @@ def _unknown_group_field(objects: list[Obj]) -> None:
     _ray(objects)["spec"]["workerGroupSpecs"][0]["maxReplica"] = 3
 
 
+def _raylet_port_moved(objects: list[Obj]) -> None:
+    _ray(objects)["spec"]["workerGroupSpecs"][0]["rayStartParams"]["node-manager-port"] = "6390"
+
+
 def _ray_gpus_differ(objects: list[Obj]) -> None:
     _ray(objects)["spec"]["workerGroupSpecs"][1]["rayStartParams"]["num-gpus"] = "2"
 
@@ -1040,6 +1122,7 @@ RAY_BREAKAGES = [
     ("kuberay", _no_executor),
     ("kuberay", _other_head_service),
     ("kuberay", _head_runs_trials),
+    ("kuberay", _raylet_port_moved),
     ("raycluster", _integer_ray_param),
     ("raycluster", _no_group_name),
     ("raycluster", _unknown_group_field),

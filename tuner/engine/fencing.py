@@ -25,13 +25,15 @@ from tuner.trial.watchdog import Watchdog
 class Fencing:
     """The leases of one manager's trials: renewal, fencing, and the watchdog behind them."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, watchdog: Watchdog | None = None) -> None:
         self.db = db
         self.grace = settings.stop_grace_seconds
         timeout = settings.heartbeat_timeout
         self.every = heartbeat_every(timeout)
         self.after = fence_after(timeout, settings.stop_grace_seconds)
-        self.watchdog = Watchdog(min(settings.stop_grace_seconds, 5.0))
+        #: Shared by the trials of one process (`watchdog` given: its owner closes it).
+        self._owns_watchdog = watchdog is None
+        self.watchdog = watchdog or watchdog_for(settings)
         self.renewed_at = time.monotonic()
         self.last_renewal = 0.0
 
@@ -77,4 +79,10 @@ class Fencing:
         self.watchdog.forget(pid)
 
     def close(self) -> None:
-        self.watchdog.close()
+        if self._owns_watchdog:
+            self.watchdog.close()
+
+
+def watchdog_for(settings: Settings) -> Watchdog:
+    """A watchdog with the grace of these settings (at most 5 s after SIGTERM)."""
+    return Watchdog(min(settings.stop_grace_seconds, 5.0))

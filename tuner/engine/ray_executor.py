@@ -82,13 +82,15 @@ def run_trial_task(job: NodeJob) -> NodeOutcome:
 
 
 def _log_to_stderr() -> None:
-    """A Ray worker has no logging set up: the supervisor's lines go to its stderr (the
-    worker's log file, and the driver's console)."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+    """A Ray worker has no logging set up: the supervisor's lines (the tuner's, at INFO) go to
+    its stderr, which is the worker's log file and the driver's console."""
+    tuner_logger = logging.getLogger("tuner")
+    if not tuner_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        tuner_logger.addHandler(handler)
+        tuner_logger.setLevel(logging.INFO)
+        tuner_logger.propagate = False
 
 
 @dataclass
@@ -143,13 +145,17 @@ class RayExecutor:
         self._task = self.ray.remote(run_trial_task)
 
     def _connect(self) -> None:
+        """Join the cluster (or start one on this machine); a process already connected to
+        Ray (an application embedding a manager) keeps its connection, and closes it."""
         options: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": True}
         if self.address:
             options["address"] = self.address
         else:
             options["include_dashboard"] = False
+        self._owns_connection = not self.ray.is_initialized()
         try:
-            self.ray.init(**options)
+            if self._owns_connection:
+                self.ray.init(**options)
         except Exception as exc:
             where = self.address or "a new local cluster"
             raise ConfigError(
@@ -160,8 +166,8 @@ class RayExecutor:
             self.close()
             raise ConfigError(
                 f"--executor ray: the cluster has {len(nodes)} nodes, and trials on one node "
-                "cannot write into another's disk: set TUNER_ARTIFACT_URL to an object store "
-                "(s3://, gs://, az://) that every node and the API reach"
+                "cannot write into another's disk: set TUNER_ARTIFACT_ROOT to an object store "
+                "(s3://bucket/prefix, gs://, az://) that every node and the API reach"
             )
         resources = self.ray.cluster_resources()
         logger.info(
@@ -401,6 +407,8 @@ class RayExecutor:
         self.close()
 
     def close(self) -> None:
+        if not self._owns_connection:
+            return
         try:
             self.ray.shutdown()
         except Exception as exc:  # pragma: no cover - best effort at exit

@@ -38,7 +38,7 @@ from tuner.domain.entities import Lease, Study
 from tuner.domain.errors import LeaseLostError, first_line
 from tuner.domain.trainers import Trainer
 from tuner.engine.active_trial import ActiveTrial
-from tuner.engine.fencing import Fencing
+from tuner.engine.fencing import Fencing, watchdog_for
 from tuner.engine.leases import new_worker_id
 from tuner.engine.optuna_link import OptunaLink
 from tuner.engine.outcome import Decision, RunState, Step
@@ -54,6 +54,7 @@ from tuner.study.operations import Backend, OptunaStudyMissingError
 from tuner.trial.execution import TrialProcess, build_command, wait_for_exit
 from tuner.trial.resources import GPU_VARIABLE, Need
 from tuner.trial.warm_starts import WarmStarts
+from tuner.trial.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -98,12 +99,29 @@ def run_on_node(
 ) -> NodeOutcome:
     """Run one claimed trial here to its recorded end (see the module's docstring)."""
     job = dataclasses.replace(job, settings=node_settings(job.settings, os.environ))
-    backend = Backend.connect(job.settings.database_url, auto_init=False, pre_ping=False)
-    try:
-        node_part = NodeSupervisor(backend, job)
-        return node_part.run(executor=executor, node=node, task=task, gpu_ids=gpu_ids)
-    finally:
-        backend.close()
+    node_part = NodeSupervisor(_backend(job.settings.database_url), job, _watchdog(job.settings))
+    return node_part.run(executor=executor, node=node, task=task, gpu_ids=gpu_ids)
+
+
+#: A process that runs one trial after another (a Ray worker) keeps its database connections
+#: and its watchdog from one to the next: a trial pays for neither.
+_backends: dict[str, Backend] = {}
+_watchdogs: dict[float, Watchdog] = {}
+
+
+def _backend(url: str) -> Backend:
+    backend = _backends.get(url)
+    if backend is None:
+        backend = _backends[url] = Backend.connect(url, auto_init=False, pre_ping=False)
+    return backend
+
+
+def _watchdog(settings: Settings) -> Watchdog:
+    """One per process: it guards the trial this process runs now, and dies with it."""
+    watchdog = _watchdogs.get(settings.stop_grace_seconds)
+    if watchdog is None:
+        watchdog = _watchdogs[settings.stop_grace_seconds] = watchdog_for(settings)
+    return watchdog
 
 
 def node_settings(manager: Settings, environ: Mapping[str, str]) -> Settings:
@@ -120,7 +138,7 @@ def node_settings(manager: Settings, environ: Mapping[str, str]) -> Settings:
 class NodeSupervisor:
     """The parts a manager would use for this one trial, on this node."""
 
-    def __init__(self, backend: Backend, job: NodeJob) -> None:
+    def __init__(self, backend: Backend, job: NodeJob, watchdog: Watchdog | None = None) -> None:
         self.backend = backend
         self.db = backend.db
         self.job = job
@@ -128,7 +146,7 @@ class NodeSupervisor:
         self.worker_id = new_worker_id()
         self.store = ArtifactStore(self.settings.artifact_root)
         self.optuna = OptunaLink(backend)
-        self.fencing = Fencing(self.db, self.settings)
+        self.fencing = Fencing(self.db, self.settings, watchdog)
         self.writes = LeaseWrites(self.db)
         uploader = None
         if self.settings.artifact_url:
