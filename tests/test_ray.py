@@ -21,14 +21,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from sqlalchemy.exc import ProgrammingError
 
 from tests.conftest import new_pg_database
 from tests.object_store_server import S3Server, start_s3_server
 from tests.ray_cluster import RayCluster, loopback_only, start_cluster
+from tests.server import start_server
 from tests.test_trial_environment import assert_no_service_secret
 from tests.test_warm_starts import processes_under
 from tuner.domain.entities import TrialRun
+from tuner.domain.errors import StudyNotFoundError
 from tuner.persistence import Database
 from tuner.persistence import repository as repo
 from tuner.persistence.leases import take_over
@@ -132,19 +136,25 @@ def write_spec(tmp_path: Path, name: str, *, args: list[str], **fields: Any) -> 
 
 
 def runs_of(db_url: str, study: str) -> list[TrialRun]:
+    """The study's runs, oldest first ([] while the manager has not created it yet)."""
     db = Database(db_url)
     try:
         with db.session() as s:
             return sorted(repo.runs(s, repo.get_study(s, study).id), key=lambda r: r.id)
+    except (StudyNotFoundError, ProgrammingError):
+        return []
     finally:
         db.dispose()
 
 
 def study_of(db_url: str, study: str) -> Any:
+    """The study (None while the manager has not created it yet)."""
     db = Database(db_url)
     try:
         with db.session() as s:
             return repo.get_study(s, study)
+    except (StudyNotFoundError, ProgrammingError):
+        return None
     finally:
         db.dispose()
 
@@ -218,16 +228,45 @@ def test_trials_run_on_both_nodes_on_their_own_gpus_and_the_best_model_comes_fro
         cpusPerTrial=1,
         hyperparameters={"maxTrials": 4, "maxParallelTrials": 4},
     )
-    done = subprocess.run(
-        [*TUNER, "-v", "run", str(spec), "--no-view", *on_ray(cluster)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    # `tuner serve` with its embedded manager on Ray; the study comes over the API.
+    overrides = {k: v for k, v in env.items() if k.startswith(("TUNER_", "AWS_"))}
+    server = start_server(
+        db_url, tmp_path, slots=4, extra_args=tuple(on_ray(cluster)), env_overrides=overrides
     )
-    assert done.returncode == 0, done.stderr[-5000:]
-    assert done.stderr.count("sent to Ray (1 CPU(s), 1 GPU(s))") == 4, done.stderr[-5000:]
+    try:
+        http = httpx.Client(
+            base_url=server.url + "/api/v1",
+            headers={"Authorization": f"Bearer {server.write_token}"},
+            timeout=60,
+        )
+        created = http.post("/studies", json=json.loads(spec.read_text()))
+        assert created.status_code == 201, created.text
+        wait_for(
+            "the study to complete",
+            lambda: (s := study_of(db_url, "ray-gpus")) is not None and s.state != "RUNNING",
+            timeout=240,
+            log=server.log_path,
+        )
+        assert study_of(db_url, "ray-gpus").state == "COMPLETED", server.log()[-5000:]
+        assert server.log().count("sent to Ray (1 CPU(s), 1 GPU(s))") == 4
+        detail = http.get("/studies/ray-gpus/trials/0").json()
+        assert detail["executor"]["name"] == "ray"
+
+        # The best model, pulled over the API by a machine that ran none of the trials.
+        served = tmp_path / "served"
+        api = ["--server", server.url, "--token", server.read_token]
+        pulled = subprocess.run(
+            [*TUNER, "pull", "ray-gpus", "--to", str(served), "--no-check", *api],
+            cwd=tmp_path,
+            env={**os.environ, "TUNER_WORK_DIR": str(tmp_path / "puller-work")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert pulled.returncode == 0, pulled.stderr
+        assert len(list(served.glob("ray-gpus/*/saved_model.pb"))) == 1, pulled.stdout
+    finally:
+        server.stop()
     runs = runs_of(db_url, "ray-gpus")
     assert [r.state for r in runs] == ["COMPLETED"] * 4
 
@@ -262,20 +301,7 @@ def test_trials_run_on_both_nodes_on_their_own_gpus_and_the_best_model_comes_fro
                         != (second["env"]["CUDA_VISIBLE_DEVICES"])
                     )
 
-    # The best model, pulled by a machine that ran none of the trials: from the store.
-    puller = {**env, "TUNER_WORK_DIR": str(tmp_path / "puller-work")}
-    served = tmp_path / "served"
-    pulled = subprocess.run(
-        [*TUNER, "pull", "ray-gpus", "--to", str(served), "--no-check"],
-        cwd=REPO,
-        env=puller,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert pulled.returncode == 0, pulled.stderr
-    models = list(served.glob("ray-gpus/*/saved_model.pb"))
-    assert len(models) == 1, pulled.stdout
+    # The API's machine ran none of them: what it served came from the store.
     assert not (tmp_path / "manager-work" / "ray-gpus").exists()
 
 
@@ -426,7 +452,7 @@ def test_a_study_bigger_than_any_node_waits_with_its_reason(cluster, s3, db_url,
     try:
         study = wait_for(
             "the study's reason",
-            lambda: (s := study_of(db_url, "ray-big")).state_reason and s,
+            lambda: (s := study_of(db_url, "ray-big")) is not None and s.state_reason and s,
             log=log,
         )
         assert study.state == "RUNNING"
