@@ -304,8 +304,9 @@ class RayExecutor:
         self.trials.pop(trial.run_id, None)
 
     def _still_ours(self, trial: RemoteTrial) -> bool:
-        holder = self.db.run(lambda s: holders(s, [trial.run_id])).get(trial.run_id)
-        return holder == trial.lease
+        """Whether this manager still holds the run (its node never took it over)."""
+        held = self.db.run(lambda s: holders(s, [trial.run_id])).get(trial.run_id)
+        return held == (trial.lease, True)
 
     def _end_unstarted(self, trial: RemoteTrial, reason: str) -> None:
         """End a run whose task never started its trainer: STOPPED, not counted, run again."""
@@ -332,25 +333,18 @@ class RayExecutor:
         self._renewed_ok = time.monotonic()
 
     def _check_holders(self) -> None:
-        """Learn which runs their node took over, and cancel the tasks whose run is gone."""
+        """Learn which runs their node took over, and cancel the tasks whose run was taken
+        from them (by another manager's takeover: the epoch moved past the node's)."""
         found = self.db.run(lambda s: holders(s, list(self.trials)))
-        for run_id, holder in found.items():
+        for run_id, (holder, running) in found.items():
             trial = self.trials.get(run_id)
             if trial is None or trial.cancelled:
                 continue
-            if holder == trial.lease or (holder is not None and holder == trial.node_lease):
-                continue
-            if (
-                trial.node_lease is None
-                and holder is not None
-                and holder.epoch == trial.lease.epoch + 1
-                and holder.worker != self.worker_id
-            ):
-                trial.node_lease = holder  # the node took it over
-                continue
-            if holder is None and trial.node_lease is not None:
-                continue  # ended by its node: the task returns shortly
-            self.cancel(trial, "its run was taken over by another manager")
+            taken = _taken_from(trial, holder, manager=self.worker_id)
+            if taken:
+                self.cancel(trial, "its run was taken over by another manager")
+            elif running and holder.worker != self.worker_id:
+                trial.node_lease = holder  # the node holds it (and renews it) now
 
     def cancel(self, trial: RemoteTrial, why: str) -> None:
         """Cancel a task with force: its process dies, and its watchdog kills the trainer."""
@@ -373,8 +367,8 @@ class RayExecutor:
         for trial in list(self.trials.values()):
             if trial.study.id in running_ids or trial.node_lease is not None or trial.cancelled:
                 continue
-            self.cancel(trial, "its study is no longer running")
-            if self._still_ours(trial):
+            if self._still_ours(trial):  # else its node has it, and stops it itself
+                self.cancel(trial, "its study is no longer running")
                 self._end_unstarted(trial, "study stopped before its task started")
 
     def fence_if_unrenewed(self, after: float) -> None:
@@ -417,6 +411,18 @@ class RayExecutor:
 
 #: Seconds a node may need to notice a stop request (its poll) and record the trial's end.
 STOP_WAIT = 2.0
+
+
+def _taken_from(trial: RemoteTrial, holder: Lease, *, manager: str) -> bool:
+    """Whether a run was taken from the trial's task. The node takes the manager's lease over
+    with the next epoch and its own worker id, and ends the run under it; a takeover by another
+    manager ends the run with the epoch after the one it saw (the manager's id kept, if the
+    node never held it)."""
+    handed_over = trial.lease.epoch + 1
+    if holder == trial.lease:
+        return False  # still this manager's: the task waits for its node
+    # Else it is the node's (running, or ended by it), or it was taken.
+    return not (holder.worker != manager and holder.epoch == handed_over)
 
 
 def _ray_cpus(need: Need) -> float:

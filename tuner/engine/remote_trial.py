@@ -99,21 +99,23 @@ def run_on_node(
 ) -> NodeOutcome:
     """Run one claimed trial here to its recorded end (see the module's docstring)."""
     job = dataclasses.replace(job, settings=node_settings(job.settings, os.environ))
-    node_part = NodeSupervisor(_backend(job.settings.database_url), job, _watchdog(job.settings))
+    backend, optuna_link = _connection(job.settings.database_url)
+    node_part = NodeSupervisor(backend, job, _watchdog(job.settings), optuna_link)
     return node_part.run(executor=executor, node=node, task=task, gpu_ids=gpu_ids)
 
 
-#: A process that runs one trial after another (a Ray worker) keeps its database connections
-#: and its watchdog from one to the next: a trial pays for neither.
-_backends: dict[str, Backend] = {}
+#: A process that runs one trial after another (a Ray worker) keeps its database connections,
+#: its opened Optuna studies and its watchdog from one to the next: a trial pays for none.
+_connections: dict[str, tuple[Backend, OptunaLink]] = {}
 _watchdogs: dict[float, Watchdog] = {}
 
 
-def _backend(url: str) -> Backend:
-    backend = _backends.get(url)
-    if backend is None:
-        backend = _backends[url] = Backend.connect(url, auto_init=False, pre_ping=False)
-    return backend
+def _connection(url: str) -> tuple[Backend, OptunaLink]:
+    found = _connections.get(url)
+    if found is None:
+        backend = Backend.connect(url, auto_init=False, pre_ping=False)
+        found = _connections[url] = (backend, OptunaLink(backend))
+    return found
 
 
 def _watchdog(settings: Settings) -> Watchdog:
@@ -138,14 +140,20 @@ def node_settings(manager: Settings, environ: Mapping[str, str]) -> Settings:
 class NodeSupervisor:
     """The parts a manager would use for this one trial, on this node."""
 
-    def __init__(self, backend: Backend, job: NodeJob, watchdog: Watchdog | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        job: NodeJob,
+        watchdog: Watchdog | None = None,
+        optuna_link: OptunaLink | None = None,
+    ) -> None:
         self.backend = backend
         self.db = backend.db
         self.job = job
         self.settings = job.settings
         self.worker_id = new_worker_id()
         self.store = ArtifactStore(self.settings.artifact_root)
-        self.optuna = OptunaLink(backend)
+        self.optuna = optuna_link or OptunaLink(backend)
         self.fencing = Fencing(self.db, self.settings, watchdog)
         self.writes = LeaseWrites(self.db)
         uploader = None
@@ -189,6 +197,8 @@ class NodeSupervisor:
             why = "its run was no longer its manager's when the task started"
             logger.warning("study %s trial %d: %s; nothing run", job.study.name, job.number, why)
             return NodeOutcome(None, why, self.worker_id)
+        # The hand-over renewed the lease and read no stop: the next of each is due later.
+        self.fencing.last_renewal = self._stop_checked = time.monotonic()
         try:
             trial = self._start(lease, gpu_ids)
             if trial is None:

@@ -112,8 +112,8 @@ def hand_over(
     return Lease(lease.run_id, worker, lease.epoch + 1)
 
 
-def holders(session: Session, run_ids: Iterable[int]) -> dict[int, Lease | None]:
-    """Who holds each run's lease now (None: the run is no longer running)."""
+def holders(session: Session, run_ids: Iterable[int]) -> dict[int, tuple[Lease, bool]]:
+    """Each run's lease as the row has it now, and whether the run is still running."""
     ids = list(run_ids)
     if not ids:
         return {}
@@ -122,10 +122,10 @@ def holders(session: Session, run_ids: Iterable[int]) -> dict[int, Lease | None]
             TrialRunRow.id, TrialRunRow.worker, TrialRunRow.lease_epoch, TrialRunRow.state
         ).where(TrialRunRow.id.in_(ids))
     ).all()
-    found: dict[int, Lease | None] = dict.fromkeys(ids)
-    for run_id, worker, epoch, state in rows:
-        found[run_id] = Lease(run_id, worker, epoch or 0) if state == ACTIVE_STATE else None
-    return found
+    return {
+        run_id: (Lease(run_id, worker, epoch or 0), state == ACTIVE_STATE)
+        for run_id, worker, epoch, state in rows
+    }
 
 
 def request_stop(session: Session, run_ids: Iterable[int], reason: str) -> None:
