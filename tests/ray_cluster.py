@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -53,6 +54,8 @@ class RayNode:
 @dataclass
 class RayCluster:
     address: str
+    #: What a driver needs to join it (its token: Ray's token authentication, on).
+    env: dict[str, str] = field(default_factory=dict)
     nodes: list[RayNode] = field(default_factory=list)
 
     def node_ids(self) -> dict[str, str]:
@@ -64,7 +67,11 @@ class RayCluster:
             "                  for n in ray.nodes() if n['Alive']]))\n"
         )
         done = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **self.env},
         )
         assert done.returncode == 0, done.stderr
         nodes: list[dict[str, Any]] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -78,6 +85,15 @@ class RayCluster:
     def stop(self) -> None:
         for node in reversed(self.nodes):
             node.kill()
+
+
+def auth_env(directory: Path) -> dict[str, str]:
+    """Ray's token authentication with a token of this cluster's own: whatever a
+    `~/.ray/auth_token` of this machine holds (a local `ray.init()` writes one) does not
+    decide whether the nodes and the drivers can talk."""
+    token = directory / "ray-auth-token"
+    token.write_text(secrets.token_hex(32))
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
 
 
 def start_node(
@@ -133,7 +149,7 @@ def start_cluster(
     """A head node and one more node per further entry of `node_envs` (name -> environment)."""
     port = free_port()
     address = f"127.0.0.1:{port}"
-    cluster = RayCluster(address)
+    cluster = RayCluster(address, auth_env(log_dir))
     try:
         for index, (name, env) in enumerate(node_envs.items()):
             cluster.nodes.append(
@@ -143,7 +159,7 @@ def start_cluster(
                     port=port,
                     cpus=cpus,
                     gpus=gpus,
-                    env=env,
+                    env={**env, **cluster.env},
                     log_dir=log_dir,
                 )
             )

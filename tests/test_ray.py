@@ -92,11 +92,17 @@ def db_url() -> Iterator[str]:
 
 
 def manager_env(
-    db_url: str, tmp_path: Path, s3: S3Server, *, bucket: str | None = None, **extra: str
+    cluster: RayCluster,
+    db_url: str,
+    tmp_path: Path,
+    s3: S3Server,
+    *,
+    bucket: str | None = None,
+    **extra: str,
 ) -> dict[str, str]:
     registry = tmp_path / "trainers.yaml"
     registry.write_text(REGISTRY)
-    env = {**os.environ, **s3.env()}
+    env = {**os.environ, **cluster.env, **s3.env()}
     if bucket is not None:
         s3.create_bucket(bucket)
         env["TUNER_ARTIFACT_ROOT"] = f"s3://{bucket}/studies"
@@ -217,7 +223,12 @@ def test_trials_run_on_both_nodes_on_their_own_gpus_and_the_best_model_comes_fro
     cluster, s3, nodes_dir, db_url, tmp_path
 ):
     env = manager_env(
-        db_url, tmp_path, s3, bucket=f"ray-{uuid.uuid4().hex[:8]}", TUNER_KEEP_LOCAL_COPIES="1"
+        cluster,
+        db_url,
+        tmp_path,
+        s3,
+        bucket=f"ray-{uuid.uuid4().hex[:8]}",
+        TUNER_KEEP_LOCAL_COPIES="1",
     )
     args = ["--train-steps=30", "--eval-every-steps=10", "--step-seconds=0.3", "--export"]
     spec = write_spec(
@@ -229,7 +240,7 @@ def test_trials_run_on_both_nodes_on_their_own_gpus_and_the_best_model_comes_fro
         hyperparameters={"maxTrials": 4, "maxParallelTrials": 4},
     )
     # `tuner serve` with its embedded manager on Ray; the study comes over the API.
-    overrides = {k: v for k, v in env.items() if k.startswith(("TUNER_", "AWS_"))}
+    overrides = {k: v for k, v in env.items() if k.startswith(("TUNER_", "AWS_", "RAY_"))}
     server = start_server(
         db_url, tmp_path, slots=4, extra_args=tuple(on_ray(cluster)), env_overrides=overrides
     )
@@ -308,7 +319,7 @@ def test_trials_run_on_both_nodes_on_their_own_gpus_and_the_best_model_comes_fro
 def test_a_pruned_trial_and_a_stopped_study_reach_the_trainers_on_their_nodes(
     cluster, s3, nodes_dir, db_url, tmp_path
 ):
-    env = manager_env(db_url, tmp_path, s3, bucket=f"ray-{uuid.uuid4().hex[:8]}")
+    env = manager_env(cluster, db_url, tmp_path, s3, bucket=f"ray-{uuid.uuid4().hex[:8]}")
     # The first trial is good; the others are worse at every step and the median prunes them.
     args = ["--train-steps=60", "--eval-every-steps=10", "--step-seconds=0.3"]
     pruning = write_spec(
@@ -391,7 +402,7 @@ def test_a_pruned_trial_and_a_stopped_study_reach_the_trainers_on_their_nodes(
 def test_a_run_taken_from_its_task_cancels_the_task_and_its_trainer(
     cluster, s3, nodes_dir, db_url, tmp_path
 ):
-    env = manager_env(db_url, tmp_path, s3, bucket=f"ray-{uuid.uuid4().hex[:8]}")
+    env = manager_env(cluster, db_url, tmp_path, s3, bucket=f"ray-{uuid.uuid4().hex[:8]}")
     args = ["--train-steps=400", "--eval-every-steps=10", "--step-seconds=0.5"]
     spec = write_spec(tmp_path, "ray-lost", args=args, hyperparameters={"maxParallelTrials": 1})
     log = tmp_path / "worker.log"
@@ -441,7 +452,7 @@ def test_a_run_taken_from_its_task_cancels_the_task_and_its_trainer(
 
 
 def test_a_study_bigger_than_any_node_waits_with_its_reason(cluster, s3, db_url, tmp_path):
-    env = manager_env(db_url, tmp_path, s3, bucket=f"ray-{uuid.uuid4().hex[:8]}")
+    env = manager_env(cluster, db_url, tmp_path, s3, bucket=f"ray-{uuid.uuid4().hex[:8]}")
     spec = write_spec(tmp_path, "ray-big", args=["--train-steps=10"], gpusPerTrial=3)
     log = tmp_path / "run.log"
     manager = start(
@@ -465,7 +476,7 @@ def test_a_study_bigger_than_any_node_waits_with_its_reason(cluster, s3, db_url,
 
 
 def test_a_cluster_of_several_nodes_needs_an_object_store(cluster, s3, db_url, tmp_path):
-    env = manager_env(db_url, tmp_path, s3)  # a local artifact root
+    env = manager_env(cluster, db_url, tmp_path, s3)  # a local artifact root
     done = subprocess.run(
         [*TUNER, "worker", "--executor", "ray", "--ray-address", cluster.address],
         cwd=REPO,
@@ -484,6 +495,7 @@ def test_a_node_that_dies_mid_trial_has_its_trial_run_again_once(s3, db_url, tmp
     envs = {name: node_env(s3, tmp_path, name) for name in ("head", "victim")}
     own = start_cluster(envs, cpus=2, gpus=0, log_dir=tmp_path)
     env = manager_env(
+        own,
         db_url,
         tmp_path,
         s3,
