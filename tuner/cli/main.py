@@ -154,6 +154,16 @@ def _with_executor(
     return settings.model_copy(update=update) if update else settings
 
 
+def _capacity_for(settings: Settings, gpus: str | None, cpus: float | None) -> Capacity:
+    """`--gpus`/`--cpus` describe this machine; on Ray, the nodes declare their own."""
+    if settings.executor == "ray" and (gpus is not None or cpus is not None):
+        raise _fail(
+            "--gpus and --cpus count this machine's devices; with --executor ray each Ray node "
+            "declares its own (ray start --num-gpus N --num-cpus M)"
+        )
+    return _capacity(gpus, cpus)
+
+
 def _capacity(gpus: str | None, cpus: float | None) -> Capacity:
     """`--gpus` and `--cpus`, checked before anything starts (exit 2 naming the option)."""
     try:
@@ -199,8 +209,8 @@ def run(
 ) -> None:
     """Run a study to its budget on this machine, or on a Ray cluster (resumes it if it
     exists)."""
-    capacity = _capacity(gpus, cpus)
     settings = _with_executor(get_settings(), executor, ray_address)
+    capacity = _capacity_for(settings, gpus, cpus)
     registry = _registry(settings)
     if trainer_module:
         trainer = trainer or trainer_module.rsplit(".", 1)[0].split(".")[-1]
@@ -430,9 +440,16 @@ def serve(
     """Serve the REST API, with an embedded study manager running trials here (or on Ray)."""
     from tuner.cli.serve import serve as run_server
 
-    capacity = _capacity(gpus, cpus)
-    _log_trials()
     settings = _with_executor(get_settings(), executor, ray_address)
+    capacity = _capacity_for(settings, gpus, cpus)
+    if settings.executor == "ray" and slots > 0:
+        from tuner.engine.ray_executor import import_ray
+
+        try:
+            import_ray()  # said now, not by the manager's thread once the API is up
+        except TunerError as exc:
+            raise _fail(str(exc)) from None
+    _log_trials()
     if public_reads is not None:
         settings = settings.model_copy(update={"public_reads": public_reads})
     try:
@@ -461,8 +478,8 @@ def worker(
     """
     from tuner.engine.manager import StudyManager
 
-    capacity = _capacity(gpus, cpus)
     settings = _with_executor(get_settings(), executor, ray_address)
+    capacity = _capacity_for(settings, gpus, cpus)
     backend = _connect(settings, manager=True)
     try:
         manager = StudyManager(

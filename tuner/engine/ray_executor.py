@@ -141,6 +141,7 @@ class RayExecutor:
         self._holders_read = 0.0
         self._renewed = 0.0
         self._renewed_ok = time.monotonic()
+        self._unreachable_said = False
         self._connect()
         self._task = self.ray.remote(run_trial_task)
 
@@ -188,10 +189,21 @@ class RayExecutor:
             self._nodes = (now, nodes)
         return nodes
 
+    def _unreachable(self, exc: Exception) -> None:
+        """Ray did not answer: no trial is claimed meanwhile (said once per outage)."""
+        if not self._unreachable_said:
+            self._unreachable_said = True
+            logger.warning("the Ray cluster did not answer (%s); no trial is sent", first_line(exc))
+
     def refusal(self, need: Need) -> str | None:
-        """Why no node of the cluster can ever run such a trial (None: one can)."""
+        """Why no node of the cluster can ever run such a trial (None: one can, or the
+        cluster does not answer now: `has_room` waits for it)."""
         cpus, gpus = _ray_cpus(need), float(need.gpus)
-        nodes = self.alive_nodes()
+        try:
+            nodes = self.alive_nodes()
+        except Exception as exc:
+            self._unreachable(exc)
+            return None
         for node in nodes:
             resources = node.get("Resources", {})
             if resources.get("CPU", 0) >= cpus and resources.get("GPU", 0) >= gpus:
@@ -207,7 +219,12 @@ class RayExecutor:
     def has_room(self, need: Need) -> bool:
         """Whether the cluster has the CPUs and GPUs free for one more trial now, counting the
         tasks sent and not yet placed (a claim waits instead of queueing in Ray)."""
-        free = self.ray.available_resources()
+        try:
+            free = self.ray.available_resources()
+        except Exception as exc:
+            self._unreachable(exc)
+            return False
+        self._unreachable_said = False
         cpus = float(free.get("CPU", 0.0))
         gpus = float(free.get("GPU", 0.0))
         for trial in self.trials.values():
