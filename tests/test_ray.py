@@ -445,8 +445,19 @@ def test_a_run_taken_from_its_task_cancels_the_task_and_its_trainer(
         )
         taken = next(r for r in runs_of(db_url, "ray-lost") if r.id == run.id)
         assert (taken.state, taken.failure_reason) == ("STOPPED", "taken over by a test")
+        wait_for(
+            "the next trial on a node",
+            lambda: any(
+                r.state == "RUNNING" and r.executor.node for r in runs_of(db_url, "ray-lost")
+            ),
+            log=log,
+        )
     finally:
         stop(worker)
+    # The manager asked its node to stop the trial it still ran, and the node recorded it.
+    others = [r for r in runs_of(db_url, "ray-lost") if r.id != run.id]
+    assert others and all(r.state == "STOPPED" for r in others), others
+    assert all("interrupted: its manager stopped" in (r.failure_reason or "") for r in others)
     assert processes_under(nodes_dir / "work-a" / "ray-lost") == []
     assert processes_under(nodes_dir / "work-b" / "ray-lost") == []
 

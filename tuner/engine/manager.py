@@ -204,11 +204,14 @@ class StudyManager:
                 if until_done and not busy and not self.in_flight:
                     break
                 # Wakes early when a trial exits, so the next one starts at once.
-                wait_for_exit(
-                    [t.process for t in self.active.values()],
-                    self.settings.poll_interval,
-                    also=self.warm.wake_fds(),
-                )
+                if self.remote is not None and not self.active:
+                    self.remote.wait(self.settings.poll_interval)
+                else:
+                    wait_for_exit(
+                        [t.process for t in self.active.values()],
+                        self.settings.poll_interval,
+                        also=self.warm.wake_fds(),
+                    )
         finally:
             self.shutdown()
 
@@ -401,7 +404,7 @@ class StudyManager:
             self.supervisor.finish_stopped(trial, reason, remaining)
         self.active.clear()
         if self.remote is not None:
-            self.remote.shutdown(reason, self.settings.stop_grace_seconds)
+            self.remote.shutdown(f"{reason}: its manager stopped", self.settings.stop_grace_seconds)
         self.fencing.close()
         self.warm.close()
         self.store_sync.close()

@@ -46,8 +46,10 @@ from tuner.trial.resources import Need
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between reads of the cluster's nodes (feasibility) and of the runs' lease holders.
+#: Seconds between reads of the cluster's nodes (feasibility), of its free resources, and of
+#: the runs' lease holders.
 NODES_EVERY = 5.0
+FREE_EVERY = 0.5
 HOLDERS_EVERY = 1.0
 #: The Ray namespace the manager's driver joins (tasks are not named; it keeps them apart).
 NAMESPACE = "estimator-tuner"
@@ -142,6 +144,8 @@ class RayExecutor:
         self._renewed = 0.0
         self._renewed_ok = time.monotonic()
         self._unreachable_said = False
+        #: Ray's free resources, as last read (read again when a task ends, or after a while).
+        self._free: tuple[float, dict[str, float]] = (0.0, {})
         self._connect()
         self._task = self.ray.remote(run_trial_task)
 
@@ -219,18 +223,33 @@ class RayExecutor:
     def has_room(self, need: Need) -> bool:
         """Whether the cluster has the CPUs and GPUs free for one more trial now, counting the
         tasks sent and not yet placed (a claim waits instead of queueing in Ray)."""
-        try:
-            free = self.ray.available_resources()
-        except Exception as exc:
-            self._unreachable(exc)
-            return False
-        self._unreachable_said = False
+        now = time.monotonic()
+        read_at, free = self._free
+        if now - read_at >= FREE_EVERY:
+            try:
+                free = self.ray.available_resources()
+            except Exception as exc:
+                self._unreachable(exc)
+                return False
+            self._unreachable_said = False
+            self._free = (now, free)
+        if self._fits(need, free):
+            return True
+        if self._fits(need, free, count_unplaced=False) and now - self._holders_read >= 0.1:
+            # Tasks not known to be placed may have started since: Ray counts them already.
+            self._holders_read = now
+            self._check_holders()
+            return self._fits(need, free)
+        return False
+
+    def _fits(self, need: Need, free: dict[str, float], *, count_unplaced: bool = True) -> bool:
         cpus = float(free.get("CPU", 0.0))
         gpus = float(free.get("GPU", 0.0))
-        for trial in self.trials.values():
-            if trial.node_lease is None:
-                cpus -= _ray_cpus(trial.need)
-                gpus -= trial.need.gpus
+        if count_unplaced:
+            for trial in self.trials.values():
+                if trial.node_lease is None and not trial.cancelled:
+                    cpus -= _ray_cpus(trial.need)
+                    gpus -= trial.need.gpus
         return cpus >= _ray_cpus(need) - 1e-9 and gpus >= need.gpus - 1e-9
 
     # -- submitting ------------------------------------------------------------------------------
@@ -256,6 +275,7 @@ class RayExecutor:
             params=params,
             trainer=trainer,
         )
+        self._free = (0.0, {})
         ref = self._task.options(
             num_cpus=_ray_cpus(need),
             num_gpus=need.gpus,
@@ -286,10 +306,20 @@ class RayExecutor:
             self._holders_read = now
             self._check_holders()
 
+    def wait(self, timeout: float) -> None:
+        """Sleep up to `timeout` seconds, waking as soon as one of the tasks ends."""
+        refs = [t.ref for t in self.trials.values()]
+        if refs:
+            self.ray.wait(refs, num_returns=1, timeout=timeout)
+        else:
+            time.sleep(timeout)
+
     def _collect_ended(self) -> None:
         refs = [t.ref for t in self.trials.values()]
         ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
         ended = {id(r) for r in ready}
+        if ended:
+            self._free = (0.0, {})  # their resources are free again
         for trial in [t for t in self.trials.values() if id(t.ref) in ended]:
             self._ended(trial)
 
@@ -406,9 +436,13 @@ class RayExecutor:
                 self.db.run(lambda s: request_stop(s, ids, reason))
             except Exception as exc:
                 logger.warning("could not ask the nodes to stop: %s", first_line(exc))
-            for trial in list(self.trials.values()):
-                if trial.node_lease is None:
-                    self.cancel(trial, reason)
+            try:
+                for trial in list(self.trials.values()):
+                    if trial.node_lease is None and self._still_ours(trial):
+                        self.cancel(trial, reason)  # not started: ended here, run again
+                        self._end_unstarted(trial, f"{reason} before its task started")
+            except Exception as exc:  # the database is away: their leases lapse instead
+                logger.warning("could not end the trials not yet started: %s", first_line(exc))
             deadline = time.monotonic() + grace + 2 * STOP_WAIT
             while self.trials and time.monotonic() < deadline:
                 self._collect_ended()
