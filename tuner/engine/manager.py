@@ -54,6 +54,9 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between touches of the liveness file.
 ALIVE_EVERY = 5.0
+#: Seconds a manager whose slots all hold trials on a cluster sleeps at most (it wakes as soon
+#: as one of their tasks ends).
+REMOTE_FULL_WAIT = 1.0
 
 
 def default_worker_id() -> str:
@@ -110,6 +113,7 @@ class StudyManager:
         #: Touched while the loop turns (`tuner worker-alive` reads it: a container's liveness).
         self.alive_file: Path | None = None
         self._alive_at = 0.0
+        self._studies_read = 0.0
 
     def _assemble(self, registry: TrainerRegistry, slots: int) -> None:
         """The parts, each given only what its job needs."""
@@ -205,7 +209,8 @@ class StudyManager:
                     break
                 # Wakes early when a trial exits, so the next one starts at once.
                 if self.remote is not None and not self.active:
-                    self.remote.wait(self.settings.poll_interval)
+                    full = self.scheduler.slots_full()
+                    self.remote.wait(REMOTE_FULL_WAIT if full else self.settings.poll_interval)
                 else:
                     wait_for_exit(
                         [t.process for t in self.active.values()],
@@ -305,6 +310,8 @@ class StudyManager:
 
     def _claim(self) -> bool:
         """Fill free slots, one trial per claimable study in turn; whether work remains."""
+        if self._only_full_remote_slots():
+            return True
         running, counts = self.db.run(self._running_studies_and_counts)
         self.liveness.judge.database_answered(time.monotonic())
         self._stop_trials_of_inactive_studies(running)
@@ -316,6 +323,17 @@ class StudyManager:
                 if not self._claim_isolated(study):
                     eligible.remove(study)
         return more
+
+    def _only_full_remote_slots(self) -> bool:
+        """Every slot taken by a trial on a cluster: the studies are read once a second, not at
+        every wake-up (each node reads its own study's state and stop requests)."""
+        if self.remote is None or self.active or not self.scheduler.slots_full():
+            return False
+        now = time.monotonic()
+        if now - self._studies_read < REMOTE_FULL_WAIT:
+            return True
+        self._studies_read = now
+        return False
 
     def _claims_over(self) -> bool:
         return self.scheduler.slots_full() or self._stopping or self._interrupted
