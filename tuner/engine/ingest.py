@@ -20,6 +20,7 @@ from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.keeper import Keeper
 from tuner.engine.optuna_link import OptunaLink
 from tuner.engine.outcome import RunState
+from tuner.engine.verdict import final_step_from_flags
 from tuner.engine.writes import LeaseWrites
 from tuner.outputs.events import CheckpointPathValue
 from tuner.persistence.evals import objective_rank, record_eval_values, set_objective_steps
@@ -156,10 +157,24 @@ class Ingestor:
         latency = max(0.0, time.time() - obs.wall_time)
         self.prune_latencies.append(latency)
         trial.log.debug("step %d: prune decision %.3fs after the eval", obs.step, latency)
+        if prune and (last := self._last_step(trial)) is not None and obs.step >= last[0]:
+            trial.log.info("not pruned at step %d: its last eval (%s)", obs.step, last[1])
+            prune = False
         if prune:
             reason = f"stopped early at step {obs.step} ({trial.spec.metric_tag}={obs.value:.6g})"
             if trial.stop_with(RunState.PRUNED, reason, level=logging.DEBUG):
                 trial.log.info("pruned at step %d", obs.step)
+
+    def _last_step(self, trial: ActiveTrial) -> tuple[int, str] | None:
+        """The step of a trial's last eval, and how it is known: a pruner never stops a trial
+        there (it has paid its whole cost, and its outcome is a completed trial's)."""
+        flagged = final_step_from_flags(list(trial.spec.args), trial.params)
+        if flagged is not None:
+            return flagged, f"it trains to step {flagged}"
+        longest = self.optuna.longest_completed_step(trial.study)
+        if longest is not None:
+            return longest, f"the longest completed trial ended at step {longest}"
+        return None
 
     def _told_elsewhere(self, trial: ActiveTrial, obs: Observation) -> None:
         """Stop a trial whose Optuna trial was finished outside the tuner; it is FAILED: the

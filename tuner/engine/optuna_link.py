@@ -86,6 +86,12 @@ class OptunaLink:
         except optuna.exceptions.UpdateFinishedTrialError:
             logger.warning("study %s trial %d: already told", study.name, number)
 
+    def longest_completed_step(self, study: Study) -> int | None:
+        """The last reported step of the study's longest COMPLETED trial (None: none yet)."""
+        trials = self.study(study).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        steps = [max(t.intermediate_values) for t in trials if t.intermediate_values]
+        return max(steps, default=None)
+
     def fail(self, study: Study, number: int | optuna.trial.Trial) -> None:
         tell(self.study(study), number, state=TrialState.FAIL)
 

@@ -18,7 +18,14 @@ from tuner.outputs.hypertune import HYPERTUNE_EVAL_NAME
 from tuner.outputs.reader import describe_missing_objective
 from tuner.trial.execution import describe_exit
 
-__all__ = ["Verdict", "decide", "final_problems", "limit_reached"]
+__all__ = [
+    "FINAL_STEP_FLAGS",
+    "Verdict",
+    "decide",
+    "final_problems",
+    "final_step_from_flags",
+    "limit_reached",
+]
 
 
 @dataclass(frozen=True)
@@ -166,3 +173,41 @@ def limit_reached(trial: ActiveTrial, *, default_max_seconds: float | None) -> s
             f"(stallTimeoutSeconds={spec.stall_timeout_seconds:g})"
         )
     return None
+
+
+#: Flags that name how many steps a trainer trains (`--train-steps=200`, `--max_steps 200`):
+#: its last eval is at that step. Epoch counts are left out on purpose: whether a trainer's
+#: steps are epochs or global steps cannot be told from the flag.
+FINAL_STEP_FLAGS = (
+    "train-steps",
+    "train_steps",
+    "max-steps",
+    "max_steps",
+    "num-train-steps",
+    "num_train_steps",
+    "training-steps",
+    "training_steps",
+)
+
+
+def final_step_from_flags(args: list[str], params: dict[str, object]) -> int | None:
+    """The step a trial trains to, from its fixed args or its params, if one of them says."""
+    for name in FINAL_STEP_FLAGS:
+        if name in params:
+            return _whole(params[name])
+    for index, arg in enumerate(args):
+        flag, has_value, value = arg.partition("=")
+        if flag.lstrip("-") not in FINAL_STEP_FLAGS or not flag.startswith("--"):
+            continue
+        if not has_value and index + 1 < len(args):
+            value = args[index + 1]
+        return _whole(value)
+    return None
+
+
+def _whole(value: object) -> int | None:
+    try:
+        number = float(str(value))
+    except ValueError:
+        return None
+    return int(number) if number.is_integer() and number > 0 else None
