@@ -16,8 +16,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api.limits import MAX_NESTING
 from tuner.domain.errors import (
@@ -124,15 +125,32 @@ async def tuner_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, code, tuner_message(exc), tuner_details(exc), headers=headers)
 
 
-async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = STATUS_CODES.get(exc.status_code, "BAD_REQUEST" if exc.status_code < 500 else "INTERNAL")
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    headers = exc.headers
     if exc.status_code == 404 and message == "Not Found":
         message = "no such route: see /docs for the API's routes"
     elif exc.status_code == 405:
-        message = "method not allowed on this route: see /docs for the API's routes"
-    return error_response(exc.status_code, code, message, headers=exc.headers)
+        allow = ", ".join(allowed_methods(request))
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers={"Allow": allow})
+        message = f"method not allowed on this route (it allows {allow})"
+        headers = {**(headers or {}), "Allow": allow}
+    return error_response(exc.status_code, code, message, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path, and OPTIONS (Starlette's own
+    `Allow` names only the first route that matched the path): each method is tried against
+    the app's routes, as the router itself would match it."""
+    allowed = ["OPTIONS"]
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return sorted(allowed)
 
 
 async def validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -148,3 +148,37 @@ def test_a_database_outage_is_a_503_in_the_error_shape(tmp_path):
             )
         finally:
             running.stop()
+
+
+def test_options_and_405_name_every_method_of_the_path(server):
+    api = f"{server.url}/api/v1"
+    expected = {
+        "/studies": "GET, OPTIONS, POST",
+        "/studies/some-study": "DELETE, GET, OPTIONS",
+        "/studies/some-study/trials/0": "GET, OPTIONS",
+    }
+    for path, allow in expected.items():
+        answer = httpx.options(api + path)
+        assert (answer.status_code, answer.headers["Allow"]) == (204, allow), path
+    refused = httpx.patch(f"{api}/studies", headers=headers(server.write_token))
+    error = error_of(refused, 405, "METHOD_NOT_ALLOWED")
+    assert refused.headers["Allow"] == "GET, OPTIONS, POST"
+    assert "GET, OPTIONS, POST" in error.error.message
+    assert httpx.options(f"{api}/no-such-route").status_code == 404
+
+
+def test_the_schema_marks_what_a_study_body_needs(server):
+    """What the server refuses a body without is required in the OpenAPI schema too."""
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    body = schema["paths"]["/api/v1/studies"]["post"]["requestBody"]
+    spec = body["content"]["application/json"]["schema"]
+    assert body["required"] is True
+    assert set(spec["required"]) == {"name", "trainer"}
+    assert {"required": ["hyperparameters"]} in spec["anyOf"]
+    hyper = spec["properties"]["hyperparameters"]
+    assert set(hyper["required"]) == {"goal", "hyperparameterMetricTag", "params"}
+    refused = httpx.post(
+        f"{server.url}/api/v1/studies", json={}, headers=headers(server.write_token)
+    )
+    details = {d.field for d in error_of(refused, 422, "SPEC_INVALID").error.details}
+    assert {"name", "trainer"} <= details

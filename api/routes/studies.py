@@ -47,13 +47,64 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (500, "An unexpected error; the server log has the details"),
     )
 }
+_HYPERPARAMETERS = {
+    "type": "object",
+    "description": "AI Platform's HyperparameterSpec (docs/spec.md).",
+    "required": ["goal", "hyperparameterMetricTag", "params"],
+    "properties": {
+        "goal": {"type": "string", "enum": ["MAXIMIZE", "MINIMIZE"]},
+        "hyperparameterMetricTag": {"type": "string", "minLength": 1},
+        "maxTrials": {"type": "integer", "minimum": 1},
+        "maxParallelTrials": {"type": "integer", "minimum": 1},
+        "maxFailedTrials": {"type": "integer", "minimum": 0},
+        "params": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["parameterName", "type"],
+                "properties": {
+                    "parameterName": {"type": "string"},
+                    "type": {
+                        "type": "string",
+                        "enum": ["DOUBLE", "INTEGER", "CATEGORICAL", "DISCRETE"],
+                    },
+                },
+            },
+        },
+    },
+}
+#: What the server refuses a body without (the spec's parser says why, field by field; the
+#: full list of fields is in docs/spec.md): the schema tells the same truth.
+SPEC_SCHEMA = {
+    "type": "object",
+    "description": "A study spec: AI Platform's hyperparameter config (the `hyperparameters` "
+    "block, or `trainingInput: {hyperparameters: ...}`) plus the study's name and trainer.",
+    "required": ["name", "trainer"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"},
+        "trainer": {"type": "string", "minLength": 1},
+        "args": {"type": "array", "items": {"type": "string"}},
+        "outputDirFlag": {"type": "string"},
+        "seed": {"type": "integer"},
+        "hyperparameters": _HYPERPARAMETERS,
+        "trainingInput": {
+            "type": "object",
+            "required": ["hyperparameters"],
+            "properties": {"hyperparameters": _HYPERPARAMETERS},
+        },
+    },
+    "anyOf": [{"required": ["hyperparameters"]}, {"required": ["trainingInput"]}],
+}
 SPEC_BODY = {
     "requestBody": {
         "required": True,
         "description": "A study spec: AI Platform's hyperparameter config plus the trainer.",
         "content": {
-            "application/json": {"schema": {"type": "object"}},
-            "application/yaml": {"schema": {"type": "string"}},
+            "application/json": {"schema": SPEC_SCHEMA},
+            "application/yaml": {
+                "schema": {"type": "string", "description": "The same spec, as YAML."}
+            },
         },
     }
 }
