@@ -22,7 +22,7 @@ from tuner.artifacts.infrastructure import is_infrastructure
 from tuner.artifacts.store import ArtifactStore, TrialPaths
 from tuner.domain.config import Settings
 from tuner.domain.entities import Lease, Study
-from tuner.domain.errors import TrialTakenError, first_line
+from tuner.domain.errors import LeaseLostError, TrialTakenError, first_line
 from tuner.domain.trainers import Trainer, TrainerRegistry
 from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.fencing import Fencing
@@ -268,6 +268,17 @@ class Launcher:
                 self.writes.write(claim.lease, attach)
         except TrialTakenError:
             self._drop_reservation(claim.lease.run_id)
+            return False
+        except LeaseLostError:
+            # Held up (paused, starved) between the ask and the attach for so long that another
+            # manager took the reservation over: the asked trial is given back (told FAIL).
+            logger.warning(
+                "study %s: trial %d was asked while this manager was held up, and its "
+                "reservation was taken over meanwhile; told FAIL, not run",
+                claim.study.name,
+                claim.trial.number,
+            )
+            self._abandoned.append((claim.lease.run_id, claim.study, claim.trial.number))
             return False
         except Exception:
             self._abandoned.append((claim.lease.run_id, claim.study, claim.trial.number))

@@ -10,6 +10,7 @@ on this host (its manager paused or dead) is killed first.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -19,15 +20,15 @@ from collections.abc import Container
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner.artifacts.store import ArtifactStore
-from tuner.domain.entities import TrialRun
+from tuner.domain.entities import Study, TrialRun
 from tuner.engine.leases import StalenessJudge, WorkerId
 from tuner.engine.optuna_link import OptunaLink
 from tuner.persistence import Database
 from tuner.persistence.leases import take_over
-from tuner.persistence.runs import active_runs
+from tuner.persistence.runs import active_runs, attached_trial_ids
 from tuner.persistence.studies import get_study
 from tuner.study import viewers
 from tuner.study.operations import Backend
@@ -64,6 +65,8 @@ class Liveness:
         self.judge = StalenessJudge(timeout)
         self.every = min(10.0, timeout / 4)
         self._last_reap = 0.0
+        #: Optuna trial id -> monotonic time it was first seen RUNNING with no run of ours.
+        self._unattached: dict[int, float] = {}
 
     def reap_due(self) -> bool:
         now = time.monotonic()
@@ -71,6 +74,44 @@ class Liveness:
             return False
         self._last_reap = now
         return True
+
+    def tell_unattached_asks(self, studies: list[Study]) -> None:
+        """Tell FAIL the Optuna trials of these studies that are RUNNING with no run of ours,
+        once this manager has seen them so for a full timeout of its own clock: a manager asked
+        for them and never attached them (held up past its reservation's takeover, or gone).
+        Left RUNNING, TPE's constant liar and optuna-dashboard would count them forever. An
+        enqueued retry among them is enqueued again, so that it is not lost."""
+        now = time.monotonic()
+        seen_now: dict[int, float] = {}
+        for study in studies:
+            if self.optuna.gone(study):
+                continue
+            opened = self.optuna.study(study)
+            running = opened.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            ids = [t._trial_id for t in running]
+            attached = self.db.run(functools.partial(attached_trial_ids, optuna_trial_ids=ids))
+            for trial in running:
+                if trial._trial_id in attached:
+                    continue
+                first = self._unattached.get(trial._trial_id, now)
+                seen_now[trial._trial_id] = first
+                if now - first >= self.judge.timeout:
+                    self._tell_unattached(study, trial)
+                    seen_now.pop(trial._trial_id)
+        self._unattached = seen_now
+
+    def _tell_unattached(self, study: Study, trial: FrozenTrial) -> None:
+        self.optuna.fail(study, trial.number)
+        retry_of = trial.user_attrs.get("retry_of")
+        if retry_of is not None:
+            self.optuna.requeue(study, trial.params, retry_of=int(retry_of))
+        logger.warning(
+            "study %s: Optuna trial %d was asked by a manager that never attached it (held up "
+            "or gone); told FAIL%s",
+            study.name,
+            trial.number,
+            f", its params (a retry of trial {retry_of}) enqueued again" if retry_of else "",
+        )
 
     def reap_stale(self, own_runs: Container[int]) -> None:
         """Take over the stale running runs of other managers (`own_runs` are this one's)."""
@@ -106,9 +147,12 @@ class Liveness:
 
     def _take_over(self, run: TrialRun) -> None:
         reason = f"its manager {run.worker} stopped renewing its lease; the trial runs again"
+        if run.number is None:
+            reason = f"its manager {run.worker} stopped renewing it before a trial was attached"
         if not self.db.run(lambda s: take_over(s, run, reason=reason)):
             return  # renewed meanwhile, or taken by another manager
-        logger.warning("study id %s trial %s: %s", run.study_id, run.number, reason)
+        what = f"trial {run.number}" if run.number is not None else "a reserved slot"
+        logger.warning("study id %s %s: %s", run.study_id, what, reason)
         if run.number is None or run.optuna_trial_id is None:
             return
         study = self.db.run(lambda s: get_study(s, run.study_id))

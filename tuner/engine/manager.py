@@ -114,6 +114,7 @@ class StudyManager:
         self.alive_file: Path | None = None
         self._alive_at = 0.0
         self._studies_read = 0.0
+        self._ticked_at = 0.0
 
     def _assemble(self, registry: TrainerRegistry, slots: int) -> None:
         """The parts, each given only what its job needs."""
@@ -222,6 +223,7 @@ class StudyManager:
 
     def tick(self) -> bool:
         """One pass of the numbered steps above. Returns whether work remains here."""
+        self._notice_hold_up()
         self.fencing.fence_if_unrenewed(list(self.active.values()))
         if self.remote is not None:
             self.remote.fence_if_unrenewed(self.fencing.after)
@@ -230,6 +232,12 @@ class StudyManager:
             if self.liveness.reap_due():
                 self._isolated(
                     "taking over stale runs", lambda: self.liveness.reap_stale(self.active)
+                )
+                # Every running study: an asked trial is told by whoever finds it.
+                studies = self.db.run(lambda s: running_studies(s, None))
+                self._isolated(
+                    "telling unattached Optuna trials",
+                    lambda: self.liveness.tell_unattached_asks(studies),
                 )
             self.launcher.clean_abandoned()
             for trial in list(self.active.values()):
@@ -253,6 +261,23 @@ class StudyManager:
             # write is read and buffered until the database is back.
             logger.warning("database unavailable, retrying: %s", first_line(exc))
             return True
+
+    def _notice_hold_up(self) -> None:
+        """A manager held up (paused, starved) for longer than its fence time says so, and
+        makes its pooled connections again: those it held may have been closed meanwhile, and
+        their first use would fail as if the database were away."""
+        now = time.monotonic()
+        gap = now - self._ticked_at if self._ticked_at else 0.0
+        self._ticked_at = now
+        if gap < self.fencing.after:
+            return
+        logger.warning(
+            "this manager was held up for %.0f s (paused or starved): its leases lapsed, its "
+            "trials were fenced; connections to the database are made again",
+            gap,
+        )
+        self.db.dispose()
+        self.backend.storage.engine.dispose()
 
     def _renew_leases(self) -> None:
         for run_id in self.fencing.renew(list(self.active.values())):

@@ -189,3 +189,15 @@ def finish_run(
         return
     study_id, number = ended
     journal_end(session, study_id, number, state, reason, exit_code, values["ended_at"])
+
+
+def attached_trial_ids(session: Session, optuna_trial_ids: Sequence[int]) -> set[int]:
+    """Those of the Optuna trial ids that a run (any state) is attached to."""
+    if not optuna_trial_ids:
+        return set()
+    found = session.scalars(
+        select(TrialRunRow.optuna_trial_id).where(
+            TrialRunRow.optuna_trial_id.in_(list(optuna_trial_ids))
+        )
+    )
+    return {i for i in found if i is not None}
