@@ -12,16 +12,19 @@ headers and the same range rules (`StoredArchiveResponse`).
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from starlette.concurrency import iterate_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable, Response
 from starlette.types import Receive, Scope, Send
 
+from api.errors import error_response
 from tuner.artifacts.archives import Archive
 from tuner.artifacts.object_store import ObjectStore
 from tuner.domain.entities import StoredArchive
-from tuner.domain.errors import RangeNotSatisfiableError
+from tuner.domain.errors import RangeNotSatisfiableError, TunerError, first_line
 
 
 class ArchiveResponse(FileResponse):
@@ -86,6 +89,11 @@ class StoredDownload:
         return f'"{self.archive.sha256}"'
 
 
+#: Seconds a download waits for the store's first bytes before it answers 503 (nothing sent).
+FIRST_BYTES_SECONDS = 10.0
+RETRY_AFTER_SECONDS = 10
+
+
 class StoredArchiveResponse(Response):
     """An archive streamed from the object store: the whole of it (200) or one byte range
     (206), read with a ranged GET and passed on chunk by chunk (no copy in memory or on
@@ -111,16 +119,45 @@ class StoredArchiveResponse(Response):
         self.start, self.end = start, end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
         if scope.get("method") == "HEAD":
+            await self._start(send)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        chunks = self.download.store.read(self.download.archive.path, self.start, self.end)
+        try:
+            chunks, first = await asyncio.wait_for(
+                run_in_threadpool(self._first_chunk), FIRST_BYTES_SECONDS
+            )
+        except (TimeoutError, TunerError, OSError) as exc:
+            # Nothing sent yet: the client gets a 503 it can retry, not a 200 without bytes.
+            why = (
+                f"no answer within {FIRST_BYTES_SECONDS:g} s"
+                if isinstance(exc, TimeoutError)
+                else first_line(exc)
+            )
+            unavailable = error_response(
+                503,
+                "UNAVAILABLE",
+                f"{self.download.what}: the artifact store does not answer ({why}); retry later",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+            await unavailable(scope, receive, send)
+            return
+        await self._start(send)
+        if first:
+            await send({"type": "http.response.body", "body": first, "more_body": True})
         async for chunk in iterate_in_threadpool(chunks):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _start(self, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+
+    def _first_chunk(self) -> tuple[Iterator[bytes], bytes]:
+        """Ask the store for the bytes and wait for the first of them (in a thread)."""
+        chunks = iter(self.download.store.read(self.download.archive.path, self.start, self.end))
+        return chunks, next(chunks, b"")
 
 
 def stored_archive_response(

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.hanging_proxy import HangingProxy
 from tests.object_store_server import S3Server, ThrottlingProxy, start_s3_server
 from tests.server import REPO, RunningServer, start_server
 from tests.test_workers import start_worker
@@ -451,5 +452,57 @@ def test_a_store_outage_stops_uploads_and_starts_without_overrunning_the_budget(
             assert http.get("/studies/outage/best/checkpoint").status_code == 200
     finally:
         proxy.stop()
+        _stop(worker)
+        server.stop()
+
+
+SMALL_EXPORT_SPEC = """
+name: hang
+trainer: synthetic
+args: ["--train-steps=20", "--eval-every-steps=10", "--export"]
+hyperparameters:
+  goal: MINIMIZE
+  hyperparameterMetricTag: rmse
+  maxTrials: 1
+  params:
+    - {parameterName: x, type: DOUBLE, minValue: -1, maxValue: 1}
+"""
+
+
+def test_a_download_while_the_store_hangs_is_a_503_before_any_byte(s3, bucket, pg_url, tmp_path):
+    """The store stops answering (connections open, nothing passes): a model download answers
+    503 with `Retry-After` within the server's wait for the first bytes, never a 200 with a
+    `Content-Length` and then nothing; once the store answers again, the download works."""
+    root = f"s3://{bucket}/studies"
+    host, port = s3.endpoint.removeprefix("http://").split(":")
+    hanging = HangingProxy((host, int(port))).start()
+    server = _server(pg_url, tmp_path, s3.env(f"http://127.0.0.1:{hanging.port}"), root)
+    log = tmp_path / "worker.log"
+    worker = start_worker(_env(s3.env(), pg_url, tmp_path / "work", root), 1, log)
+    try:
+        with _api(server) as http:
+            _submit(http, SMALL_EXPORT_SPEC)
+            _wait(
+                "the trial to be stored",
+                lambda: [r["state"] for r in _runs(pg_url)] == ["COMPLETED"],
+                120,
+                [log, server.log_path],
+            )
+            hanging.hang()
+            asked = time.monotonic()
+            answer = http.get("/studies/hang/best/model", timeout=60)
+            took = time.monotonic() - asked
+            assert answer.status_code == 503, (answer.status_code, answer.headers)
+            assert answer.headers["Retry-After"]
+            assert answer.json()["error"]["code"] == "UNAVAILABLE"
+            assert "the artifact store does not answer" in answer.json()["error"]["message"]
+            assert took < 20, took
+            hanging.restore()
+            whole = http.get("/studies/hang/best/model", timeout=60)
+            assert whole.status_code == 200, whole.text
+            (export_sha256,) = _stored_export_hashes(pg_url)
+            assert hashlib.sha256(whole.content).hexdigest() == export_sha256
+    finally:
+        hanging.stop()
         _stop(worker)
         server.stop()
