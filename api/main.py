@@ -19,6 +19,7 @@ from api.limits import BodySizeLimit, NestingLimit, StripRootPath
 from api.routes import events, health, metrics, models, studies, trials, web
 from api.routes.health import ManagerProblem
 from api.routes.studies import ERRORS
+from api.timeouts import BodyDeadline, ClientGone
 from tuner import __version__
 from tuner.domain.config import Settings
 from tuner.domain.trainers import TrainerRegistry
@@ -85,6 +86,8 @@ def create_app(
     errors.install(app)
     app.add_middleware(NestingLimit)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyDeadline, seconds=settings.body_timeout_seconds)
+    app.add_middleware(ClientGone)
     if root_path:
         app.add_middleware(StripRootPath, root_path=root_path)
 

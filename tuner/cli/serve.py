@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import uvicorn
 
+from api.timeouts import HeaderDeadlineProtocol
 from tuner.domain.config import Settings
 from tuner.domain.errors import TunerError
 from tuner.domain.trainers import TrainerRegistry
@@ -177,6 +178,8 @@ def serve(
         log_level=log_level,
         proxy_headers=True,
         timeout_graceful_shutdown=5,
+        # Each request's headers have a deadline (api/timeouts.py); uvicorn has none.
+        http=HeaderDeadlineProtocol.with_deadline(settings.header_timeout_seconds),
     )
     server = uvicorn.Server(config)
     try:

@@ -92,6 +92,16 @@ class Settings(BaseSettings):
     events_poll_interval: float = Field(
         default=0.5, gt=0, description="Seconds between database checks of an event stream."
     )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send a request's line and headers (else 408).",
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds from a request's start to the end of its body (else 408).",
+    )
     executor: Literal["local", "ray"] = Field(
         default="local",
         description="Where a manager runs trials: `local` (its own subprocesses) or `ray` "

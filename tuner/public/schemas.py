@@ -44,6 +44,7 @@ ErrorCode = Literal[
     "TRIAL_NOT_FOUND",
     "ARTIFACT_NOT_FOUND",
     "METHOD_NOT_ALLOWED",
+    "TIMEOUT",
     "STUDY_EXISTS",
     "STUDY_STATE_CONFLICT",
     "BODY_TOO_LARGE",
