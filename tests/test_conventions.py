@@ -69,6 +69,8 @@ STUDIES = [
     study("truncated", "truncated_events", ["--damage=truncate"]),
     study("junk", "truncated_events", ["--damage=junk"]),
     study("slow-checkpoint-path", "slow_checkpoint_path", ["--no-state-file"]),
+    study("keras-epochs", "keras_timestamp", []),
+    study("keras-weights", "keras_timestamp", ["--checkpoint-name=weights"]),
 ]
 
 
@@ -110,10 +112,12 @@ def best(server: RunningServer, name: str) -> dict[str, Any]:
         return client.best(name)
 
 
-def pull(server: RunningServer, name: str, to: Path) -> subprocess.CompletedProcess[str]:
+def pull(
+    server: RunningServer, name: str, to: Path, *options: str
+) -> subprocess.CompletedProcess[str]:
     auth = ["--server", server.url, "--token", server.read_token]
     return subprocess.run(
-        [sys.executable, "-m", "tuner.cli", "pull", name, "--to", str(to), *auth],
+        [sys.executable, "-m", "tuner.cli", "pull", name, "--to", str(to), *auth, *options],
         capture_output=True,
         text=True,
         timeout=300,
@@ -230,3 +234,38 @@ def test_late_checkpoint_path_keeps_the_checkpoint_it_names(served, tmp_path):
     with JsonClient(served.url, token=served.read_token) as client:
         unpacked = client.download_checkpoint("slow-checkpoint-path", tmp_path / "ckpt")
     assert (unpacked / "weights-20.index").is_file()
+
+
+@pytest.mark.parametrize(
+    ("name", "checkpoint"), [("keras-epochs", "ckpt-3"), ("keras-weights", "weights")]
+)
+def test_a_keras_trainer_reporting_epochs_has_its_model_and_checkpoint_kept(
+    served, tmp_path, name, checkpoint
+):
+    """Google's Vertex Keras layout: `model.save` into `<out>/<trial>/<timestamp>/`, epochs as
+    hypertune steps, `ModelCheckpoint` checkpoints named in `checkpoints/checkpoint`. The
+    export is found without `exportDirs`, tied to the last epoch by its write time (its
+    variables hold the optimizer's 30 iterations), and pulled; the checkpoint is kept."""
+    detail = trial(served, name)
+    assert detail["state"] == "COMPLETED", detail["failureReason"]
+    assert [s["step"] for s in detail["steps"]] == [1, 2, 3]
+    assert detail["bestStep"] == 3  # every epoch better than the one before
+    (export,) = detail["exports"]
+    assert (export["exporter"], export["step"], export["matchedBy"]) == ("0", 3, "write_time")
+    assert len(export["version"]) == 14  # YYYYmmddHHMMSS
+    (kept,) = detail["checkpoints"]
+    assert kept["step"] == 3 and kept["path"].endswith(f"/{checkpoint}")
+    notes = [p for p in detail["problems"] if "by its write time" in p]
+    assert notes and "global step 30, which no eval reported" in notes[0], detail["problems"]
+    assert not [p for p in detail["problems"] if "no checkpoint kept" in p]
+    pulled = pull(served, name, tmp_path / "serving")
+    assert pulled.returncode == 0, pulled.stderr
+    assert list((tmp_path / "serving").glob(f"{name}/*/saved_model.pb"))
+    assert "serving_default" in pulled.stdout
+    # Any recorded export, by name, whatever its step.
+    named = pull(served, name, tmp_path / "named", "--trial", "0", "--export", "0", "--no-check")
+    assert named.returncode == 0, named.stderr
+    assert list((tmp_path / "named").glob(f"{name}/{export['version']}/saved_model.pb"))
+    missing = pull(served, name, tmp_path / "none", "--trial", "0", "--export", "latest")
+    assert missing.returncode != 0
+    assert f"has no export 'latest' (its exports: 0/{export['version']})" in missing.stderr

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import FileResponse, Response
 
 from api.deps import BackendDep, ReadAccess, StoreDep, StudyPath, TrialNumber
@@ -124,14 +124,41 @@ def download_trial_model(
     store: StoreDep,
     range_header: RangeHeader = None,
     if_range: IfRangeHeader = None,
+    export: Annotated[
+        str | None,
+        Query(
+            description="Another recorded export of the trial, whatever its step: "
+            "`<exporter>` (its latest version) or `<exporter>/<version>`, as the trial lists "
+            "them."
+        ),
+    ] = None,
 ) -> Response:
-    """The SavedModel of this trial's best eval step."""
+    """The SavedModel of this trial's best eval step, or the export named by `export`."""
     study, detail = _trial(backend, study_id, number)
+    if export is not None:
+        chosen = _named_export(detail.exports, export, study.name, number)
+        download = _export_download(store, chosen, [], study.name, number, chosen.step)
+        return _respond(download, range_header, if_range)
     matching = [e for e in detail.exports if e.step == detail.best_step]
-    export = matching[-1] if matching else None
-    others = [e for e in detail.exports if e is not export]
-    download = _export_download(store, export, others, study.name, number, detail.best_step)
+    best_export = matching[-1] if matching else None
+    others = [e for e in detail.exports if e is not best_export]
+    download = _export_download(store, best_export, others, study.name, number, detail.best_step)
     return _respond(download, range_header, if_range)
+
+
+def _named_export(exports: list[Export], name: str, study: str, number: int) -> Export:
+    """The export `<exporter>/<version>`, or the latest version of `<exporter>`."""
+    exact = [e for e in exports if f"{e.exporter}/{e.version}" == name]
+    by_exporter = sorted(
+        (e for e in exports if e.exporter == name), key=lambda e: (len(e.version), e.version)
+    )
+    found = exact or by_exporter
+    if not found:
+        listed = ", ".join(f"{e.exporter}/{e.version}" for e in exports) or "none"
+        raise ArtifactNotFoundError(
+            f"trial {number} of study {study!r} has no export {name!r} (its exports: {listed})"
+        )
+    return found[-1]
 
 
 @router.get(

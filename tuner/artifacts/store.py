@@ -155,7 +155,12 @@ def drop_checkpoint(kept_prefix: Path) -> None:
 
 
 def checkpoint_prefix_for(
-    output_dir: Path, step: int, reported: str | None, *, model_dir: Path | None = None
+    output_dir: Path,
+    step: int,
+    reported: str | None,
+    *,
+    model_dir: Path | None = None,
+    latest_since: float | None = None,
 ) -> Path | None:
     """The checkpoint an eval step evaluated: the path the estimator reported, else a guess.
 
@@ -174,10 +179,40 @@ def checkpoint_prefix_for(
     for listed in _listed_checkpoints(base):
         if listed.name.rsplit("-", 1)[-1] == str(step):
             return listed
+    # The state file lists only the latest (Keras' `ModelCheckpoint`, `save_weights`): a
+    # checkpoint of the dir named for the step (`ckpt-2`, `weights-2`) is that step's.
+    named = sorted(base.glob(f"*-{step}.index"))
+    if len(named) == 1:
+        return named[0].with_suffix("")
+    # One checkpoint overwritten in place (`ModelCheckpoint("weights")`, "save the best"):
+    # when the step is the latest reported, the checkpoint saved since its report is its.
+    latest = _latest_checkpoint(base)
+    if latest is not None and latest_since is not None and not latest.name[-1:].isdigit():
+        try:
+            saved = latest.with_name(latest.name + ".index").stat().st_mtime
+        except OSError:
+            saved = None
+        if saved is not None and saved >= latest_since:
+            return latest
     return base / f"model.ckpt-{step}"
 
 
 _STATE_LINE = re.compile(r'^\s*all_model_checkpoint_paths:\s*"(.*)"\s*$')
+_LATEST_LINE = re.compile(r'^\s*model_checkpoint_path:\s*"(.*)"\s*$')
+
+
+def _latest_checkpoint(model_dir: Path) -> Path | None:
+    """The checkpoint a `checkpoint` state file names as the latest."""
+    try:
+        text = (model_dir / "checkpoint").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        match = _LATEST_LINE.match(line)
+        if match:
+            path = Path(match.group(1))
+            return path if path.is_absolute() else model_dir / path
+    return None
 
 
 def _listed_checkpoints(model_dir: Path) -> list[Path]:

@@ -635,6 +635,14 @@ def pull(
     server: ServerOpt = "http://127.0.0.1:8000",
     token: TokenOpt = None,
     trial: Annotated[int | None, typer.Option(help="This trial's best step, not the best.")] = None,
+    export: Annotated[
+        str | None,
+        typer.Option(
+            help="With --trial: this export of the trial, whatever its step (EXPORTER or "
+            "EXPORTER/VERSION, as `tuner trial` lists them).",
+            metavar="NAME",
+        ),
+    ] = None,
     model_name: Annotated[str | None, typer.Option(help="Model dir name (default: study).")] = None,
     check: Annotated[bool, typer.Option(help="Load the SavedModel with TensorFlow.")] = True,
 ) -> None:
@@ -645,12 +653,19 @@ def pull(
     from tuner.cli.savedmodel import describe_signatures
     from tuner.client.rest import Client
 
+    if export is not None and trial is None:
+        raise _fail("--export names an export of one trial: give --trial N too")
     try:
         with Client(server, token=token) as client:
             name = model_name or (client.best(study).study if trial is None else study)
             with _download_progress(str(name)) as (progress, resumed):
                 target = client.download_model(
-                    study, to / str(name), number=trial, progress=progress, resumed=resumed
+                    study,
+                    to / str(name),
+                    number=trial,
+                    export=export,
+                    progress=progress,
+                    resumed=resumed,
                 )
     except (TunerError, httpx_errors()) as exc:
         raise _fail(str(exc)) from None

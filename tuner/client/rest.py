@@ -309,19 +309,25 @@ class Client:
         destination: Path,
         *,
         number: int | None = None,
+        export: str | None = None,
         progress: ProgressCallback | None = None,
         resumed: ResumeCallback | None = None,
     ) -> Path:
-        """Download and unpack the best (or trial `number`'s best-step) SavedModel.
+        """Download and unpack the best (or trial `number`'s best-step) SavedModel; with
+        `export` (`<exporter>` or `<exporter>/<version>`), that export of trial `number`.
 
         Unpacks to `destination/<version>/` and returns that directory. An interrupted
         download resumes on the next call with the same destination (see `tuner.client.downloads`).
         """
+        if export is not None and number is None:
+            raise ValueError("export= names an export of one trial: give number= too")
         path = (
             f"/studies/{study}/best/model"
             if number is None
             else (f"/studies/{study}/trials/{number}/model")
         )
+        if export is not None:
+            path += f"?export={quote(export, safe='/')}"
         return self._download(path, destination, progress=progress, resumed=resumed)
 
     def download_checkpoint(

@@ -73,6 +73,8 @@ class Ingestor:
         recorded = self.keeper.record_exports(trial, polled_at)
         trial.has_exports = trial.has_exports or recorded
         matched = bool(observations) and trial.has_exports and self.keeper.match_exports(trial)
+        if final and trial.has_exports:
+            matched = self.keeper.tie_unevaluated_exports(trial) or matched
         if recorded or matched or (observations and trial.has_exports):
             self.keeper.keep_best_export(trial)
         if flush and not final:

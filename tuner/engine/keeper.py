@@ -21,7 +21,7 @@ from tuner.domain.errors import ArtifactNotFoundError
 from tuner.engine.active_trial import ActiveTrial, KeptCheckpoint
 from tuner.engine.writes import LeaseWrites
 from tuner.outputs.bundle import savedmodel_global_step
-from tuner.outputs.exports import find_exports
+from tuner.outputs.exports import find_exports, saved_model_file
 from tuner.persistence.kept import (
     add_checkpoint,
     add_export,
@@ -30,6 +30,8 @@ from tuner.persistence.kept import (
     match_exports_by_step,
     remove_checkpoints_except,
     set_export_kept,
+    tie_export_by_time,
+    unevaluated_exports,
 )
 
 
@@ -56,8 +58,13 @@ class Keeper:
         if kept is not None and kept.step == best.step and (kept.confirmed or reported is None):
             return
         model_dir = trial.paths.output_dir / trial.outputs.layout.model_dir
+        latest = trial.last is not None and trial.last.step == best.step
         prefix = checkpoint_prefix_for(
-            trial.paths.output_dir, best.step, reported, model_dir=model_dir
+            trial.paths.output_dir,
+            best.step,
+            reported,
+            model_dir=model_dir,
+            latest_since=best.wall_time if latest else None,
         )
         if prefix is None:
             trial.checkpoint_miss = f"its checkpoint_path {reported!r} is outside the trial dir"
@@ -109,9 +116,13 @@ class Keeper:
     def record_exports(self, trial: ActiveTrial, polled_at: float) -> bool:
         """Record new exports; one written after the event poll waits for the next tick, so
         that the eval step it belongs to has been read first."""
-        patterns = trial.outputs.layout.export_patterns
+        layout = trial.outputs.layout
         found = [
-            e for e in find_exports(trial.paths.output_dir, patterns) if e.written_at < polled_at
+            e
+            for e in find_exports(
+                trial.paths.output_dir, layout.export_patterns, anywhere=layout.exports_anywhere
+            )
+            if e.written_at < polled_at
         ]
         if not found:
             return False
@@ -137,6 +148,37 @@ class Keeper:
 
         self.writes.write(trial.lease, record)
         return True
+
+    def tie_unevaluated_exports(self, trial: ActiveTrial) -> bool:
+        """At the trial's end, tie by write time each export whose global step was never
+        evaluated: the trainer's steps are not global steps (a Keras trainer reporting epochs
+        through hypertune while its optimizer counts iterations). Said on the trial."""
+        pending = self.writes.db.run(lambda s: unevaluated_exports(s, trial.run_id))
+        tied = False
+        for export_id, exporter, version, path, global_step in pending:
+            model_file = saved_model_file(self.store.resolve(path))
+            if model_file is None:
+                continue
+            written = model_file.stat().st_mtime
+            step = self.writes.write(
+                trial.lease,
+                lambda s, i=export_id, w=written: tie_export_by_time(  # type: ignore[misc]
+                    s, i, trial.run_id, w, trial.objective_dir
+                ),
+            )
+            if step is None:
+                continue
+            tied = True
+            self.writes.add_problems(
+                trial,
+                [
+                    f"export {exporter}/{version}: tied to step {step} by its write time (the "
+                    f"step reported just before it was saved); its variables hold global step "
+                    f"{global_step}, which no eval reported: this trainer's steps are not "
+                    "global steps (epochs?)"
+                ],
+            )
+        return tied
 
     def match_exports(self, trial: ActiveTrial) -> bool:
         """Tie exports to the eval steps their global step names; whether any was matched."""

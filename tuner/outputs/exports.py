@@ -94,12 +94,60 @@ def _saved_models_in(root: Path) -> list[FoundExport]:
     return found
 
 
-def find_exports(output_dir: Path, patterns: Sequence[str] = ("export",)) -> list[FoundExport]:
-    """Complete SavedModels in the dirs that `patterns` (relative to `output_dir`) match."""
+def find_exports(
+    output_dir: Path, patterns: Sequence[str] = ("export",), *, anywhere: bool = False
+) -> list[FoundExport]:
+    """Complete SavedModels in the dirs that `patterns` (relative to `output_dir`) match, and
+    with `anywhere`, every other SavedModel of the trial dir (`saved_models_anywhere`)."""
     found: dict[Path, FoundExport] = {}
     for pattern in patterns:
         for root in sorted(output_dir.glob(pattern)):
             if root.is_dir():
                 for export in _saved_models_in(root):
                     found.setdefault(export.path, export)
+    if anywhere:
+        for export in saved_models_anywhere(output_dir):
+            found.setdefault(export.path, export)
     return list(found.values())
+
+
+#: How deep and how wide `saved_models_anywhere` looks (a trainer's tree costs a bounded scan).
+ANYWHERE_DEPTH = 4
+ANYWHERE_DIRS = 400
+#: Dirs that are part of a SavedModel or a checkpoint, or the tuner's own: never searched.
+_NOT_SEARCHED = frozenset({"variables", "assets", "assets.extra", "hypertune"})
+
+
+def saved_models_anywhere(
+    output_dir: Path, *, max_depth: int = ANYWHERE_DEPTH, max_dirs: int = ANYWHERE_DIRS
+) -> list[FoundExport]:
+    """Every SavedModel in a trial dir, wherever a trainer saved it: Keras' `model.save` and
+    `tf.saved_model.save` into a dir named by a timestamp or a version (`<dir>/20261206143015/`,
+    `<dir>/3/`), or straight into a dir (`AIP_MODEL_DIR`), or an exporter's
+    `export/<exporter>/<version>/`. A dir named by digits is a version of its parent (the
+    exporter); any other is an exporter of its own, versioned by its write time. Hidden dirs
+    (the tuner's `.kept/`) and `temp-*` dirs (an exporter still writing) are skipped."""
+    found: list[FoundExport] = []
+    queue: list[tuple[Path, int]] = [(output_dir, 0)]
+    visited = 0
+    while queue and visited < max_dirs:
+        directory, depth = queue.pop(0)
+        visited += 1
+        model_file = saved_model_file(directory) if directory != output_dir else None
+        if model_file is not None:
+            try:
+                exporter, version = export_names(directory)
+            except OSError:
+                continue
+            export = _found(exporter, version, directory, model_file)
+            if export is not None:
+                found.append(export)
+            continue  # nothing below a SavedModel is another one
+        if depth >= max_depth:
+            continue
+        queue += [
+            (child, depth + 1)
+            for child in _subdirs(directory)
+            if not child.name.startswith((".", "temp-")) and child.name not in _NOT_SEARCHED
+        ]
+    return found

@@ -76,6 +76,8 @@ class TrialLayout:
     #: Other candidate model dirs, reported and not read.
     ignored: tuple[ModelDir, ...] = ()
     found: ModelDir | None = None
+    #: Whether SavedModels are also looked for anywhere in the trial dir (no `exportDirs`).
+    exports_anywhere: bool = True
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
@@ -163,4 +165,6 @@ def resolve_layout(spec: StudySpec, candidates: Sequence[ModelDir]) -> TrialLayo
         exports = tuple(dict.fromkeys([_under(model_dir, "export"), VERTEX_MODEL_DIR]))
     overridden = spec.eval_dirs is not None and spec.export_dirs is not None
     ignored = () if overridden or chosen is None else tuple(candidates[1:])
-    return TrialLayout(model_dir, evals, exports, ignored, chosen)
+    return TrialLayout(
+        model_dir, evals, exports, ignored, chosen, exports_anywhere=spec.export_dirs is None
+    )

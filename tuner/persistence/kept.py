@@ -127,6 +127,48 @@ def match_exports_by_step(session: Session, run_id: int, eval_name: str | None) 
     return matched
 
 
+def unevaluated_exports(session: Session, run_id: int) -> list[tuple[int, str, str, str, int]]:
+    """(id, exporter, version, path, global step) of the exports whose global step no eval
+    step has: their trainer's steps are not global steps (epochs, or hypertune's own)."""
+    rows = session.execute(
+        select(
+            ExportRow.id,
+            ExportRow.exporter,
+            ExportRow.version,
+            ExportRow.path,
+            ExportRow.global_step,
+        ).where(
+            ExportRow.run_id == run_id,
+            ExportRow.eval_step_id.is_(None),
+            ExportRow.global_step.is_not(None),
+        )
+    ).all()
+    return [(i, e, v, p, g) for i, e, v, p, g in rows if g is not None]
+
+
+def tie_export_by_time(
+    session: Session, export_id: int, run_id: int, wall_time: float, eval_name: str | None
+) -> int | None:
+    """Tie an export to the last eval step written before it (of the objective's eval dir
+    when it has one): the step whose report came just before the save. Its step, or None."""
+    query = select(EvalStepRow.id, EvalStepRow.step).where(
+        EvalStepRow.run_id == run_id, EvalStepRow.wall_time <= wall_time
+    )
+    if eval_name is not None:
+        query = query.where(EvalStepRow.eval_name == eval_name)
+    found = session.execute(
+        query.order_by(EvalStepRow.wall_time.desc(), EvalStepRow.step.desc()).limit(1)
+    ).first()
+    if found is None:
+        return None
+    session.execute(
+        update(ExportRow)
+        .where(ExportRow.id == export_id)
+        .values(eval_step_id=found[0], matched_by="write_time")
+    )
+    return int(found[1])
+
+
 def unmatched_exports(session: Session, run_id: int) -> list[tuple[str, str, int | None]]:
     """(exporter, version, global step) of the exports tied to no eval step."""
     rows = session.execute(
