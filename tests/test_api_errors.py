@@ -73,7 +73,8 @@ def test_each_status_has_the_one_error_shape(server):
     )
     assert no_trial.error.message == "study 'done' has no trial 99"  # no internal id
     no_model = httpx.get(f"{api}/studies/done/best/model", headers=read)
-    assert "exported nothing" in error_of(no_model, 404, "ARTIFACT_NOT_FOUND").error.message
+    missing = error_of(no_model, 404, "ARTIFACT_NOT_FOUND").error.message
+    assert "no SavedModel of it was recorded" in missing
     error_of(httpx.get(f"{api}/nothing-here", headers=read), 404, "NOT_FOUND")
     error_of(httpx.put(f"{api}/studies", headers=write), 405, "METHOD_NOT_ALLOWED")
 

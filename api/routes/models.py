@@ -229,7 +229,12 @@ def _export_download(
         listed = ", ".join(f"{e.exporter}/{e.version} (step {e.step})" for e in others)
         raise ArtifactNotFoundError(
             f"trial {number} of study {study!r} has no SavedModel export of its best step {step}"
-            + (f"; its exports: {listed}" if listed else "; it exported nothing")
+            + (
+                f"; its exports: {listed}"
+                if listed
+                else "; no SavedModel of it was recorded (a `saved_model.pb` anywhere in its "
+                "trial dir, or in the spec's exportDirs)"
+            )
         )
     filename = f"{study}-trial{number}-step{step}-savedmodel.tar.gz"
     if store.remote is not None:

@@ -261,6 +261,11 @@ def best_view(best: BestPublic, artifact_root: str | None) -> Text:
         )
         lines.append(
             "export      none for that step"
-            + (f"; exports of this trial: {others}" if others else "; the trial exported nothing")
+            + (
+                f"; exports of this trial: {others}"
+                if others
+                else "; no SavedModel of the trial was recorded (a saved_model.pb anywhere in its "
+                "trial dir, or in the spec's exportDirs)"
+            )
         )
     return Text("\n".join(lines))
