@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -504,5 +505,79 @@ def test_a_download_while_the_store_hangs_is_a_503_before_any_byte(s3, bucket, p
             assert hashlib.sha256(whole.content).hexdigest() == export_sha256
     finally:
         hanging.stop()
+        _stop(worker)
+        server.stop()
+
+
+FULL_DISK_SPEC = """
+name: full
+trainer: synthetic
+args: ["--train-steps=20", "--eval-every-steps=10", "--export", "--checkpoint-bytes=20000000"]
+hyperparameters:
+  goal: MINIMIZE
+  hyperparameterMetricTag: rmse
+  maxTrials: 3
+  maxParallelTrials: 1
+  params:
+    - {parameterName: x, type: DOUBLE, minValue: -1, maxValue: 1}
+"""
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 100 MiB tmpfs: the worker's own disk, which a trial's archives fill up."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=100m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs on this machine: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_local_disk_is_the_workers_problem_not_the_stores(
+    s3, bucket, pg_url, tmp_path, small_disk
+):
+    """The trial fits the worker's disk, its archives do not (ENOSPC while they are built):
+    the trial is STOPPED at once with the disk named (not after minutes of upload retries as
+    if the store had failed), its local copy is removed, and the worker, its disk free again,
+    starts the next trial."""
+    root = f"s3://{bucket}/studies"
+    server = _server(pg_url, tmp_path, s3.env(), root)
+    log = tmp_path / "worker.log"
+    env = _env(s3.env(), pg_url, small_disk / "work", root)
+    worker = start_worker(env, 1, log)
+    try:
+        with _api(server) as http:
+            _submit(http, FULL_DISK_SPEC)
+            _wait(
+                "the first trial to be given up",
+                lambda: any(r["state"] == "STOPPED" for r in _runs(pg_url)),
+                120,
+                [log, server.log_path],
+            )
+            first = next(r for r in _runs(pg_url) if r["state"] == "STOPPED")
+            reason = _query(
+                pg_url,
+                f"SELECT failure_reason FROM tuner_trial_runs WHERE number = {first['number']}",
+            )[0]["failure_reason"]
+            assert "disk of worker" in reason and "is full" in reason, reason
+            assert "could not be stored in" not in reason  # not taken for the store's fault
+            # Its local copy went: the disk is free again, and the worker goes on.
+            _wait(
+                "the disk to be freed",
+                lambda: shutil.disk_usage(small_disk).used < 8 * 1024 * 1024,
+                30,
+                [log],
+            )
+            _wait("the next trial to start", lambda: len(_runs(pg_url)) >= 2, 90, [log])
+            assert "upload of run" not in log.read_text()  # no retries of the store
+    finally:
         _stop(worker)
         server.stop()

@@ -16,6 +16,7 @@ nothing points to, never a download the API would serve half of.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import shutil
 import time
@@ -29,7 +30,7 @@ from tuner.artifacts.archives import CACHE_DIR, checkpoint_archive, export_archi
 from tuner.artifacts.object_store import ObjectStore, ObjectStoreError
 from tuner.artifacts.store import ArtifactStore, checkpoint_files
 from tuner.domain.entities import StoredArchive
-from tuner.domain.errors import ArtifactNotFoundError
+from tuner.domain.errors import ArtifactNotFoundError, LocalDiskFullError
 from tuner.outputs.hparams import HPARAMS_DIR
 from tuner.outputs.layout import EVENT_FILE_PREFIX
 
@@ -189,6 +190,29 @@ class _Job:
     last_error: str = ""
 
 
+#: What a full local disk (or quota) raises.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether an error (or one it was raised from) is this machine's disk being full."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS:
+            return True
+        if "No space left on device" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class Uploader:
     """Uploads ended trials' artifacts on a few threads, so that the manager's loop (leases,
     the other trials) goes on meanwhile; a failed upload is tried again until `give_up_after`
@@ -240,6 +264,11 @@ class Uploader:
         try:
             report = job.future.result()
         except (ObjectStoreError, OSError) as exc:
+            if disk_full(exc):
+                # Building the archives on this machine's own disk failed: no retry mends it,
+                # and the store is not at fault (trials may start again once space is back).
+                del self._jobs[run_id]
+                raise LocalDiskFullError(f"{_first(exc)}") from None
             job.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             # No trial starts until a probe finds the store answering again.
             self._problem = f"the object store {self.store.url} failed ({job.last_error})"

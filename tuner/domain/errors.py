@@ -70,6 +70,11 @@ class ObjectStoreError(TunerError):
     """The object store that keeps artifacts refused or failed an operation, after retries."""
 
 
+class LocalDiskFullError(TunerError):
+    """This machine's own disk (where a trial ran and its archives are built) is full: a
+    problem of the worker, not of the object store, and not one that retries can mend."""
+
+
 class EventFileError(TunerError):
     """An event file is corrupt: a record's length or data fails its CRC check."""
 

@@ -91,6 +91,8 @@ class ActiveTrial:
     done: set[Step] = field(default_factory=set)
     #: Its artifacts could not be stored: its local copy stays on this machine.
     local_copy_kept: bool = False
+    #: Given up because this machine's disk is full: its local copy goes.
+    disk_full: bool = False
     #: Writes about it made since the last commit, done with the next one (`flush`).
     unflushed: list[Callable[[Any], Any]] = field(default_factory=list)
     #: Whether any value was read from its files (a warm start that failed before: retried).

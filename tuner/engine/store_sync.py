@@ -24,6 +24,7 @@ from tuner.artifacts.uploads import (
 )
 from tuner.domain.config import Settings
 from tuner.domain.entities import Study
+from tuner.domain.errors import LocalDiskFullError
 from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.outcome import Decision, RunState, Step
 from tuner.engine.writes import LeaseWrites
@@ -77,6 +78,18 @@ class StoreSync:
         self.writes.flush(trial)
         try:
             report = self.uploader.poll(trial.run_id, lambda: self._kept_artifacts(trial))
+        except LocalDiskFullError as exc:
+            # The worker's problem: its local copy goes (the disk would stay full and no trial
+            # could start here), the trial runs again, here once space is back or elsewhere.
+            self.stop_unstored(
+                trial,
+                f"the disk of worker {socket.gethostname()} is full ({exc}); its artifacts could "
+                "not be prepared for the store; not counted, run again",
+            )
+            trial.local_copy_kept = False
+            trial.disk_full = True
+            self.back_off(trial.study, f"this worker's disk is full: {exc}")
+            return True
         except ObjectStoreError as exc:
             self.stop_unstored(
                 trial,
@@ -150,9 +163,10 @@ class StoreSync:
         trial.done.add(Step.SESSION_STORED)
 
     def clean_up(self, trial: ActiveTrial) -> None:
-        """Remove the local copy of a recorded trial whose artifacts are stored."""
+        """Remove the local copy of a recorded trial whose artifacts are stored (or that was
+        given up on a full disk: kept, it would keep the disk full)."""
         stored = self.uploader is not None and not trial.local_copy_kept
-        if stored and not self.settings.keep_local_copies:
+        if trial.disk_full or (stored and not self.settings.keep_local_copies):
             clean_local_copy(self.store, trial.study.name, trial.number)
 
     def close(self) -> None:
