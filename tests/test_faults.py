@@ -147,6 +147,9 @@ def test_a_paused_worker_never_runs_a_trial_twice(pg_url, registry, tmp_path, el
         retried = [r for r in runs if r.params == taken[0].params and r.id != taken[0].id]
         assert len(retried) == 1  # the params were enqueued once
         assert "Traceback" not in first_log
+        # On resuming it says what happened to it, not that the database was away.
+        assert "this manager was held up for" in first_log
+        assert "database unavailable" not in first_log
     finally:
         backend.close()
 
