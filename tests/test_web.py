@@ -195,6 +195,7 @@ def test_a_pruned_trial_is_shown_as_pruned_and_the_pages_are_photographed(browse
     best = page.locator('table[aria-label="Leaderboard"] tbody tr[data-state="COMPLETED"]').first
     best.get_by_role("link").click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("Trial #")
+    expect(page.locator("dd", has_text="this worker (local)")).to_be_visible()  # where it ran
     expect(page.get_by_role("button", name="Download SavedModel")).to_be_enabled()
     expect(page.get_by_role("log")).to_contain_text("step 60", timeout=10_000)
     with page.expect_download() as saved:

@@ -42,6 +42,11 @@ export function trialView(container, { study, number }) {
   }
   const refresh = throttle(load, 1000);
 
+  function executorText(executor) {
+    if (!executor || executor.name === "local") return "this worker (local)";
+    return `${executor.name}: node ${String(executor.nodeId || "?").slice(0, 12)}…, task ${String(executor.taskId || "?").slice(0, 12)}…`;
+  }
+
   function render() {
     const d = detail;
     document.title = `${study} #${number} · estimator-tuner`;
@@ -56,7 +61,8 @@ export function trialView(container, { study, number }) {
       item("Ended", d.endedAt ? time(d.endedAt) : "running"),
       item("Duration", d.state === "RUNNING" ? `${duration((Date.now() - Date.parse(d.startedAt)) / 1000)}…` : duration(d.durationSeconds)),
       item("Exit code", d.exitCode === null ? "—" : String(d.exitCode)),
-      item("Worker", d.worker || "—")
+      item("Worker", d.worker || "—"),
+      item("Ran on", executorText(d.executor))
     );
     failure.hidden = !d.failureReason && !d.problems.length;
     replace(
