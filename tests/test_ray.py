@@ -27,7 +27,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from tests.conftest import new_pg_database
 from tests.object_store_server import S3Server, start_s3_server
-from tests.ray_cluster import RayCluster, loopback_only, start_cluster
+from tests.ray_cluster import RayCluster, loopback_only, start_cluster, start_node
 from tests.server import start_server
 from tests.test_trial_environment import assert_no_service_secret
 from tests.test_warm_starts import processes_under
@@ -557,3 +557,41 @@ def test_a_node_that_dies_mid_trial_has_its_trial_run_again_once(s3, db_url, tmp
     assert len(again) == 1  # its params ran again, once, on the node that is left
     assert again[0].executor.node != victim_id
     assert study_of(db_url, "ray-kill").state == "COMPLETED"
+
+
+def test_a_node_joining_a_cluster_without_an_object_store_stops_the_claims(s3, db_url, tmp_path):
+    """One node and a local artifact root work; once a second node joins, trials could land
+    where the artifact root is not: no trial is claimed, and the study says why."""
+    own = start_cluster({"solo": node_env(s3, tmp_path, "solo")}, cpus=2, gpus=0, log_dir=tmp_path)
+    env = manager_env(own, db_url, tmp_path, s3)  # a local artifact root
+    args = ["--train-steps=400", "--eval-every-steps=10", "--step-seconds=0.3"]
+    spec = write_spec(
+        tmp_path, "ray-joined", args=args, hyperparameters={"maxTrials": 4, "maxParallelTrials": 1}
+    )
+    log = tmp_path / "run.log"
+    manager = start(["run", str(spec), "--no-view", *on_ray(own)], env, log)
+    try:
+        wait_for("a first trial", lambda: runs_of(db_url, "ray-joined"), log=log)
+        late_env = {**node_env(s3, tmp_path, "late"), **own.env}
+        own.nodes.append(
+            start_node(
+                "late", head_address=own.address, cpus=2, gpus=0, env=late_env, log_dir=tmp_path
+            )
+        )
+        study = wait_for(
+            "the study's reason",
+            lambda: (
+                (s := study_of(db_url, "ray-joined")) is not None
+                and (s.state_reason or "").startswith("waiting: the Ray cluster now has 2 nodes")
+                and s
+            ),
+            timeout=60,
+            log=log,
+        )
+        assert "set TUNER_ARTIFACT_ROOT to an object store" in study.state_reason
+        claimed = len(runs_of(db_url, "ray-joined"))
+        time.sleep(4)
+        assert len(runs_of(db_url, "ray-joined")) == claimed  # nothing more was sent
+    finally:
+        stop(manager)
+        own.stop()

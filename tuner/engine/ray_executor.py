@@ -208,6 +208,11 @@ class RayExecutor:
         except Exception as exc:
             self._unreachable(exc)
             return None
+        if len(nodes) > 1 and not self.settings.artifact_url:
+            return (
+                f"the Ray cluster now has {len(nodes)} nodes and the artifact root is this "
+                "machine's dir: set TUNER_ARTIFACT_ROOT to an object store (s3://, gs://, az://)"
+            )
         for node in nodes:
             resources = node.get("Resources", {})
             if resources.get("CPU", 0) >= cpus and resources.get("GPU", 0) >= gpus:
