@@ -133,7 +133,7 @@ def saved_models_anywhere(
     while queue and visited < max_dirs:
         directory, depth = queue.pop(0)
         visited += 1
-        model_file = saved_model_file(directory) if directory != output_dir else None
+        model_file = saved_model_file(directory)  # the trial dir itself: `model.save(job_dir)`
         if model_file is not None:
             try:
                 exporter, version = export_names(directory)
