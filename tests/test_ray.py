@@ -513,7 +513,8 @@ def test_a_node_that_dies_mid_trial_has_its_trial_run_again_once(s3, db_url, tmp
         bucket=f"ray-{uuid.uuid4().hex[:8]}",
         TUNER_HEARTBEAT_TIMEOUT="8",
     )
-    args = ["--train-steps=60", "--eval-every-steps=10", "--step-seconds=0.4"]
+    # Long enough (8 s) that the kill lands mid-trial even on a loaded machine.
+    args = ["--train-steps=80", "--eval-every-steps=10", "--step-seconds=1.0"]
     spec = write_spec(tmp_path, "ray-kill", args=args, cpusPerTrial=2)
     log = tmp_path / "run.log"
     manager = start(

@@ -36,6 +36,7 @@ from tuner.domain.entities import Lease, Study
 from tuner.domain.errors import ConfigError, LeaseLostError, first_line
 from tuner.domain.trainers import Trainer
 from tuner.engine.optuna_link import OptunaLink
+from tuner.engine.ray_capacity import ClusterCapacity, fits, ray_cpus
 from tuner.engine.remote_trial import NodeJob, NodeOutcome, run_on_node
 from tuner.persistence import Database
 from tuner.persistence.leases import holders, renew_leases, request_stop
@@ -46,10 +47,7 @@ from tuner.trial.resources import Need
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between reads of the cluster's nodes (feasibility), of its free resources, and of
-#: the runs' lease holders.
-NODES_EVERY = 5.0
-FREE_EVERY = 0.5
+#: Seconds between reads of the runs' lease holders.
 HOLDERS_EVERY = 1.0
 #: The Ray namespace the manager's driver joins (tasks are not named; it keeps them apart).
 NAMESPACE = "estimator-tuner"
@@ -139,13 +137,10 @@ class RayExecutor:
         self.trials: dict[int, RemoteTrial] = {}
         #: Node-side measures of the trials that ended here (seconds, eval write to prune).
         self.prune_latencies: list[float] = []
-        self._nodes: tuple[float, list[dict[str, Any]]] = (0.0, [])
         self._holders_read = 0.0
         self._renewed = 0.0
         self._renewed_ok = time.monotonic()
-        self._unreachable_said = False
-        #: Ray's free resources, as last read (read again when a task ends, or after a while).
-        self._free: tuple[float, dict[str, float]] = (0.0, {})
+        self.capacity = ClusterCapacity(self.ray, settings)
         self._connect()
         self._task = self.ray.remote(run_trial_task)
 
@@ -166,7 +161,7 @@ class RayExecutor:
             raise ConfigError(
                 f"--executor ray: cannot connect to {where}: {first_line(exc)}"
             ) from None
-        nodes = self.alive_nodes(fresh=True)
+        nodes = self.capacity.alive_nodes(fresh=True)
         if len(nodes) > 1 and not self.settings.artifact_url:
             self.close()
             raise ConfigError(
@@ -185,77 +180,28 @@ class RayExecutor:
 
     # -- capacity --------------------------------------------------------------------------------
 
-    def alive_nodes(self, *, fresh: bool = False) -> list[dict[str, Any]]:
-        read_at, nodes = self._nodes
-        now = time.monotonic()
-        if fresh or now - read_at >= NODES_EVERY:
-            nodes = [n for n in self.ray.nodes() if n.get("Alive")]
-            self._nodes = (now, nodes)
-        return nodes
-
-    def _unreachable(self, exc: Exception) -> None:
-        """Ray did not answer: no trial is claimed meanwhile (said once per outage)."""
-        if not self._unreachable_said:
-            self._unreachable_said = True
-            logger.warning("the Ray cluster did not answer (%s); no trial is sent", first_line(exc))
-
     def refusal(self, need: Need) -> str | None:
-        """Why no node of the cluster can ever run such a trial (None: one can, or the
-        cluster does not answer now: `has_room` waits for it)."""
-        cpus, gpus = _ray_cpus(need), float(need.gpus)
-        try:
-            nodes = self.alive_nodes()
-        except Exception as exc:
-            self._unreachable(exc)
-            return None
-        if len(nodes) > 1 and not self.settings.artifact_url:
-            return (
-                f"the Ray cluster now has {len(nodes)} nodes and the artifact root is this "
-                "machine's dir: set TUNER_ARTIFACT_ROOT to an object store (s3://, gs://, az://)"
-            )
-        for node in nodes:
-            resources = node.get("Resources", {})
-            if resources.get("CPU", 0) >= cpus and resources.get("GPU", 0) >= gpus:
-                return None
-        most_cpus = max((n.get("Resources", {}).get("CPU", 0) for n in nodes), default=0)
-        most_gpus = max((n.get("Resources", {}).get("GPU", 0) for n in nodes), default=0)
-        return (
-            f"needs {cpus:g} CPU(s) and {gpus:g} GPU(s) per trial, more than any node of the "
-            f"Ray cluster has (the largest: {most_cpus:g} CPU(s), {most_gpus:g} GPU(s)); "
-            "it waits for a node that can take it"
-        )
+        """Why no node of the cluster can ever run such a trial (`ClusterCapacity`)."""
+        return self.capacity.refusal(need)
 
     def has_room(self, need: Need) -> bool:
         """Whether the cluster has the CPUs and GPUs free for one more trial now, counting the
         tasks sent and not yet placed (a claim waits instead of queueing in Ray)."""
-        now = time.monotonic()
-        read_at, free = self._free
-        if now - read_at >= FREE_EVERY:
-            try:
-                free = self.ray.available_resources()
-            except Exception as exc:
-                self._unreachable(exc)
-                return False
-            self._unreachable_said = False
-            self._free = (now, free)
-        if self._fits(need, free):
+        free = self.capacity.free()
+        if free is None:
+            return False
+        if fits(need, free, self._unplaced()):
             return True
-        if self._fits(need, free, count_unplaced=False) and now - self._holders_read >= 0.1:
+        now = time.monotonic()
+        if fits(need, free) and now - self._holders_read >= 0.1:
             # Tasks not known to be placed may have started since: Ray counts them already.
             self._holders_read = now
             self._check_holders()
-            return self._fits(need, free)
+            return fits(need, free, self._unplaced())
         return False
 
-    def _fits(self, need: Need, free: dict[str, float], *, count_unplaced: bool = True) -> bool:
-        cpus = float(free.get("CPU", 0.0))
-        gpus = float(free.get("GPU", 0.0))
-        if count_unplaced:
-            for trial in self.trials.values():
-                if trial.node_lease is None and not trial.cancelled:
-                    cpus -= _ray_cpus(trial.need)
-                    gpus -= trial.need.gpus
-        return cpus >= _ray_cpus(need) - 1e-9 and gpus >= need.gpus - 1e-9
+    def _unplaced(self) -> list[Need]:
+        return [t.need for t in self.trials.values() if t.node_lease is None and not t.cancelled]
 
     # -- submitting ------------------------------------------------------------------------------
 
@@ -280,9 +226,9 @@ class RayExecutor:
             params=params,
             trainer=trainer,
         )
-        self._free = (0.0, {})
+        self.capacity.forget_free()
         ref = self._task.options(
-            num_cpus=_ray_cpus(need),
+            num_cpus=ray_cpus(need),
             num_gpus=need.gpus,
             max_retries=0,
             retry_exceptions=False,
@@ -324,7 +270,7 @@ class RayExecutor:
         ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
         ended = {id(r) for r in ready}
         if ended:
-            self._free = (0.0, {})  # their resources are free again
+            self.capacity.forget_free()  # their resources are free again
         for trial in [t for t in self.trials.values() if id(t.ref) in ended]:
             self._ended(trial)
 
@@ -479,8 +425,3 @@ def _taken_from(trial: RemoteTrial, holder: Lease, *, manager: str) -> bool:
         return False  # still this manager's: the task waits for its node
     # Else it is the node's (running, or ended by it), or it was taken.
     return not (holder.worker != manager and holder.epoch == handed_over)
-
-
-def _ray_cpus(need: Need) -> float:
-    """The CPUs a trial asks Ray for: `cpusPerTrial`, 1 without it (Ray's default for a task)."""
-    return float(need.cpus) if need.cpus is not None else 1.0
