@@ -48,10 +48,10 @@ class BodySizeLimit:
                 try:
                     declared = int(value)
                 except ValueError:
-                    await self._reject(send, 400, "BAD_REQUEST", "invalid Content-Length")
+                    await reject(send, 400, "BAD_REQUEST", "invalid Content-Length")
                     return
                 if declared > self.max_bytes:
-                    await self._reject(send, 413, "BODY_TOO_LARGE", self._too_large())
+                    await reject(send, 413, "BODY_TOO_LARGE", self._too_large())
                     return
         received = 0
         started = False
@@ -75,26 +75,21 @@ class BodySizeLimit:
             await self.app(scope, counting_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._reject(send, 413, "BODY_TOO_LARGE", self._too_large())
+                await reject(send, 413, "BODY_TOO_LARGE", self._too_large())
 
     def _too_large(self) -> str:
         return f"request body larger than {self.max_bytes} bytes"
 
-    @staticmethod
-    async def _reject(send: Send, status: int, code: str, message: str) -> None:
-        """The API's error shape (see `api.errors`), written before the app is reached."""
-        body = json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+
+async def reject(send: Send, status: int, code: str, message: str, *, close: bool = False) -> None:
+    """Answer in the API's error shape (see `api.errors`) before the app is reached; `close`:
+    the connection is closed after it."""
+    body = json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class _TooLarge(HTTPException):

@@ -26,6 +26,8 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from api.limits import reject
+
 logger = logging.getLogger(__name__)
 
 #: Seconds from a request's first byte (or the connection's opening) to the end of its headers.
@@ -127,21 +129,9 @@ class BodyDeadline:
         try:
             await self.app(scope, timed_receive, tracking_send)
         except _BodyTooSlow:
-            if started:
-                return
-            body = _timeout_body(f"the request's body did not arrive within {self.seconds:g} s")
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 408,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"connection", b"close"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            if not started:
+                message = f"the request's body did not arrive within {self.seconds:g} s"
+                await reject(send, 408, "TIMEOUT", message, close=True)
 
 
 class _BodyTooSlow(Exception):

@@ -88,7 +88,9 @@ def start_s3_server(tmp_path: Path) -> S3Server:
 @dataclass
 class ThrottlingProxy:
     """Forwards TCP connections to `target`, at most `bytes_per_second` towards it, and counts
-    the bytes passed: a slow link, so that a test can kill a worker in the middle of an upload."""
+    the bytes passed: a slow link, so that a test can kill a worker in the middle of an upload.
+    It can also cut the link (connections dropped) or hang it (connections kept open, nothing
+    passed either way: a server that stops answering, as a blackholed network does)."""
 
     target: tuple[str, int]
     bytes_per_second: float = 1e9
@@ -99,12 +101,14 @@ class ThrottlingProxy:
     corrupted: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _cut: threading.Event = field(default_factory=threading.Event)
+    _flowing: threading.Event = field(default_factory=threading.Event)
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ThrottlingProxy:
+        self._flowing.set()
         listener = socket.create_server(("127.0.0.1", self.port))
         listener.settimeout(0.2)
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
@@ -112,13 +116,20 @@ class ThrottlingProxy:
 
     def stop(self) -> None:
         self._stop.set()
+        self._flowing.set()
 
     def cut(self) -> None:
         """An outage: open connections drop, new ones are closed at once."""
         self._cut.set()
 
+    def hang(self) -> None:
+        """Nothing passes any more, either way; connections stay open, new ones are accepted
+        and get no answer."""
+        self._flowing.clear()
+
     def restore(self) -> None:
         self._cut.clear()
+        self._flowing.set()
 
     def _accept(self, listener: socket.socket) -> None:
         with listener:
@@ -130,10 +141,15 @@ class ThrottlingProxy:
                 if self._cut.is_set():
                     client.close()
                     continue
-                upstream = socket.create_connection(self.target)
-                threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
 
-    def _pipe(self, client: socket.socket, upstream: socket.socket) -> None:
+    def _pipe(self, client: socket.socket) -> None:
+        self._flowing.wait()  # a hung server does not even answer a new connection
+        try:
+            upstream = socket.create_connection(self.target)
+        except OSError:
+            client.close()
+            return
         selector = selectors.DefaultSelector()
         selector.register(client, selectors.EVENT_READ, upstream)
         selector.register(upstream, selectors.EVENT_READ, client)
@@ -156,6 +172,7 @@ class ThrottlingProxy:
                         sent += len(data)
                         self.uploaded += len(data)
                         time.sleep(len(data) / self.bytes_per_second)
+                    self._flowing.wait()
                     key.data.sendall(data)
         except OSError:
             return

@@ -19,7 +19,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.hanging_proxy import HangingProxy
 from tests.object_store_server import S3Server, ThrottlingProxy, start_s3_server
 from tests.server import REPO, RunningServer, start_server
 from tests.test_workers import start_worker
@@ -475,9 +474,8 @@ def test_a_download_while_the_store_hangs_is_a_503_before_any_byte(s3, bucket, p
     503 with `Retry-After` within the server's wait for the first bytes, never a 200 with a
     `Content-Length` and then nothing; once the store answers again, the download works."""
     root = f"s3://{bucket}/studies"
-    host, port = s3.endpoint.removeprefix("http://").split(":")
-    hanging = HangingProxy((host, int(port))).start()
-    server = _server(pg_url, tmp_path, s3.env(f"http://127.0.0.1:{hanging.port}"), root)
+    hanging = _proxy_to(s3)
+    server = _server(pg_url, tmp_path, s3.env(hanging.endpoint), root)
     log = tmp_path / "worker.log"
     worker = start_worker(_env(s3.env(), pg_url, tmp_path / "work", root), 1, log)
     try:

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from tests.hanging_proxy import HangingProxy
+from tests.object_store_server import ThrottlingProxy
 from tests.server import start_server
 
 pytestmark = pytest.mark.postgres
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.postgres
 def test_readyz_answers_503_within_2_s_while_the_database_hangs(pg_url, tmp_path):
     host_port = pg_url.split("@", 1)[1].split("/", 1)[0]
     host, port = host_port.rsplit(":", 1)
-    proxy = HangingProxy((host, int(port))).start()
+    proxy = ThrottlingProxy((host, int(port))).start()
     proxied = pg_url.replace(host_port, f"127.0.0.1:{proxy.port}")
     server = start_server(proxied, tmp_path, slots=0)
     try:

@@ -170,18 +170,19 @@ def serve(
         root_path=root_path,
         manager_problem=manager_thread.problem if manager_thread else None,
     )
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        root_path=root_path,
-        log_level=log_level,
-        proxy_headers=True,
-        timeout_graceful_shutdown=5,
-        # Each request's headers have a deadline (api/timeouts.py); uvicorn has none.
-        http=HeaderDeadlineProtocol.with_deadline(settings.header_timeout_seconds),
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            root_path=root_path,
+            log_level=log_level,
+            proxy_headers=True,
+            timeout_graceful_shutdown=5,
+            # Each request's headers have a deadline (api/timeouts.py); uvicorn has none.
+            http=HeaderDeadlineProtocol.with_deadline(settings.header_timeout_seconds),
+        )
     )
-    server = uvicorn.Server(config)
     try:
         if manager_thread is not None:
             manager_thread.start()

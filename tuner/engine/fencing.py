@@ -36,6 +36,7 @@ class Fencing:
         self.watchdog = watchdog or watchdog_for(settings)
         self.renewed_at = time.monotonic()
         self.last_renewal = 0.0
+        self._ticked_at = 0.0
 
     def fence_if_unrenewed(self, trials: Collection[ActiveTrial]) -> None:
         """Stop every local trial once the leases could not be renewed for `after` seconds."""
@@ -50,6 +51,14 @@ class Fencing:
             pruned = trial.stop is not None and trial.stop.state is RunState.PRUNED
             trial.stop_with(RunState.STOPPED, reason, replacing=pruned)
             trial.process.enforce_stop(self.grace)
+
+    def held_up_for(self) -> float | None:
+        """Called at every tick: the seconds since the last one when they exceed the fence
+        time (the manager was paused or starved), else None."""
+        now = time.monotonic()
+        gap = now - self._ticked_at if self._ticked_at else 0.0
+        self._ticked_at = now
+        return gap if gap >= self.after else None
 
     def renewal_due(self) -> bool:
         return time.monotonic() - self.last_renewal >= self.every

@@ -7,11 +7,14 @@ finish retried after a database error picks up where it stopped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from tuner.artifacts.infrastructure import artifact_store_problem
 from tuner.artifacts.store import ArtifactStore
 from tuner.domain.config import Settings
+from tuner.domain.entities import Lease, Study
+from tuner.domain.errors import LeaseLostError
 from tuner.domain.spec import ObjectiveMode
 from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.cold_retry import ColdRetries
@@ -152,3 +155,34 @@ class Finisher:
             ),
         )
         trial.done.add(Step.VIEWERS)
+
+
+def end_unstarted(
+    backend: Backend,
+    store: ArtifactStore,
+    optuna_link: OptunaLink,
+    study: Study,
+    lease: Lease,
+    *,
+    number: int,
+    optuna_params: Mapping[str, Any],
+    state: RunState,
+    reason: str,
+) -> bool:
+    """Record the end of a claimed run whose trainer never ran: STOPPED (the machine's or the
+    cluster's fault: its params run again) or FAILED (the trainer's); the viewers updated and
+    Optuna told. False when the run's lease was lost meanwhile (nothing recorded)."""
+    try:
+        backend.db.run(
+            lambda s: finish_run(s, lease.run_id, state=state, reason=reason, lease=lease)
+        )
+    except LeaseLostError:
+        return False
+    viewers.trial_finished(backend, store, study, lease.run_id, viewers.Outcome(state, reason))
+    if optuna_link.gone(study):
+        return True
+    if state is RunState.STOPPED:
+        optuna_link.fail_and_requeue(study, number, optuna_params)
+    else:
+        optuna_link.fail(study, number)
+    return True

@@ -26,6 +26,7 @@ from tuner.domain.errors import LeaseLostError, TrialTakenError, first_line
 from tuner.domain.trainers import Trainer, TrainerRegistry
 from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.fencing import Fencing
+from tuner.engine.finisher import end_unstarted
 from tuner.engine.optuna_link import OptunaLink
 from tuner.engine.outcome import RunState
 from tuner.engine.ray_executor import RayExecutor
@@ -35,7 +36,6 @@ from tuner.outputs.reader import TrialOutputs
 from tuner.persistence.runs import (
     attach_trial,
     drop_reservation,
-    finish_run,
     reserve_run_with_ordinal,
     set_pid,
 )
@@ -188,22 +188,21 @@ class Launcher:
         """The cluster refused the task: not the trainer's fault (STOPPED, run again later)."""
         what = f"{type(exc).__name__}: {first_line(exc)}"
         reason = f"could not be sent to Ray ({what}); not counted, run again"
-        lease = claim.lease
-        self.writes.write(
-            lease,
-            lambda s: finish_run(
-                s, lease.run_id, state=RunState.STOPPED, reason=reason, lease=lease
-            ),
-        )
-        viewers.trial_finished(
+        self._end_unstarted(claim, RunState.STOPPED, reason)
+        self.back_off(claim.study, reason)
+
+    def _end_unstarted(self, claim: Claim, state: RunState, reason: str) -> None:
+        end_unstarted(
             self.backend,
             self.store,
+            self.optuna,
             claim.study,
-            lease.run_id,
-            viewers.Outcome(RunState.STOPPED, reason),
+            claim.lease,
+            number=claim.trial.number,
+            optuna_params=claim.trial.params,
+            state=state,
+            reason=reason,
         )
-        self.optuna.fail_and_requeue(claim.study, claim.trial.number, claim.trial.params)
-        self.back_off(claim.study, reason)
 
     def _reserve_and_ask(self, study: Study) -> Claim | None:
         """Reserve a run and ask Optuna for its params; None when there is nothing to run."""
@@ -341,19 +340,9 @@ class Launcher:
         reason = f"could not start {program}: {detail}"
         if infrastructure:
             reason = f"the machine could not start it ({detail}); not counted, run again"
-        lease = claim.lease
-        self.writes.write(
-            lease,
-            lambda s: finish_run(s, lease.run_id, state=state, reason=reason, lease=lease),
-        )
-        viewers.trial_finished(
-            self.backend, self.store, claim.study, lease.run_id, viewers.Outcome(state, reason)
-        )
+        self._end_unstarted(claim, state, reason)
         if infrastructure:
-            self.optuna.fail_and_requeue(claim.study, claim.trial.number, claim.trial.params)
             self.back_off(claim.study, reason)
-        else:
-            self.optuna.fail(claim.study, claim.trial.number)
 
     def clean_abandoned(self) -> None:
         """Undo claims cut short by a database error: drop the slot, fail the Optuna trial."""

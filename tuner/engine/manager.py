@@ -39,7 +39,7 @@ from tuner.engine.liveness import Liveness
 from tuner.engine.optuna_link import OptunaLink
 from tuner.engine.outcome import Decision, RunState, Step
 from tuner.engine.ray_executor import RayExecutor
-from tuner.engine.scheduler import Scheduler
+from tuner.engine.scheduler import REMOTE_FULL_WAIT, Scheduler
 from tuner.engine.store_sync import StoreSync
 from tuner.engine.supervisor import build_supervisor
 from tuner.engine.writes import LeaseWrites
@@ -54,9 +54,6 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between touches of the liveness file.
 ALIVE_EVERY = 5.0
-#: Seconds a manager whose slots all hold trials on a cluster sleeps at most (it wakes as soon
-#: as one of their tasks ends).
-REMOTE_FULL_WAIT = 1.0
 
 
 def default_worker_id() -> str:
@@ -113,8 +110,6 @@ class StudyManager:
         #: Touched while the loop turns (`tuner worker-alive` reads it: a container's liveness).
         self.alive_file: Path | None = None
         self._alive_at = 0.0
-        self._studies_read = 0.0
-        self._ticked_at = 0.0
 
     def _assemble(self, registry: TrainerRegistry, slots: int) -> None:
         """The parts, each given only what its job needs."""
@@ -263,13 +258,10 @@ class StudyManager:
             return True
 
     def _notice_hold_up(self) -> None:
-        """A manager held up (paused, starved) for longer than its fence time says so, and
-        makes its pooled connections again: those it held may have been closed meanwhile, and
-        their first use would fail as if the database were away."""
-        now = time.monotonic()
-        gap = now - self._ticked_at if self._ticked_at else 0.0
-        self._ticked_at = now
-        if gap < self.fencing.after:
+        """A manager held up past its fence time (paused, starved) says so, and makes its
+        pooled connections again: their first use would fail as if the database were away."""
+        gap = self.fencing.held_up_for()
+        if gap is None:
             return
         logger.warning(
             "this manager was held up for %.0f s (paused or starved): its leases lapsed, its "
@@ -335,7 +327,7 @@ class StudyManager:
 
     def _claim(self) -> bool:
         """Fill free slots, one trial per claimable study in turn; whether work remains."""
-        if self._only_full_remote_slots():
+        if self.scheduler.remote_slots_full_and_read_lately():
             return True
         running, counts = self.db.run(self._running_studies_and_counts)
         self.liveness.judge.database_answered(time.monotonic())
@@ -348,17 +340,6 @@ class StudyManager:
                 if not self._claim_isolated(study):
                     eligible.remove(study)
         return more
-
-    def _only_full_remote_slots(self) -> bool:
-        """Every slot taken by a trial on a cluster: the studies are read once a second, not at
-        every wake-up (each node reads its own study's state and stop requests)."""
-        if self.remote is None or self.active or not self.scheduler.slots_full():
-            return False
-        now = time.monotonic()
-        if now - self._studies_read < REMOTE_FULL_WAIT:
-            return True
-        self._studies_read = now
-        return False
 
     def _claims_over(self) -> bool:
         return self.scheduler.slots_full() or self._stopping or self._interrupted

@@ -33,15 +33,15 @@ from typing import Any
 from tuner.artifacts.store import ArtifactStore
 from tuner.domain.config import Settings
 from tuner.domain.entities import Lease, Study
-from tuner.domain.errors import ConfigError, LeaseLostError, first_line
+from tuner.domain.errors import ConfigError, first_line
 from tuner.domain.trainers import Trainer
+from tuner.engine.finisher import end_unstarted
 from tuner.engine.optuna_link import OptunaLink
+from tuner.engine.outcome import RunState
 from tuner.engine.ray_capacity import ClusterCapacity, fits, ray_cpus
 from tuner.engine.remote_trial import NodeJob, NodeOutcome, run_on_node
 from tuner.persistence import Database
 from tuner.persistence.leases import holders, renew_leases, request_stop
-from tuner.persistence.runs import finish_run
-from tuner.study import viewers
 from tuner.study.operations import Backend
 from tuner.trial.resources import Need
 
@@ -308,20 +308,20 @@ class RayExecutor:
 
     def _end_unstarted(self, trial: RemoteTrial, reason: str) -> None:
         """End a run whose task never started its trainer: STOPPED, not counted, run again."""
-        lease = trial.lease
         reason = f"{reason}; not counted, run again"
-        try:
-            self.db.run(
-                lambda s: finish_run(s, lease.run_id, state="STOPPED", reason=reason, lease=lease)
-            )
-        except LeaseLostError:
-            return
-        logger.warning("study %s trial %d: %s", trial.study.name, trial.number, reason)
-        viewers.trial_finished(
-            self.backend, self.store, trial.study, lease.run_id, viewers.Outcome("STOPPED", reason)
+        ended = end_unstarted(
+            self.backend,
+            self.store,
+            self.optuna,
+            trial.study,
+            trial.lease,
+            number=trial.number,
+            optuna_params=trial.optuna_params,
+            state=RunState.STOPPED,
+            reason=reason,
         )
-        if not self.optuna.gone(trial.study):
-            self.optuna.fail_and_requeue(trial.study, trial.number, trial.optuna_params)
+        if ended:
+            logger.warning("study %s trial %d: %s", trial.study.name, trial.number, reason)
 
     def _renew_held(self) -> None:
         """Renew the leases this manager still holds (tasks waiting for their node)."""

@@ -39,6 +39,7 @@ from tuner.domain.errors import LeaseLostError, first_line
 from tuner.domain.trainers import Trainer
 from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.fencing import Fencing, watchdog_for
+from tuner.engine.finisher import end_unstarted
 from tuner.engine.leases import new_worker_id
 from tuner.engine.optuna_link import OptunaLink
 from tuner.engine.outcome import Decision, RunState, Step
@@ -48,7 +49,7 @@ from tuner.engine.writes import LeaseWrites
 from tuner.outputs.reader import TrialOutputs
 from tuner.persistence import is_unavailable
 from tuner.persistence.leases import hand_over, stop_signal
-from tuner.persistence.runs import finish_run, set_pid
+from tuner.persistence.runs import set_pid
 from tuner.study import viewers
 from tuner.study.operations import Backend, OptunaStudyMissingError
 from tuner.trial.execution import TrialProcess, build_command, wait_for_exit
@@ -260,21 +261,17 @@ class NodeSupervisor:
 
     def _start_failed(self, lease: Lease, program: str, exc: Exception) -> None:
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        reason = f"could not start {program} on its node: {detail}"
-        self.writes.write(
-            lease,
-            lambda s: finish_run(
-                s, lease.run_id, state=RunState.FAILED, reason=reason, lease=lease
-            ),
-        )
-        viewers.trial_finished(
+        end_unstarted(
             self.backend,
             self.store,
+            self.optuna,
             self.job.study,
-            lease.run_id,
-            viewers.Outcome(RunState.FAILED, reason),
+            lease,
+            number=self.job.number,
+            optuna_params={},  # a FAILED trial is not run again
+            state=RunState.FAILED,
+            reason=f"could not start {program} on its node: {detail}",
         )
-        self.optuna.fail(self.job.study, self.job.number)
 
     # -- supervising -----------------------------------------------------------------------------
 

@@ -26,6 +26,9 @@ from tuner.trial.resources import Need, ResourceLedger
 logger = logging.getLogger(__name__)
 
 BACKOFF_MAX = 60.0
+#: Seconds a manager whose slots all hold trials on a cluster sleeps at most (it wakes as soon
+#: as one of their tasks ends), and reads its studies at most once in.
+REMOTE_FULL_WAIT = 1.0
 #: How a study's reason starts while its trials wait for a cluster that can take them.
 WAITING = "waiting: "
 #: Seconds between checks of the artifact store's health.
@@ -66,6 +69,7 @@ class Scheduler:
         self._unrunnable: set[int] = set()
         self._infra_checked: tuple[float, str | None] = (0.0, None)
         self._rotation = 0
+        self._studies_read = 0.0
 
     def claimable(
         self, studies: list[Study], counts: Mapping[int, Mapping[str, int]]
@@ -115,6 +119,18 @@ class Scheduler:
         running = len(self.resources.running)
         uploading = len(self.active) - running
         return running + len(self.remote) >= self.slots or uploading >= self.slots
+
+    def remote_slots_full_and_read_lately(self) -> bool:
+        """Every slot taken by a trial on a cluster, and the studies read less than
+        `REMOTE_FULL_WAIT` ago: no need to read them at every wake-up (each node reads its own
+        study's state and stop requests)."""
+        if not self.remote or self.active or not self.slots_full():
+            return False
+        now = time.monotonic()
+        if now - self._studies_read < REMOTE_FULL_WAIT:
+            return True
+        self._studies_read = now
+        return False
 
     def back_off(self, study: Study, why: str) -> None:
         """Claim no trial of the study for a while (doubling, up to `BACKOFF_MAX`)."""
