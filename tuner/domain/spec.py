@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from tuner.domain.errors import SpecError
+from tuner.domain.vertex import VertexPaths, from_vertex, is_vertex_job
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,15 @@ class Algorithm(StrEnum):
     CMA_ES = "CMA_ES"
     GP = "GP"
     QMC = "QMC"
+    #: Several objectives only: Optuna's NSGA-II (a genetic algorithm; it needs many trials).
+    NSGA_II = "NSGA_II"
+
+
+#: Algorithms that cannot optimize several objectives at once (Optuna's CMA-ES is
+#: single-objective).
+SINGLE_OBJECTIVE_ALGORITHMS = frozenset({Algorithm.CMA_ES})
+#: Algorithms that need several objectives.
+MULTI_OBJECTIVE_ALGORITHMS = frozenset({Algorithm.NSGA_II})
 
 
 class ObjectiveMode(StrEnum):
@@ -153,6 +163,8 @@ class ParameterSpec(_Model):
     scale_type: ScaleType | None = None
     categorical_values: list[str] | None = None
     discrete_values: list[float] | None = None
+    #: Parameters sampled (and passed to the trainer) only when this one takes given values.
+    conditional_parameter_specs: list[ConditionalParameterSpec] | None = None
 
     @field_validator("parameter_name")
     @classmethod
@@ -200,9 +212,72 @@ class ParameterSpec(_Model):
                         "DISCRETE values are sampled from the list; leave scaleType unset",
                     )
                 )
+        problems += self._check_children()
         if problems:
             raise _FieldProblems(problems)
         return self
+
+    def _check_children(self) -> list[tuple[str, str]]:
+        """Each child names its parent's values with the field of the parent's type."""
+        problems: list[tuple[str, str]] = []
+        children = self.conditional_parameter_specs
+        if children is None:
+            return problems
+        if not children:
+            return [("conditionalParameterSpecs", "must not be empty when given")]
+        if self.type is ParamType.DOUBLE:
+            return [
+                (
+                    "conditionalParameterSpecs",
+                    "a DOUBLE parameter cannot be a parent (its values cannot be matched "
+                    "exactly); use DISCRETE, INTEGER or CATEGORICAL",
+                )
+            ]
+        wanted = PARENT_FIELDS[self.type]
+        for i, child in enumerate(children):
+            where = f"conditionalParameterSpecs[{i}]"
+            given = child.parent_fields()
+            if given != [wanted]:
+                problems.append(
+                    (
+                        where,
+                        f"needs exactly one of the parent's values, as {wanted} (the parent "
+                        f"is {self.type.value})" + (f"; got {', '.join(given)}" if given else ""),
+                    )
+                )
+                continue
+            allowed = self.grid_values() if self.type is not ParamType.INTEGER else None
+            for j, value in enumerate(child.parent_values):
+                if allowed is not None and value not in allowed:
+                    problems.append(
+                        (f"{where}.{wanted}.values[{j}]", f"{value!r} is not a value of the parent")
+                    )
+                elif allowed is None and not (
+                    (self.min_value or 0) <= float(value) <= (self.max_value or 0)
+                ):
+                    problems.append(
+                        (
+                            f"{where}.{wanted}.values[{j}]",
+                            f"{value!r} is outside the parent's range "
+                            f"[{_num(self.min_value or 0)}, {_num(self.max_value or 0)}]",
+                        )
+                    )
+        return problems
+
+    def children_for(self, value: Any) -> list[ParameterSpec]:
+        """The conditional parameters that are active when this one takes `value`."""
+        return [
+            child.parameter_spec
+            for child in self.conditional_parameter_specs or []
+            if child.matches(value)
+        ]
+
+    def walk(self) -> list[ParameterSpec]:
+        """This parameter and every conditional one below it, parents first."""
+        out = [self]
+        for child in self.conditional_parameter_specs or []:
+            out += child.parameter_spec.walk()
+        return out
 
     def _forbid(self, *fields: str) -> list[tuple[str, str]]:
         return [
@@ -241,15 +316,27 @@ class ParameterSpec(_Model):
 
     @property
     def is_finite(self) -> bool:
-        """Whether the parameter takes finitely many values (it can be part of a grid)."""
-        return self.type is not ParamType.DOUBLE
+        """Whether the parameter (with its conditional ones) takes finitely many values."""
+        return self.type is not ParamType.DOUBLE and all(
+            child.parameter_spec.is_finite for child in self.conditional_parameter_specs or []
+        )
 
     def grid_count(self) -> int:
-        """How many values a finite parameter takes (without listing them)."""
+        """How many combinations a finite parameter and its conditional ones take (without
+        listing them): for each of its values, the product of its active children's counts."""
         if self.type is ParamType.INTEGER:
             assert self.min_value is not None and self.max_value is not None
-            return int(self.max_value) - int(self.min_value) + 1
-        return len(self.grid_values())
+            own = int(self.max_value) - int(self.min_value) + 1
+        else:
+            own = len(self.grid_values())
+        if not self.conditional_parameter_specs:
+            return own
+        total = 0
+        for value in self.grid_values() if own <= MAX_GRID else []:
+            total += math.prod(child.grid_count() for child in self.children_for(value))
+            if total > MAX_GRID:
+                break
+        return total if own <= MAX_GRID else own
 
     def grid_values(self) -> list[Any]:
         """Every value of a finite parameter, in order."""
@@ -263,6 +350,132 @@ class ParameterSpec(_Model):
         raise ValueError(f"{self.parameter_name}: a DOUBLE parameter has no finite grid")
 
 
+class ParentValues(_Model):
+    """The parent's values for which a conditional parameter is active."""
+
+    values: list[str | float] = Field(min_length=1)
+
+
+class ConditionalParameterSpec(_Model):
+    """Vertex's `ConditionalParameterSpec`: a parameter active for some of its parent's
+    values (`parentCategoricalValues`, `parentDiscreteValues` or `parentIntValues`)."""
+
+    parameter_spec: ParameterSpec
+    parent_categorical_values: ParentValues | None = None
+    parent_discrete_values: ParentValues | None = None
+    parent_int_values: ParentValues | None = None
+
+    @field_validator("parent_int_values")
+    @classmethod
+    def _whole_values(cls, value: ParentValues | None) -> ParentValues | None:
+        if value is None:
+            return None
+        for v in value.values:
+            number = _as_number(v)
+            if number is None or not float(number).is_integer():
+                raise ValueError(f"values must be whole numbers, got {v!r}")
+        return ParentValues(values=[int(float(v)) for v in value.values])
+
+    @field_validator("parent_discrete_values")
+    @classmethod
+    def _number_values(cls, value: ParentValues | None) -> ParentValues | None:
+        if value is None:
+            return None
+        numbers = [_as_number(v) for v in value.values]
+        if any(n is None for n in numbers):
+            raise ValueError("values must be numbers")
+        return ParentValues(values=[_plain_number(float(n)) for n in numbers if n is not None])
+
+    @field_validator("parent_categorical_values")
+    @classmethod
+    def _text_values(cls, value: ParentValues | None) -> ParentValues | None:
+        if value is not None and any(not isinstance(v, str) for v in value.values):
+            raise ValueError("values must be strings (the parent's categoricalValues)")
+        return value
+
+    def parent_fields(self) -> list[str]:
+        return [
+            name
+            for name, given in (
+                ("parentCategoricalValues", self.parent_categorical_values),
+                ("parentDiscreteValues", self.parent_discrete_values),
+                ("parentIntValues", self.parent_int_values),
+            )
+            if given is not None
+        ]
+
+    @property
+    def parent_values(self) -> list[str | float]:
+        given = (
+            self.parent_categorical_values or self.parent_discrete_values or self.parent_int_values
+        )
+        return list(given.values) if given else []
+
+    def matches(self, value: Any) -> bool:
+        """Whether the parent's `value` (as the trainer gets it) activates this parameter."""
+        if self.parent_categorical_values is not None:
+            return str(value) in self.parent_categorical_values.values
+        number = _as_number(value)
+        return number is not None and any(float(v) == float(number) for v in self.parent_values)
+
+
+#: The field a child uses to name its parent's values, by the parent's type.
+PARENT_FIELDS = {
+    ParamType.CATEGORICAL: "parentCategoricalValues",
+    ParamType.DISCRETE: "parentDiscreteValues",
+    ParamType.INTEGER: "parentIntValues",
+}
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+class SafetyConfig(_Model):
+    """Vertex's `SafetyMetricConfig`: a metric that must stay on the goal's side of a
+    threshold (a constraint, not an objective)."""
+
+    safety_threshold: float = 0.0
+    #: Accepted from Vertex; the tuner does not steer the search by it.
+    desired_min_safe_trials_fraction: float | None = Field(default=None, ge=0, le=1)
+
+    @field_validator("safety_threshold")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+
+class MetricSpec(_Model):
+    """One metric of a study (Vertex's `MetricSpec`): an objective with its goal, or, with
+    `safetyConfig`, a constraint that a trial must meet to count as feasible."""
+
+    metric_id: str = Field(min_length=1)
+    goal: Goal
+    safety_config: SafetyConfig | None = None
+
+    @property
+    def is_constraint(self) -> bool:
+        return self.safety_config is not None
+
+    def violation(self, value: float) -> float:
+        """Optuna's constraint value: <= 0 when `value` is on the goal's side of the
+        threshold (feasible), else how far it is over."""
+        assert self.safety_config is not None
+        threshold = self.safety_config.safety_threshold
+        return threshold - value if self.goal is Goal.MAXIMIZE else value - threshold
+
+
 class _FieldProblems(ValueError):
     """Raised inside validators to report several sub-field problems at once."""
 
@@ -274,7 +487,9 @@ class _FieldProblems(ValueError):
 class PrunerSpec(_Model):
     """How trials are stopped early from their eval values (`earlyStopping`)."""
 
-    type: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
+    type: Literal[
+        "median", "percentile", "successive_halving", "hyperband", "dominated", "none"
+    ] = "median"
     #: Trials that must finish before anything is pruned (median, percentile).
     startup_trials: int = Field(default=3, ge=0)
     #: Eval steps of a trial below which it is never pruned (median, percentile: global step);
@@ -289,6 +504,9 @@ class PrunerSpec(_Model):
     #: Median, percentile: prune only at the first eval in each window of this many global
     #: steps (every eval is reported; this thins out the decisions).
     interval_steps: int = Field(default=1, ge=1)
+    #: Dominated (several objectives): stop a trial whose objectives at a step are dominated
+    #: by those of at least this many completed trials at the same step.
+    min_dominating: int = Field(default=1, ge=1)
 
     @field_validator("warmup_steps", "min_resource", "max_resource", mode="before")
     @classmethod
@@ -305,13 +523,33 @@ class PrunerSpec(_Model):
 #: What `enableTrialEarlyStopping: true` means, chosen by `bench/search.py` (docs/spec.md):
 #: the median rule, after 3 completed trials, never in the first third of a trial's steps.
 DEFAULT_PRUNER: Final = PrunerSpec(type="median", startup_trials=3, warmup_steps="auto")
+#: The same with several objectives, chosen by `bench/search.py --task pareto`: stop a trial
+#: dominated at a step by MIN_DOMINATING completed trials, after 3 completed trials, never in
+#: the first third of its steps.
+DEFAULT_MULTI_OBJECTIVE_PRUNER: Final = PrunerSpec(
+    type="dominated", startup_trials=3, warmup_steps="auto", min_dominating=2
+)
+#: Rules that compare one value: a study with several objectives cannot use them.
+SINGLE_VALUE_PRUNERS = frozenset({"median", "percentile", "successive_halving", "hyperband"})
+
+
+class Objective(BaseModel):
+    """One metric a study optimizes, and in which direction."""
+
+    model_config = ConfigDict(frozen=True)
+
+    metric: str
+    goal: Goal
 
 
 class HyperparameterSpec(_Model):
-    """AI Platform's `HyperparameterSpec`, field for field."""
+    """AI Platform's `HyperparameterSpec`, field for field, plus several metrics (`metrics`,
+    Vertex's `MetricSpec` list) and conditional parameters (`conditionalParameterSpecs`)."""
 
-    goal: Goal
-    hyperparameter_metric_tag: str = Field(min_length=1)
+    goal: Goal | None = None
+    hyperparameter_metric_tag: str | None = Field(default=None, min_length=1)
+    #: Several objectives and constraints, instead of `goal` and `hyperparameterMetricTag`.
+    metrics: list[MetricSpec] | None = None
     params: list[ParameterSpec] = Field(min_length=1)
     max_trials: int = Field(default=1, ge=1, le=MAX_TRIALS)
     max_parallel_trials: int = Field(default=1, ge=1, le=MAX_PARALLEL_TRIALS)
@@ -321,26 +559,91 @@ class HyperparameterSpec(_Model):
     resume_previous_job_id: str | None = None
 
     @model_validator(mode="after")
-    def _check_params(self) -> HyperparameterSpec:
-        seen: dict[str, int] = {}
+    def _check_metrics(self) -> HyperparameterSpec:
         problems: list[tuple[str, str]] = []
-        for i, p in enumerate(self.params):
+        if self.metrics is None:
+            for field, value in (
+                ("goal", self.goal),
+                ("hyperparameterMetricTag", self.hyperparameter_metric_tag),
+            ):
+                if value is None:
+                    problems.append((field, "required (or list the objectives in metrics)"))
+        else:
+            for field, value in (
+                ("goal", self.goal),
+                ("hyperparameterMetricTag", self.hyperparameter_metric_tag),
+            ):
+                if value is not None:
+                    problems.append(
+                        (field, "not allowed with metrics (give each metric's goal there)")
+                    )
+            seen: dict[str, int] = {}
+            for i, metric in enumerate(self.metrics):
+                if metric.metric_id in seen:
+                    problems.append(
+                        (
+                            f"metrics[{i}].metricId",
+                            f"duplicate of metrics[{seen[metric.metric_id]}] "
+                            f"({metric.metric_id!r})",
+                        )
+                    )
+                seen.setdefault(metric.metric_id, i)
+            if not any(not m.is_constraint for m in self.metrics):
+                problems.append(
+                    ("metrics", "needs at least one objective (a metric without safetyConfig)")
+                )
+        if problems:
+            raise _FieldProblems(problems)
+        return self
+
+    @model_validator(mode="after")
+    def _check_params(self) -> HyperparameterSpec:
+        seen: dict[str, str] = {}
+        problems: list[tuple[str, str]] = []
+        for path, p in self.params_with_paths():
             if p.parameter_name in seen:
                 problems.append(
                     (
-                        f"params[{i}].parameterName",
-                        f"duplicate of params[{seen[p.parameter_name]}] ({p.parameter_name!r})",
+                        f"{path}.parameterName",
+                        f"duplicate of {seen[p.parameter_name]} ({p.parameter_name!r})",
                     )
                 )
-            seen.setdefault(p.parameter_name, i)
-        if self.algorithm is Algorithm.GRID_SEARCH:
+            seen.setdefault(p.parameter_name, path)
+        algorithm = self.algorithm
+        several = self.metrics is not None and len(self.objectives) > 1
+        if several and algorithm in SINGLE_OBJECTIVE_ALGORITHMS:
+            problems.append(
+                (
+                    "algorithm",
+                    f"{algorithm.value} optimizes one objective; with several use "
+                    "ALGORITHM_UNSPECIFIED (TPE), NSGA_II, GP, RANDOM_SEARCH, QMC or GRID_SEARCH",
+                )
+            )
+        if not several and algorithm in MULTI_OBJECTIVE_ALGORITHMS:
+            problems.append(
+                (
+                    "algorithm",
+                    f"{algorithm.value} is for several objectives; with one use "
+                    "ALGORITHM_UNSPECIFIED (TPE) or another",
+                )
+            )
+        if algorithm is Algorithm.CMA_ES and self.has_conditionals:
+            problems.append(
+                (
+                    "algorithm",
+                    "CMA_ES needs one fixed search space; conditional parameters would be "
+                    "sampled at random, outside its model (use ALGORITHM_UNSPECIFIED: TPE "
+                    "models conditional spaces)",
+                )
+            )
+        if algorithm is Algorithm.GRID_SEARCH:
             infinite = False
-            for i, p in enumerate(self.params):
-                if not p.is_finite:
+            for path, p in self.params_with_paths():
+                if p.type is ParamType.DOUBLE:
                     infinite = True
                     problems.append(
                         (
-                            f"params[{i}].type",
+                            f"{path}.type",
                             "GRID_SEARCH needs finitely many values; a DOUBLE makes the grid "
                             "infinite (use DISCRETE with discreteValues)",
                         )
@@ -352,6 +655,43 @@ class HyperparameterSpec(_Model):
         if problems:
             raise _FieldProblems(problems)
         return self
+
+    def params_with_paths(self) -> list[tuple[str, ParameterSpec]]:
+        """Every parameter, conditional ones included, with its path in the spec."""
+        out: list[tuple[str, ParameterSpec]] = []
+
+        def visit(path: str, param: ParameterSpec) -> None:
+            out.append((path, param))
+            for i, child in enumerate(param.conditional_parameter_specs or []):
+                visit(f"{path}.conditionalParameterSpecs[{i}].parameterSpec", child.parameter_spec)
+
+        for i, param in enumerate(self.params):
+            visit(f"params[{i}]", param)
+        return out
+
+    @property
+    def all_params(self) -> list[ParameterSpec]:
+        """Every parameter, conditional ones included, parents first."""
+        return [p for _, p in self.params_with_paths()]
+
+    @property
+    def has_conditionals(self) -> bool:
+        return any(p.conditional_parameter_specs for p in self.params)
+
+    @property
+    def objectives(self) -> list[Objective]:
+        """The metrics optimized, in order: the first ranks the leaderboard by default."""
+        if self.metrics is None:
+            assert self.goal is not None and self.hyperparameter_metric_tag is not None
+            return [Objective(metric=self.hyperparameter_metric_tag, goal=self.goal)]
+        return [
+            Objective(metric=m.metric_id, goal=m.goal) for m in self.metrics if not m.is_constraint
+        ]
+
+    @property
+    def constraints(self) -> list[MetricSpec]:
+        """The safety metrics: a trial that misses a threshold is infeasible."""
+        return [m for m in self.metrics or [] if m.is_constraint]
 
     @property
     def grid_size(self) -> int:
@@ -465,11 +805,49 @@ class StudySpec(_Model):
 
     @property
     def goal(self) -> Goal:
-        return self.hyperparameters.goal
+        """The goal of the first objective (the only one of most studies)."""
+        return self.hyperparameters.objectives[0].goal
 
     @property
     def metric_tag(self) -> str:
-        return self.hyperparameters.hyperparameter_metric_tag
+        """The first objective's metric: it picks each trial's ranking step and is pruned on."""
+        return self.hyperparameters.objectives[0].metric
+
+    @property
+    def objectives(self) -> list[Objective]:
+        return self.hyperparameters.objectives
+
+    @property
+    def constraints(self) -> list[MetricSpec]:
+        return self.hyperparameters.constraints
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.hyperparameters.objectives) > 1
+
+    @property
+    def ranked_metrics(self) -> list[str]:
+        """Every metric a trial's ranking step must have: objectives, then constraints."""
+        return [o.metric for o in self.objectives] + [c.metric_id for c in self.constraints]
+
+    @model_validator(mode="after")
+    def _pruner_fits_objectives(self) -> StudySpec:
+        rule = self.early_stopping.type if self.early_stopping else None
+        if self.multi_objective and rule in SINGLE_VALUE_PRUNERS:
+            raise _FieldProblems(
+                [
+                    (
+                        "earlyStopping.type",
+                        f"{rule} compares one value and the study has several objectives: use "
+                        "'dominated' (or enableTrialEarlyStopping: true alone)",
+                    )
+                ]
+            )
+        if not self.multi_objective and rule == "dominated":
+            raise _FieldProblems(
+                [("earlyStopping.type", "'dominated' needs several objectives (metrics)")]
+            )
+        return self
 
     @property
     def pruner(self) -> PrunerSpec | None:
@@ -477,7 +855,7 @@ class StudySpec(_Model):
         if self.early_stopping is not None:
             return None if self.early_stopping.type == "none" else self.early_stopping
         if self.hyperparameters.enable_trial_early_stopping:
-            return DEFAULT_PRUNER
+            return DEFAULT_MULTI_OBJECTIVE_PRUNER if self.multi_objective else DEFAULT_PRUNER
         return None
 
     @property
@@ -499,6 +877,10 @@ class StudySpec(_Model):
     def to_document(self) -> dict[str, Any]:
         """The spec as a JSON-able dict with AI Platform's field names."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+ParameterSpec.model_rebuild()
+ConditionalParameterSpec.model_rebuild()
 
 
 def _snake(camel: str) -> str:
@@ -570,7 +952,12 @@ def parse_spec(
         kind = type(document).__name__ if document is not None else "empty"
         raise SpecError([("", f"must be a mapping of fields, got {kind}")], source=source)
     notes: list[str] = []
-    flat, prefix = _flatten(document, source, notes)
+    vertex_paths: VertexPaths | None = None
+    if is_vertex_job(document):
+        flat, vertex_paths = from_vertex(document, source, notes)
+        prefix = ""
+    else:
+        flat, prefix = _flatten(document, source, notes)
     for note in notes:
         logger.warning("%s: %s", source or "spec", note)
     if warnings is not None:
@@ -583,6 +970,8 @@ def parse_spec(
         spec = StudySpec.model_validate(flat)
     except ValidationError as exc:
         problems = _problems(exc, prefix)
+        if vertex_paths is not None:
+            problems = [(vertex_paths.translate(path), reason) for path, reason in problems]
         if unknown and not any(path == "trainer" for path, _ in problems):
             problems.insert(0, ("trainer", unknown))
         raise SpecError(problems, source=source) from None

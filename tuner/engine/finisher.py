@@ -8,6 +8,7 @@ finish retried after a database error picks up where it stopped.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from tuner.artifacts.infrastructure import artifact_store_problem
@@ -21,10 +22,10 @@ from tuner.engine.cold_retry import ColdRetries
 from tuner.engine.optuna_link import OptunaLink
 from tuner.engine.outcome import Decision, RunState, Step
 from tuner.engine.store_sync import BackOff, StoreSync
-from tuner.engine.verdict import decide, final_problems
+from tuner.engine.verdict import decide, final_problems, ranking_vector
 from tuner.engine.writes import LeaseWrites
 from tuner.outputs import hparams
-from tuner.persistence.evals import tags_seen
+from tuner.persistence.evals import step_metrics, tags_seen
 from tuner.persistence.kept import unmatched_exports
 from tuner.persistence.runs import add_problems, finish_run
 from tuner.study import viewers
@@ -87,11 +88,29 @@ class Finisher:
             )
             if verdict.infrastructure is not None:
                 self.back_off(trial.study, verdict.infrastructure)
-            trial.decision = Decision(
-                verdict.state, verdict.reason, verdict.objective, self._final_problems(trial)
+            trial.decision = self._with_vector(
+                trial,
+                Decision(
+                    verdict.state, verdict.reason, verdict.objective, self._final_problems(trial)
+                ),
             )
             self.cold_retries.judge(trial, code)
         return trial.decision
+
+    def _with_vector(self, trial: ActiveTrial, decision: Decision) -> Decision:
+        """A COMPLETED trial of a study with several metrics, with every objective and
+        constraint read from its ranking step; FAILED when one is missing there."""
+        spec = trial.spec
+        source = trial.best if spec.objective is ObjectiveMode.BEST else trial.last
+        if decision.state is not RunState.COMPLETED or source is None:
+            return decision
+        if not (spec.multi_objective or spec.constraints):
+            return decision
+        metrics = self.writes.db.run(lambda s: step_metrics(s, source.eval_step_id))
+        vector = ranking_vector(spec, source.step, metrics)
+        if isinstance(vector, str):
+            return Decision(RunState.FAILED, vector, None, decision.problems)
+        return replace(decision, values=vector.values, constraints=vector.constraints)
 
     def _final_problems(self, trial: ActiveTrial) -> tuple[str, ...]:
         if not trial.has_exports:

@@ -14,9 +14,10 @@ from collections.abc import Callable
 
 import optuna
 
-from tuner.domain.entities import Observation
+from tuner.domain.entities import Observation, Study
 from tuner.domain.spec import Check, ObjectiveMode
 from tuner.engine.active_trial import ActiveTrial
+from tuner.engine.dominance import DominanceRule
 from tuner.engine.keeper import Keeper
 from tuner.engine.optuna_link import OptunaLink
 from tuner.engine.outcome import RunState
@@ -46,6 +47,8 @@ class Ingestor:
         self.cold_retry_worked = cold_retry_worked
         #: Seconds from an objective value's event being written to the prune decision.
         self.prune_latencies: list[float] = []
+        #: The early-stopping rule of each study with several objectives.
+        self.dominance_rules: dict[int, DominanceRule] = {}
 
     def ingest(self, trial: ActiveTrial, *, final: bool = False, flush: bool = True) -> None:
         """Read what the trial wrote, store it, act on it. `flush=False`: the deferred writes
@@ -119,12 +122,26 @@ class Ingestor:
         if trial.last is None or obs.step >= trial.last.step:
             trial.last = obs
         if obs.is_finite and (
-            trial.best is None or trial.spec.is_better(obs.value, trial.best.value)
+            trial.best is None
+            or trial.spec.is_better(obs.value, trial.best.value)
+            or self._ranks_last_step(trial, obs)
         ):
             trial.best = obs
         self._point_at_objective(trial)
         if obs.is_finite and trial.stop is None and obs.step not in trial.reported_steps:
             self._report_and_maybe_prune(trial, obs)
+
+    @staticmethod
+    def _ranks_last_step(trial: ActiveTrial, obs: Observation) -> bool:
+        """With several objectives under `final` (LAST_MEASUREMENT) the kept step is the last
+        one: one checkpoint and export stand for the whole vector the trial ranks by."""
+        spec = trial.spec
+        return (
+            spec.multi_objective
+            and spec.objective is ObjectiveMode.FINAL
+            and trial.best is not None
+            and obs.step >= trial.best.step
+        )
 
     def _point_at_objective(self, trial: ActiveTrial) -> None:
         """The run's best and objective eval steps, and its rank, with the next commit."""
@@ -153,19 +170,29 @@ class Ingestor:
             self.writes.write(trial.lease, lambda s: None)
             self._told_elsewhere(trial, obs)
             return
-        if trial.spec.pruner is None:
+        rule = trial.spec.pruner
+        if rule is None:
             return
-        prune = self.optuna.should_prune(trial.study, trial.optuna_trial_id)
+        reason = f"stopped early at step {obs.step} ({trial.spec.metric_tag}={obs.value:.6g})"
+        if rule.type == "dominated":
+            judgement = self._dominance(trial.study).judge(obs, rule)
+            prune, reason = judgement.stop, judgement.reason
+        else:
+            prune = self.optuna.should_prune(trial.study, trial.optuna_trial_id)
         latency = max(0.0, time.time() - obs.wall_time)
         self.prune_latencies.append(latency)
         trial.log.debug("step %d: prune decision %.3fs after the eval", obs.step, latency)
         if prune and (last := self._last_step(trial)) is not None and obs.step >= last[0]:
             trial.log.info("not pruned at step %d: its last eval (%s)", obs.step, last[1])
             prune = False
-        if prune:
-            reason = f"stopped early at step {obs.step} ({trial.spec.metric_tag}={obs.value:.6g})"
-            if trial.stop_with(RunState.PRUNED, reason, level=logging.DEBUG):
-                trial.log.info("pruned at step %d", obs.step)
+        if prune and trial.stop_with(RunState.PRUNED, reason, level=logging.DEBUG):
+            trial.log.info("pruned at step %d", obs.step)
+
+    def _dominance(self, study: Study) -> DominanceRule:
+        rule = self.dominance_rules.get(study.id)
+        if rule is None or rule.study.spec != study.spec:
+            rule = self.dominance_rules[study.id] = DominanceRule(self.writes.db, study)
+        return rule
 
     def _last_step(self, trial: ActiveTrial) -> tuple[int, str] | None:
         """The step of a trial's last eval, and how it is known: a pruner never stops a trial

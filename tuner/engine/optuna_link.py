@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.domain.entities import Study
 from tuner.engine.outcome import Decision, RunState
-from tuner.study import viewers
+from tuner.study import sampling, viewers
 from tuner.study.operations import (
     Backend,
     OptunaStudyMissingError,
@@ -79,12 +79,23 @@ class OptunaLink:
         number = trial if isinstance(trial, int) else trial.number
         try:
             if decision.state is RunState.COMPLETED:
-                tell(opened, trial, decision.objective)
+                if decision.constraints:
+                    trial_id = self._trial_id(opened, trial)
+                    self.backend.storage.set_trial_user_attr(
+                        trial_id, sampling.CONSTRAINTS_ATTR, list(decision.constraints)
+                    )
+                tell(opened, trial, list(decision.values) or decision.objective)
             else:
                 pruned = decision.state is RunState.PRUNED
                 tell(opened, trial, state=TrialState.PRUNED if pruned else TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             logger.warning("study %s trial %d: already told", study.name, number)
+
+    @staticmethod
+    def _trial_id(opened: optuna.Study, trial: int | optuna.trial.Trial) -> int:
+        if isinstance(trial, optuna.trial.Trial):
+            return trial._trial_id
+        return opened._storage.get_trial_id_from_study_id_trial_number(opened._study_id, trial)
 
     def longest_completed_step(self, study: Study) -> int | None:
         """The last reported step of the study's longest COMPLETED trial (None: none yet)."""

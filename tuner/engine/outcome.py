@@ -40,6 +40,10 @@ class Decision:
     objective: float | None = None
     #: What its end shows is missing (the best step's checkpoint, unmatched exports).
     problems: tuple[str, ...] = ()
+    #: Several objectives: every objective's value at the ranking step, in the spec's order.
+    values: tuple[float, ...] = ()
+    #: Safety metrics: each one's constraint value at the ranking step (<= 0: met).
+    constraints: tuple[float, ...] = ()
 
     def unstored(self, reason: str) -> Decision:
         """The same trial recorded STOPPED (not counted, run again): its artifacts are not

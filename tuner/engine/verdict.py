@@ -7,11 +7,12 @@ too long is stopped. Pure functions of what the supervisor saw: the supervisor d
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from tuner.domain.spec import Check, ObjectiveMode
+from tuner.domain.spec import Check, ObjectiveMode, StudySpec
 from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.outcome import RunState
 from tuner.outputs.hypertune import HYPERTUNE_EVAL_NAME
@@ -20,11 +21,13 @@ from tuner.trial.execution import describe_exit
 
 __all__ = [
     "FINAL_STEP_FLAGS",
+    "Vector",
     "Verdict",
     "decide",
     "final_problems",
     "final_step_from_flags",
     "limit_reached",
+    "ranking_vector",
 ]
 
 
@@ -130,6 +133,36 @@ def _on_evidence(trial: ActiveTrial, log_part: str) -> Verdict:
             None,
         )
     return Verdict(RunState.COMPLETED, None, objective.value)
+
+
+@dataclass(frozen=True)
+class Vector:
+    """A COMPLETED trial's objectives and constraint values, all from its ranking step."""
+
+    values: tuple[float, ...]
+    constraints: tuple[float, ...]
+
+
+def ranking_vector(spec: StudySpec, step: int, metrics: Mapping[str, float | None]) -> Vector | str:
+    """Every objective and safety metric at the ranking step, or why the trial cannot rank:
+    one of them is missing or not a finite number there."""
+    problems = []
+    for tag in spec.ranked_metrics:
+        value = metrics.get(tag)
+        if tag not in metrics:
+            problems.append(f"{tag!r} is missing")
+        elif value is None or not math.isfinite(value):
+            problems.append(f"{tag!r} is {value if value is not None else 'NaN'}")
+    if problems:
+        seen = ", ".join(sorted(metrics)) or "none"
+        return (
+            f"the ranking eval (global step {step}) cannot rank the trial: "
+            f"{'; '.join(problems)} (metrics at that step: {seen}); every metric of "
+            "studySpec.metrics / hyperparameters.metrics must be written at each eval"
+        )
+    values = tuple(float(metrics[o.metric] or 0.0) for o in spec.objectives)
+    constraints = tuple(c.violation(float(metrics[c.metric_id] or 0.0)) for c in spec.constraints)
+    return Vector(values, constraints)
 
 
 def final_problems(

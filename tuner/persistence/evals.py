@@ -275,3 +275,13 @@ def with_metrics(session: Session, step_rows: list[EvalStepRow]) -> list[EvalSte
         )
         for r in step_rows
     ]
+
+
+def step_metrics(session: Session, eval_step_id: int) -> dict[str, float | None]:
+    """Every metric of one eval step, by tag (None: NaN was written)."""
+    rows = session.execute(
+        select(EvalMetricRow.tag, EvalMetricRow.value).where(
+            EvalMetricRow.eval_step_id == eval_step_id
+        )
+    ).all()
+    return {tag: value for tag, value in rows}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import optuna
@@ -101,7 +102,7 @@ def submit_study(backend: Backend, spec: StudySpec, registry: TrainerRegistry) -
     # if ours cannot be written, Optuna's is removed again.
     try:
         optuna_study = optuna.create_study(
-            study_name=spec.name, storage=backend.storage, direction=sampling.direction(spec.goal)
+            study_name=spec.name, storage=backend.storage, directions=sampling.directions(spec)
         )
     except optuna.exceptions.DuplicatedStudyError:
         raise DuplicateStudyError(
@@ -125,7 +126,7 @@ def name_objective(study: optuna.Study, spec: StudySpec) -> None:
     plots (which otherwise say "Objective 0")."""
     with warnings.catch_warnings():  # experimental in Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([spec.metric_tag])
+        study.set_metric_names([objective.metric for objective in spec.objectives])
 
 
 def optuna_study_missing(storage: RDBStorage, name: str, optuna_id: int | None = None) -> bool:
@@ -180,17 +181,17 @@ def _previous_trials(backend: Backend, spec: StudySpec) -> list[optuna.trial.Fro
         previous = repo.find_study(session, previous_name)
     if previous is None:
         raise SpecError([(field, f"no study named {previous_name!r} to resume from")])
-    if previous.spec.goal is not spec.goal:
-        raise SpecError([(field, f"study {previous_name!r} has goal {previous.spec.goal.value}")])
-    if previous.spec.metric_tag != spec.metric_tag:
-        raise SpecError(
-            [(field, f"study {previous_name!r} optimized {previous.spec.metric_tag!r}")]
-        )
+    if previous.spec.objectives != spec.objectives:
+        theirs = ", ".join(f"{o.metric} ({o.goal.value})" for o in previous.spec.objectives)
+        raise SpecError([(field, f"study {previous_name!r} optimized {theirs}")])
+    if previous.spec.constraints != spec.constraints:
+        raise SpecError([(field, f"study {previous_name!r} has other safety constraints")])
     space = sampling.search_space(spec)
     old = optuna.load_study(study_name=previous_name, storage=backend.storage)
     trials = old.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     for trial in trials:
-        if set(trial.params) != set(space):
+        active = {p.parameter_name for p in sampling.active_params(spec, trial.params)}
+        if not set(trial.params) <= set(space) or not active <= set(trial.params):
             raise SpecError(
                 [
                     (
@@ -215,8 +216,8 @@ def _previous_trials(backend: Backend, spec: StudySpec) -> list[optuna.trial.Fro
     return [
         optuna.trial.create_trial(
             params=t.params,
-            distributions=space,
-            value=t.value,
+            distributions={name: space[name] for name in t.params},
+            values=t.values,
             intermediate_values=t.intermediate_values,
             user_attrs={**t.user_attrs, "warm_start_from": f"{previous_name}#{t.number}"},
         )
@@ -325,7 +326,7 @@ def best_model(backend: Backend, ref: str | int) -> BestModel:
 def tell(
     study: optuna.Study,
     number: int | optuna.trial.Trial,
-    value: float | None = None,
+    value: float | Sequence[float] | None = None,
     *,
     state: TrialState | None = None,
 ) -> None:

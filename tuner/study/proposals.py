@@ -106,6 +106,8 @@ SETTLE_SECONDS = 1.0
 FALLBACK_ATTEMPTS = 5
 
 Key = tuple[str, ...]
+#: A conditional parameter a trial does not have, in its key (no flag text holds a NUL).
+ABSENT = "\x00"
 
 
 @dataclass(frozen=True)
@@ -157,9 +159,14 @@ class _Proposal:
         self.max_attempts = max_attempts
         self.fixed = fixed
         self.space = sampling.search_space(spec)
-        self.names = [p.parameter_name for p in spec.hyperparameters.params]
-        params = spec.hyperparameters.params
-        self.grid = _Grid.of(spec, self.space) if all(p.is_finite for p in params) else None
+        self.names = [p.parameter_name for p in spec.hyperparameters.all_params]
+        hp = spec.hyperparameters
+        finite = all(p.is_finite for p in hp.params)
+        self.grid: _Grid | _TreeGrid | None = None
+        if finite:
+            self.grid = _TreeGrid.of(spec) if hp.has_conditionals else _Grid.of(spec, self.space)
+        #: A grid of conditional parameters is walked here: Optuna's GridSampler cannot.
+        self.walks_grid = hp.algorithm is Algorithm.GRID_SEARCH and hp.has_conditionals
 
     def run(self) -> optuna.trial.Trial | Exhausted:
         drawn: set[Key | None] = set()  # the duplicates the sampler drew
@@ -178,7 +185,7 @@ class _Proposal:
                 waiting = any(v.state is TrialState.WAITING for v in views)
                 if len(held) >= self.grid.size and not waiting:
                     return Exhausted(self.grid.exhausted_reason(views))
-                if fallback and len(held) < self.grid.size:
+                if (fallback or self.walks_grid) and len(held) < self.grid.size:
                     chosen = self.grid.unseen(held, _rng(self.spec, self.ordinal, attempt))
             if chosen is not None:
                 self.study.sampler = _Chosen(chosen)
@@ -188,7 +195,16 @@ class _Proposal:
                 self.study.sampler = _sampler(
                     self.spec, self.ordinal, attempt, random_only=fallback
                 )
-            trial = self.study.ask(dict(self.space))
+            if self.spec.hyperparameters.has_conditionals:
+                trial = self.study.ask()
+                try:
+                    sampling.suggest(trial, self.spec)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        tell(self.study, trial.number, state=TrialState.FAIL)
+                    raise
+            else:
+                trial = self.study.ask(dict(self.space))
             try:
                 holder, ours = self.holder(trial)
                 if chosen is not None and not ours.exempt:
@@ -422,14 +438,21 @@ def _view(
     except (TypeError, ValueError):  # a value the trainer conversion cannot take
         trainer, valid = values, False
     flags = {name: sampling.format_flag_value(v) for name, v in trainer.items()}
-    complete = all(name in flags for name in names)
+    if spec.hyperparameters.has_conditionals:
+        active = {p.parameter_name for p in sampling.active_params(spec, values)}
+        complete = all(name in flags for name in active)
+        valid = valid and set(flags) <= active
+        key = tuple(flags.get(n, ABSENT) for n in names) if complete else None
+    else:
+        complete = all(name in flags for name in names)
+        key = tuple(flags[n] for n in names) if complete else None
     duplicate = trial.state is TrialState.FAIL and DUPLICATE_OF in trial.user_attrs
     return _View(
         number=trial.number,
         trial_id=trial._trial_id,
         state=trial.state,
         flags=flags,
-        key=tuple(flags[n] for n in names) if complete else None,
+        key=key,
         valid=valid,
         exempt=fixed is not None,
         holds=trial.state in HOLDING_STATES and not duplicate,
@@ -537,15 +560,74 @@ class _Grid:
             index = wanted + below
 
     def exhausted_reason(self, views: Sequence[_View]) -> str:
-        holding = [v for v in views if v.holds and v.valid and v.key is not None]
-        done = {v.key for v in holding if v.state is not TrialState.FAIL}
-        running = {v.key for v in holding if v.state is TrialState.RUNNING}
-        failed = {v.key for v in holding} - done
-        reason = f"the search space is exhausted: all {self.size} combinations have been run"
-        if running:
-            reason += f" or are running ({len(running)} running)"
-        if failed:
-            reason += (
-                f"; {len(failed)} of them only in failed trials (`tuner retry` runs those again)"
-            )
-        return reason
+        return _exhausted_reason(self.size, views)
+
+
+def _exhausted_reason(size: int, views: Sequence[_View]) -> str:
+    """Why a finite space has nothing left to propose."""
+    holding = [v for v in views if v.holds and v.valid and v.key is not None]
+    done = {v.key for v in holding if v.state is not TrialState.FAIL}
+    running = {v.key for v in holding if v.state is TrialState.RUNNING}
+    failed = {v.key for v in holding} - done
+    reason = f"the search space is exhausted: all {size} combinations have been run"
+    if running:
+        reason += f" or are running ({len(running)} running)"
+    if failed:
+        reason += f"; {len(failed)} of them only in failed trials (`tuner retry` runs those again)"
+    return reason
+
+
+@dataclass(frozen=True)
+class _TreeGrid:
+    """Every combination of a finite space with conditional parameters, listed: a child is in
+    a combination only where its parent's value activates it (`ABSENT` elsewhere)."""
+
+    names: tuple[str, ...]
+    keys: tuple[Key, ...]
+    params_of: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def of(cls, spec: StudySpec) -> _TreeGrid:
+        names = tuple(p.parameter_name for p in spec.hyperparameters.all_params)
+        combos: list[dict[str, Any]] = [{}]
+        for param in spec.hyperparameters.params:
+            combos = [{**c, **more} for c in combos for more in _combinations(spec, param)]
+        keys: dict[Key, dict[str, Any]] = {}
+        for combo in combos:
+            flags = {
+                n: sampling.format_flag_value(v)
+                for n, v in sampling.trainer_values(spec, combo).items()
+            }
+            keys.setdefault(tuple(flags.get(n, ABSENT) for n in names), combo)
+        return cls(names, tuple(keys), tuple(keys.values()))
+
+    @property
+    def size(self) -> int:
+        return len(self.keys)
+
+    def unseen(self, held: set[Key], rng: random.Random) -> dict[str, Any]:
+        """A uniformly random combination not in `held` (which must leave one)."""
+        free = [i for i, key in enumerate(self.keys) if key not in held]
+        assert free
+        return dict(self.params_of[rng.choice(free)])
+
+    def exhausted_reason(self, views: Sequence[_View]) -> str:
+        return _exhausted_reason(self.size, views)
+
+
+def _combinations(spec: StudySpec, param: ParameterSpec) -> list[dict[str, Any]]:
+    """The sampler values of `param` and its active children, one dict per combination."""
+    dist = sampling.distribution(param)
+    if isinstance(dist, CategoricalDistribution):
+        choices = list(dist.choices)
+    else:
+        assert isinstance(dist, IntDistribution)
+        choices = list(range(dist.low, dist.high + 1, dist.step))
+    out: list[dict[str, Any]] = []
+    for choice in choices:
+        value = sampling.trainer_values(spec, {param.parameter_name: choice}, only=[param])
+        combos: list[dict[str, Any]] = [{param.parameter_name: choice}]
+        for child in param.children_for(value[param.parameter_name]):
+            combos = [{**c, **more} for c in combos for more in _combinations(spec, child)]
+        out += combos
+    return out

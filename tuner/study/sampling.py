@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -46,13 +46,61 @@ def distribution(param: ParameterSpec) -> BaseDistribution:
 
 
 def search_space(spec: StudySpec) -> dict[str, BaseDistribution]:
-    return {p.parameter_name: distribution(p) for p in spec.hyperparameters.params}
+    """Every parameter's distribution, conditional ones included."""
+    return {p.parameter_name: distribution(p) for p in spec.hyperparameters.all_params}
 
 
-def trainer_values(spec: StudySpec, sampled: Mapping[str, Any]) -> dict[str, Any]:
+def active_params(spec: StudySpec, sampled: Mapping[str, Any]) -> list[ParameterSpec]:
+    """The parameters a trial with these sampler values has: every unconditional one, and each
+    conditional one whose parent has a value that activates it (parents first)."""
+    out: list[ParameterSpec] = []
+
+    def visit(param: ParameterSpec) -> None:
+        out.append(param)
+        name = param.parameter_name
+        if name in sampled and param.conditional_parameter_specs:
+            value = trainer_values(spec, {name: sampled[name]}, only=[param])[name]
+            for child in param.children_for(value):
+                visit(child)
+
+    for param in spec.hyperparameters.params:
+        visit(param)
+    return out
+
+
+def suggest(trial: optuna.trial.Trial, spec: StudySpec) -> dict[str, Any]:
+    """Sample a trial's params define-by-run: a conditional parameter only when its parent's
+    value activates it (Optuna then records it for this trial alone)."""
+    sampled: dict[str, Any] = {}
+
+    def visit(param: ParameterSpec) -> None:
+        name = param.parameter_name
+        sampled[name] = _suggest_one(trial, name, distribution(param))
+        if param.conditional_parameter_specs:
+            value = trainer_values(spec, {name: sampled[name]}, only=[param])[name]
+            for child in param.children_for(value):
+                visit(child)
+
+    for param in spec.hyperparameters.params:
+        visit(param)
+    return sampled
+
+
+def _suggest_one(trial: optuna.trial.Trial, name: str, dist: BaseDistribution) -> Any:
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, log=dist.log)
+    assert isinstance(dist, FloatDistribution)
+    return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+
+
+def trainer_values(
+    spec: StudySpec, sampled: Mapping[str, Any], *, only: list[ParameterSpec] | None = None
+) -> dict[str, Any]:
     """The values the trainer receives, from the sampler's internal values."""
     out: dict[str, Any] = {}
-    for param in spec.hyperparameters.params:
+    for param in only if only is not None else spec.hyperparameters.all_params:
         name = param.parameter_name
         if name not in sampled:
             continue
@@ -104,6 +152,33 @@ def direction(goal: Goal) -> optuna.study.StudyDirection:
     return optuna.study.StudyDirection.MINIMIZE
 
 
+def directions(spec: StudySpec) -> list[optuna.study.StudyDirection]:
+    """One direction per objective, in the spec's order."""
+    return [direction(objective.goal) for objective in spec.objectives]
+
+
+#: User attr holding a COMPLETED trial's constraint values (<= 0: met), written before it is
+#: told, so that the samplers' `constraints_func` can read it.
+CONSTRAINTS_ATTR = "tuner_constraints"
+
+
+def constraints_func(
+    spec: StudySpec,
+) -> Callable[[optuna.trial.FrozenTrial], Sequence[float]] | None:
+    """Optuna's constraints function for a spec with safety metrics (None without)."""
+    count = len(spec.constraints)
+    if not count:
+        return None
+
+    def read(trial: optuna.trial.FrozenTrial) -> Sequence[float]:
+        values = trial.user_attrs.get(CONSTRAINTS_ATTR)
+        if isinstance(values, list) and len(values) == count:
+            return [float(v) for v in values]
+        return [1.0] * count  # never measured (pruned, failed): not known to be feasible
+
+    return read
+
+
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     """The sampler for the spec's `algorithm`, seeded by the spec's `seed`."""
     with warnings.catch_warnings():  # several samplers are marked experimental by Optuna
@@ -115,9 +190,18 @@ def _make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     hp = spec.hyperparameters
     seed = spec.seed
     algorithm = hp.algorithm
+    constraints = constraints_func(spec)
     if algorithm is Algorithm.GRID_SEARCH:
+        if hp.has_conditionals:  # a tree of values: `proposals` walks it (GridSampler cannot)
+            return optuna.samplers.RandomSampler(seed=seed)
         grid = {p.parameter_name: p.grid_values() for p in hp.params}
         return optuna.samplers.GridSampler(grid, seed=seed)
+    if algorithm is Algorithm.NSGA_II:
+        return optuna.samplers.NSGAIISampler(
+            seed=seed,
+            population_size=max(4, min(50, hp.max_trials // 4)),
+            constraints_func=constraints,
+        )
     if algorithm is Algorithm.RANDOM_SEARCH:
         return optuna.samplers.RandomSampler(seed=seed)
     if algorithm is Algorithm.CMA_ES:
@@ -125,7 +209,12 @@ def _make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
             seed=seed, warn_independent_sampling=False, independent_sampler=None
         )
     if algorithm is Algorithm.GP:
-        return optuna.samplers.GPSampler(seed=seed, deterministic_objective=False)
+        return optuna.samplers.GPSampler(
+            seed=seed,
+            deterministic_objective=False,
+            constraints_func=constraints,
+            warn_independent_sampling=False,
+        )
     if algorithm is Algorithm.QMC:
         # Scrambling is what makes a QMC sequence depend on the seed.
         return optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)
@@ -135,12 +224,15 @@ def _make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
         group=True,
         constant_liar=hp.max_parallel_trials > 1,
         n_startup_trials=min(10, max(2, hp.max_trials // 4)),
+        constraints_func=constraints,
+        warn_independent_sampling=False,
     )
 
 
 def make_pruner(pruner: PrunerSpec | None) -> optuna.pruners.BasePruner:
-    """The pruner that decides early stopping from reported eval values."""
-    if pruner is None:
+    """The pruner that decides early stopping from reported eval values (none for the rule of
+    several objectives, which is the engine's own: `tuner.engine.dominance`)."""
+    if pruner is None or pruner.type == "dominated":
         return optuna.pruners.NopPruner()
     if pruner.type in ("median", "percentile"):
         fixed_warmup = 0 if pruner.warmup_steps == "auto" else pruner.warmup_steps
