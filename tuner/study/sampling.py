@@ -225,7 +225,6 @@ def _make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
         constant_liar=hp.max_parallel_trials > 1,
         n_startup_trials=min(10, max(2, hp.max_trials // 4)),
         constraints_func=constraints,
-        warn_independent_sampling=False,
     )
 
 
