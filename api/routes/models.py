@@ -21,7 +21,8 @@ from tuner.artifacts.store import ArtifactStore, checkpoint_files
 from tuner.domain.entities import Checkpoint, Export, StoredArchive, Study, TrialDetail
 from tuner.domain.errors import ArtifactNotFoundError
 from tuner.persistence import repository as repo
-from tuner.public.schemas import BestPublic, ErrorResponse
+from tuner.public.schemas import BestPublic, ErrorResponse, ParetoPage
+from tuner.study import answers
 from tuner.study import operations as study_ops
 from tuner.study.operations import Backend
 
@@ -58,8 +59,21 @@ IfRangeHeader = Annotated[
 
 @router.get("/best", response_model=BestPublic, dependencies=[ReadAccess])
 def get_best(study_id: StudyPath, backend: BackendDep) -> BestPublic:
-    """The best completed trial, its best step, and that step's checkpoint and export."""
+    """The best completed trial, its best step, and that step's checkpoint and export.
+
+    A study with several objectives has no one best trial: 409 `SEVERAL_OBJECTIVES`, whose
+    message lists its Pareto front and how to pick from it (`GET .../pareto`)."""
     return BestPublic.build(study_ops.best_model(backend, _ref(study_id)))
+
+
+@router.get("/pareto", response_model=ParetoPage, dependencies=[ReadAccess])
+def get_pareto(study_id: StudyPath, backend: BackendDep) -> ParetoPage:
+    """The Pareto front: the COMPLETED trials no other feasible trial beats on every
+    objective (infeasible ones, missing a safety threshold, never count), best first on the
+    first objective; each with every objective and safety metric at its ranking step, and the
+    checkpoint and exports kept for that step. A study with one objective answers its best
+    trial(s)."""
+    return answers.get_pareto(backend, _ref(study_id))
 
 
 @router.get(

@@ -7,7 +7,14 @@ from collections.abc import Sequence
 
 from tuner.artifacts.store import ArtifactStore
 from tuner.domain.config import Settings
-from tuner.public.schemas import BestPublic, Page, StudyPublic, TrialDetailPublic, TrialRowPublic
+from tuner.public.schemas import (
+    BestPublic,
+    Page,
+    ParetoPage,
+    StudyPublic,
+    TrialDetailPublic,
+    TrialRowPublic,
+)
 from tuner.study import answers as service
 from tuner.study import operations as study_ops
 from tuner.study.operations import Backend
@@ -58,6 +65,9 @@ class LocalSource:
 
     def best(self, ref: str) -> BestPublic:
         return service.get_best(self.backend, ref)
+
+    def pareto(self, ref: str) -> ParetoPage:
+        return service.get_pareto(self.backend, ref)
 
     def log(self, ref: str, number: int, *, offset: int = 0) -> bytes:
         return service.log_file(self.backend, self.store, ref, number).read(offset)

@@ -250,7 +250,7 @@ def run(
 def _print_outcome(backend: Backend, settings: Settings, study_id: int) -> None:
     """The ended study's leaderboard, its reason and its best model; the exit code says how
     it ended (1: FAILED, 130: stopped before its end)."""
-    from tuner.cli.view import best_view, leaderboard_table
+    from tuner.cli.view import best_view, leaderboard_table, pareto_table
     from tuner.study import answers as service
 
     final = service.get_study(backend, study_id)
@@ -259,8 +259,15 @@ def _print_outcome(backend: Backend, settings: Settings, study_id: int) -> None:
     if final.state_reason:
         console.print(final.state_reason, style="dim")
     try:
-        best = service.get_best(backend, final.id)
-        console.print(best_view(best, settings.artifact_location))
+        if len(final.objectives) > 1:
+            console.print(pareto_table(service.get_pareto(backend, final.id)), highlight=False)
+            console.print(
+                f"several objectives: pick a member, then `tuner pull {final.name} --trial N`",
+                style="dim",
+            )
+        else:
+            best = service.get_best(backend, final.id)
+            console.print(best_view(best, settings.artifact_location))
     except StudyNotFoundError as exc:
         console.print(str(exc), style="yellow")
     if final.state == "FAILED":

@@ -14,7 +14,14 @@ from typing import Protocol
 from tuner.client.rest import Client
 from tuner.domain.config import Settings
 from tuner.domain.errors import TunerError
-from tuner.public.schemas import BestPublic, Page, StudyPublic, TrialDetailPublic, TrialRowPublic
+from tuner.public.schemas import (
+    BestPublic,
+    Page,
+    ParetoPage,
+    StudyPublic,
+    TrialDetailPublic,
+    TrialRowPublic,
+)
 
 
 class Source(Protocol):
@@ -43,6 +50,8 @@ class Source(Protocol):
     def trial(self, ref: str, number: int) -> TrialDetailPublic: ...
 
     def best(self, ref: str) -> BestPublic: ...
+
+    def pareto(self, ref: str) -> ParetoPage: ...
 
     def log(self, ref: str, number: int, *, offset: int = 0) -> bytes: ...
 
@@ -90,6 +99,9 @@ class RemoteSource:
 
     def best(self, ref: str) -> BestPublic:
         return self.client.best(ref)
+
+    def pareto(self, ref: str) -> ParetoPage:
+        return self.client.pareto(ref)
 
     def log(self, ref: str, number: int, *, offset: int = 0) -> bytes:
         return self.client.log(ref, number, offset=offset)

@@ -17,7 +17,14 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from tuner.cli.sources import Source, open_source
-from tuner.cli.view import best_view, leaderboard_table, studies_table, study_view, trial_view
+from tuner.cli.view import (
+    best_view,
+    leaderboard_table,
+    pareto_table,
+    studies_table,
+    study_view,
+    trial_view,
+)
 from tuner.client.rest import ApiError
 from tuner.domain.config import get_settings
 from tuner.domain.errors import StudyNotFoundError, TrialNotFoundError, TunerError
@@ -287,6 +294,28 @@ def best(
         console.print(f"download it with `tuner pull {study} --to DIR`", style="dim")
 
 
+def pareto(
+    study: StudyArg,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """The Pareto front: trials no other beats on every objective, with their kept artifacts."""
+    with _source(server, token, study) as source:
+        page = source.pareto(study)
+    if as_json:
+        _print_json(page)
+        return
+    console.print(pareto_table(page), highlight=False)
+    if page.data:
+        console.print(
+            f"no member beats another on every objective: pick one, then "
+            f"`tuner pull {study} --trial N`",
+            style="dim",
+            highlight=False,
+        )
+
+
 def stop(study: StudyArg, server: ServerOpt = None, token: TokenOpt = None) -> None:
     """Stop a study: its running trials get SIGTERM (SIGKILL after the grace period)."""
     with _source(server, token, study) as source:
@@ -349,6 +378,7 @@ COMMANDS: list[Callable[..., None]] = [
     trial,
     logs,
     best,
+    pareto,
     stop,
     resume,
     delete,

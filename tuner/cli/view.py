@@ -13,7 +13,13 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from tuner.public.schemas import BestPublic, StudyPublic, TrialDetailPublic, TrialRowPublic
+from tuner.public.schemas import (
+    BestPublic,
+    ParetoPage,
+    StudyPublic,
+    TrialDetailPublic,
+    TrialRowPublic,
+)
 
 STATE_STYLE = {
     "RUNNING": "cyan",
@@ -134,11 +140,16 @@ def leaderboard_table(
     title: str = "",
     now: datetime | None = None,
 ) -> Table:
+    several = len(study.objectives) > 1
     arrow = "↓" if study.goal == "MINIMIZE" else "↑"
     table = Table(title=title or None, title_justify="left", expand=False)
     table.add_column("#", justify="right")
     table.add_column("state")
     table.add_column(f"{study.metric} {arrow}", justify="right")
+    for objective in study.objectives[1:] if several else []:
+        table.add_column(f"{objective.metric} {_arrow(objective.goal)}", justify="right")
+    if study.constraints:
+        table.add_column("safe", justify="center")
     table.add_column("last", justify="right")
     table.add_column("best step", justify="right")
     table.add_column("step", justify="right")
@@ -149,15 +160,62 @@ def leaderboard_table(
         step = "-" if row.last_step is None else str(row.last_step)
         if planned and row.state == "RUNNING":
             step = f"{row.last_step or 0}/{planned}"
+        others = [fmt_value(row.objectives.get(o.metric)) for o in study.objectives[1:]]
+        safe = [] if not study.constraints else [_feasible_mark(row.feasible)]
         table.add_row(
             str(row.number),
             Text(row.state, style=STATE_STYLE.get(row.state, "")),
             fmt_value(row.objective),
+            *(others if several else []),
+            *safe,
             fmt_value(row.last_objective),
             "-" if row.best_step is None else str(row.best_step),
             step,
             fmt_duration(elapsed(row, now)),
             fmt_params(row.params),
+        )
+    return table
+
+
+def _arrow(goal: str) -> str:
+    return "↓" if goal == "MINIMIZE" else "↑"
+
+
+def _feasible_mark(feasible: bool | None) -> str:
+    return "-" if feasible is None else ("yes" if feasible else "no")
+
+
+def pareto_table(page: ParetoPage) -> Table:
+    """The front: one row per member, every objective and safety metric, the ranking step,
+    whether a checkpoint and exports were kept for it, the params."""
+    table = Table(
+        title=f"{page.study}: Pareto front, {page.count} of {page.ranked_count} ranked trials"
+        + (f" ({page.infeasible_count} infeasible)" if page.infeasible_count else ""),
+        title_justify="left",
+        expand=False,
+    )
+    table.add_column("#", justify="right")
+    for objective in page.objectives:
+        table.add_column(f"{objective.metric} {_arrow(objective.goal)}", justify="right")
+    for constraint in page.constraints:
+        side = "<=" if constraint.goal == "MINIMIZE" else ">="
+        table.add_column(f"{constraint.metric} {side} {constraint.threshold:g}", justify="right")
+    table.add_column("step", justify="right")
+    table.add_column("kept", justify="left")
+    table.add_column("params", overflow="fold")
+    for member in page.data:
+        kept = []
+        if member.checkpoint is not None:
+            kept.append("checkpoint")
+        if member.exports:
+            kept.append(f"{len(member.exports)} export(s)")
+        table.add_row(
+            str(member.number),
+            *(fmt_value(member.objectives.get(o.metric)) for o in page.objectives),
+            *(fmt_value(member.constraints.get(c.metric)) for c in page.constraints),
+            str(member.step),
+            ", ".join(kept) or "-",
+            fmt_params(member.params),
         )
     return table
 

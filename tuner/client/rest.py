@@ -26,6 +26,7 @@ from tuner.public.schemas import (
     BestPublic,
     MetricHistoryPublic,
     Page,
+    ParetoPage,
     StudyPublic,
     TrialDetailPublic,
     TrialRowPublic,
@@ -231,6 +232,10 @@ class Client:
 
     def best(self, study: str | int) -> BestPublic:
         return _parse(BestPublic, self._get(f"{_study_path(study)}/best"))
+
+    def pareto(self, study: str | int) -> ParetoPage:
+        """The study's Pareto front (its best trial(s) with one objective)."""
+        return _parse(ParetoPage, self._get(f"{_study_path(study)}/pareto"))
 
     def stop(self, study: str | int) -> StudyPublic:
         return _parse(StudyPublic, self._call("POST", f"{_study_path(study)}/stop"))

@@ -136,6 +136,10 @@ class LeaderboardRow:
     failure_reason: str | None
     #: The objective tag's value at the latest eval step (the best may be earlier).
     last_objective: float | None = None
+    #: Every objective's value at the ranking step (several objectives), by metric.
+    objectives: dict[str, float | None] = field(default_factory=dict)
+    #: Whether its safety metrics meet their thresholds there (None: no constraints, no value).
+    feasible: bool | None = None
 
     @property
     def duration_seconds(self) -> float | None:
@@ -165,6 +169,40 @@ class BestModel:
     checkpoint: Checkpoint | None
     export: Export | None
     other_exports: list[Export]
+
+
+@dataclass(frozen=True)
+class RankedTrial:
+    """A COMPLETED trial's objectives and safety metrics, all from its ranking eval step."""
+
+    run_id: int
+    number: int
+    params: dict[str, Any]
+    step: int
+    objectives: dict[str, float]
+    constraints: dict[str, float]
+    feasible: bool
+
+
+@dataclass(frozen=True)
+class ParetoMember:
+    """A trial on the front, with the artifacts kept for its ranking step."""
+
+    trial: RankedTrial
+    checkpoint: Checkpoint | None
+    exports: list[Export]
+
+
+@dataclass(frozen=True)
+class ParetoFront:
+    """The non-dominated feasible COMPLETED trials of a study."""
+
+    study: Study
+    members: list[ParetoMember]
+    #: COMPLETED trials that have every objective (the front is taken from them).
+    ranked: int
+    #: Those that miss a safety threshold: never on the front.
+    infeasible: int
 
 
 @dataclass(frozen=True)

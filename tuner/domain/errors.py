@@ -119,3 +119,7 @@ class RangeNotSatisfiableError(TunerError):
 
 class DownloadError(TunerError):
     """A download arrived short, or not as the server hashed it; a short one resumes next time."""
+
+
+class SeveralObjectivesError(TunerError):
+    """A study with several objectives has a Pareto front, not one best trial."""

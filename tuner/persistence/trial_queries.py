@@ -53,7 +53,7 @@ PLAIN_SORT_KEYS = (
     "bestStep",
     "lastStep",
 )
-SORT_KEYS_TEXT = ", ".join([*PLAIN_SORT_KEYS, "metric:<tag>", "param:<name>"])
+SORT_KEYS_TEXT = ", ".join([*PLAIN_SORT_KEYS, "objective:<metric>", "metric:<tag>", "param:<name>"])
 #: Longest operators first: `<=` must not be read as `<` followed by a value `=...`.
 OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     "<=": operator.le,
@@ -77,7 +77,7 @@ MAX_HISTORY_POINTS = 100_000
 
 @dataclass(frozen=True)
 class SortKey:
-    #: One of `PLAIN_SORT_KEYS`, or "metric" / "param" with `name`.
+    #: One of `PLAIN_SORT_KEYS`, or "metric" / "objectiveMetric" / "param" with `name`.
     key: str = "objective"
     name: str | None = None
     descending: bool = False
@@ -145,6 +145,11 @@ def parse_sort(text: str, spec: StudySpec) -> SortKey | str:
     subject, _, name = body.partition(":")
     if subject == "metric" and name.strip():
         return SortKey("metric", name.strip(), descending)
+    if subject == "objective" and name.strip():
+        metrics = [o.metric for o in spec.objectives]
+        if name.strip() not in metrics:
+            return f"{text!r}: the study's objectives are {', '.join(metrics)}"
+        return SortKey("objectiveMetric", name.strip(), descending)
     if subject == "param" and name.strip():
         found = _param(spec, name.strip())
         if isinstance(found, str):
@@ -200,7 +205,7 @@ def _finite(text: str) -> float | None:
 
 
 def _param(spec: StudySpec, name: str) -> ParameterSpec | str:
-    params = {p.parameter_name: p for p in spec.hyperparameters.params}
+    params = {p.parameter_name: p for p in spec.hyperparameters.all_params}
     if name in params:
         return params[name]
     return f"the study has no parameter {name!r} (its parameters: {', '.join(params)})"
@@ -252,6 +257,11 @@ class _Expressions:
         assert key.name is not None
         if key.key == "metric":
             return metric_at_best_step(key.name)
+        if key.key == "objectiveMetric":
+            # Better first, like the objective sort: MAXIMIZE values are negated.
+            value = metric_at_step(key.name, TrialRunRow.objective_step_id)
+            goal = next(o.goal for o in self.spec.objectives if o.metric == key.name)
+            return -value if goal is Goal.MAXIMIZE else value
         param = self._param(key.name)
         if param.type is ParamType.CATEGORICAL:
             # In the order the spec lists the values (an ordinal "small, medium, large" stays
@@ -297,9 +307,14 @@ class _Expressions:
 
 def metric_at_best_step(tag: str) -> ColumnElement[float | None]:
     """The tag's value at the trial's best step (null: no best step, no such tag, NaN)."""
+    return metric_at_step(tag, TrialRunRow.best_step_id)
+
+
+def metric_at_step(tag: str, step_id: Any) -> ColumnElement[float | None]:
+    """The tag's value at the run's eval step `step_id` (a column of the run row)."""
     return (
         select(EvalMetricRow.value)
-        .where(EvalMetricRow.eval_step_id == TrialRunRow.best_step_id, EvalMetricRow.tag == tag)
+        .where(EvalMetricRow.eval_step_id == step_id, EvalMetricRow.tag == tag)
         .correlate(TrialRunRow)
         .scalar_subquery()
     )
@@ -336,6 +351,7 @@ def list_trials(
     else:
         found, total = _sorted_narrow(session, study, sql, key, where, query, limit, offset)
     last_values = _last_objectives(session, [run.id for run, *_ in found], study.spec.metric_tag)
+    vectors = _ranking_vectors(session, study, [run for run, *_ in found])
     rows = [
         LeaderboardRow(
             number=int(run.number),
@@ -348,10 +364,48 @@ def list_trials(
             ended_at=_aware(run.ended_at) if run.ended_at else None,
             failure_reason=run.failure_reason,
             last_objective=last_values.get(run.id),
+            **vectors.get(run.id, {}),
         )
         for run, value, best_step, last in found
     ]
     return rows, total
+
+
+def _ranking_vectors(
+    session: Session, study: Study, runs: Sequence[TrialRunRow]
+) -> dict[int, dict[str, Any]]:
+    """Each run's objectives (several) and feasibility (safety metrics) at its ranking step,
+    in one read for the page; nothing for a study with one objective and no constraints."""
+    spec = study.spec
+    if not (spec.multi_objective or spec.constraints):
+        return {}
+    steps = {run.objective_step_id: run.id for run in runs if run.objective_step_id is not None}
+    values: dict[int, dict[str, float | None]] = {run_id: {} for run_id in steps.values()}
+    if steps:
+        for step_id, tag, value in session.execute(
+            select(EvalMetricRow.eval_step_id, EvalMetricRow.tag, EvalMetricRow.value).where(
+                EvalMetricRow.eval_step_id.in_(list(steps)),
+                EvalMetricRow.tag.in_(spec.ranked_metrics),
+            )
+        ):
+            values[steps[step_id]][tag] = value
+    out: dict[int, dict[str, Any]] = {}
+    for run_id, metrics in values.items():
+        feasible = None
+        if spec.constraints:
+            known = [metrics.get(c.metric_id) for c in spec.constraints]
+            if all(v is not None for v in known):
+                feasible = all(
+                    c.violation(float(v or 0.0)) <= 0
+                    for c, v in zip(spec.constraints, known, strict=True)
+                )
+        objectives = (
+            {o.metric: metrics.get(o.metric) for o in spec.objectives}
+            if spec.multi_objective
+            else {}
+        )
+        out[run_id] = {"objectives": objectives, "feasible": feasible}
+    return out
 
 
 def _last_objectives(session: Session, run_ids: list[int], tag: str) -> dict[int, float | None]:

@@ -16,10 +16,13 @@ from tuner.domain.entities import (
     Export,
     LeaderboardRow,
     MetricHistory,
+    ParetoFront,
+    ParetoMember,
     Placement,
     Study,
     TrialDetail,
 )
+from tuner.domain.spec import StudySpec
 
 T = TypeVar("T")
 
@@ -47,6 +50,7 @@ ErrorCode = Literal[
     "TIMEOUT",
     "STUDY_EXISTS",
     "STUDY_STATE_CONFLICT",
+    "SEVERAL_OBJECTIVES",
     "BODY_TOO_LARGE",
     "RANGE_NOT_SATISFIABLE",
     "UNAVAILABLE",
@@ -90,14 +94,46 @@ class BestSummary(Public):
     best_step: int | None
 
 
+class ObjectivePublic(Public):
+    metric: str
+    goal: str = Field(description="MINIMIZE or MAXIMIZE.")
+
+
+class ConstraintPublic(Public):
+    metric: str
+    goal: str = Field(description="The side of the threshold that is safe.")
+    threshold: float = Field(
+        description="MINIMIZE: the value must be <= it; MAXIMIZE: >= it (Vertex's safetyConfig)."
+    )
+
+
+def objectives_of(spec: StudySpec) -> list[ObjectivePublic]:
+    return [ObjectivePublic(metric=o.metric, goal=o.goal.value) for o in spec.objectives]
+
+
+def constraints_of(spec: StudySpec) -> list[ConstraintPublic]:
+    return [
+        ConstraintPublic(
+            metric=c.metric_id,
+            goal=c.goal.value,
+            threshold=c.safety_config.safety_threshold if c.safety_config else 0.0,
+        )
+        for c in spec.constraints
+    ]
+
+
 class StudyPublic(Public):
     id: int
     name: str
     state: str
     state_reason: str | None
     trainer: str
-    goal: str
-    metric: str
+    goal: str = Field(description="The first objective's goal.")
+    metric: str = Field(description="The first objective's metric (it ranks by default).")
+    objectives: list[ObjectivePublic] = Field(
+        default_factory=list, description="Every objective, in the spec's order."
+    )
+    constraints: list[ConstraintPublic] = Field(default_factory=list)
     max_trials: int
     counts: dict[str, int]
     best: BestSummary | None
@@ -122,6 +158,8 @@ class StudyPublic(Public):
             trainer=study.spec.trainer,
             goal=study.spec.goal.value,
             metric=study.spec.metric_tag,
+            objectives=objectives_of(study.spec),
+            constraints=constraints_of(study.spec),
             max_trials=study.spec.max_trials,
             counts=counts,
             best=(
@@ -156,6 +194,15 @@ class TrialRowPublic(Public):
         description="The objective metric at the latest eval step (`objective` is the value "
         "that ranks the trial: its best step's, or the last one's, as the spec says).",
     )
+    objectives: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="Several objectives: each one's value at the ranking step (empty with one).",
+    )
+    feasible: bool | None = Field(
+        default=None,
+        description="Whether its safety metrics meet their thresholds at the ranking step "
+        "(null: the study has none, or the trial no value yet).",
+    )
 
     @classmethod
     def build(cls, row: LeaderboardRow) -> TrialRowPublic:
@@ -171,6 +218,8 @@ class TrialRowPublic(Public):
             ended_at=row.ended_at,
             failure_reason=row.failure_reason,
             last_objective=finite(row.last_objective),
+            objectives={k: finite(v) for k, v in row.objectives.items()},
+            feasible=row.feasible,
         )
 
 
@@ -370,3 +419,53 @@ class ImportancesPublic(Public):
     computed_at: datetime
     cached: bool = Field(description="Whether this is a kept evaluation.")
     available_evaluators: list[str] = Field(description="What `evaluator` this server runs.")
+
+
+class ParetoMemberPublic(Public):
+    number: int
+    objectives: dict[str, float] = Field(description="Each objective at the ranking step.")
+    constraints: dict[str, float] = Field(
+        default_factory=dict, description="Each safety metric there (all met: on the front)."
+    )
+    params: dict[str, Any]
+    step: int = Field(description="The ranking eval step: every value above is from it.")
+    checkpoint: CheckpointPublic | None = Field(
+        description="The checkpoint kept for that step (null: none was found)."
+    )
+    exports: list[ExportPublic] = Field(description="The SavedModels tied to that step.")
+
+    @classmethod
+    def build(cls, member: ParetoMember) -> ParetoMemberPublic:
+        trial = member.trial
+        return cls(
+            number=trial.number,
+            objectives=trial.objectives,
+            constraints=trial.constraints,
+            params=trial.params,
+            step=trial.step,
+            checkpoint=CheckpointPublic.build(member.checkpoint) if member.checkpoint else None,
+            exports=[ExportPublic.build(e) for e in member.exports],
+        )
+
+
+class ParetoPage(Page[ParetoMemberPublic]):
+    """The non-dominated feasible COMPLETED trials, best first on the first objective."""
+
+    study: str
+    objectives: list[ObjectivePublic]
+    constraints: list[ConstraintPublic]
+    ranked_count: int = Field(description="COMPLETED trials with every objective.")
+    infeasible_count: int = Field(description="Of those, the ones missing a safety threshold.")
+
+    @classmethod
+    def build(cls, front: ParetoFront) -> ParetoPage:
+        spec = front.study.spec
+        return cls(
+            data=[ParetoMemberPublic.build(m) for m in front.members],
+            count=len(front.members),
+            study=front.study.name,
+            objectives=objectives_of(spec),
+            constraints=constraints_of(spec),
+            ranked_count=front.ranked,
+            infeasible_count=front.infeasible,
+        )

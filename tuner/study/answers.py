@@ -17,8 +17,16 @@ from tuner.domain.entities import Study
 from tuner.domain.errors import ArtifactNotFoundError
 from tuner.persistence import repository as repo
 from tuner.persistence import trial_queries
-from tuner.public.schemas import BestPublic, Page, StudyPublic, TrialDetailPublic, TrialRowPublic
+from tuner.public.schemas import (
+    BestPublic,
+    Page,
+    ParetoPage,
+    StudyPublic,
+    TrialDetailPublic,
+    TrialRowPublic,
+)
 from tuner.study import operations as study_ops
+from tuner.study.front import pareto_front
 from tuner.study.operations import Backend
 
 logger = logging.getLogger(__name__)
@@ -100,6 +108,10 @@ def delete_study(
 
 def get_best(backend: Backend, ref: str | int) -> BestPublic:
     return BestPublic.build(study_ops.best_model(backend, ref))
+
+
+def get_pareto(backend: Backend, ref: str | int) -> ParetoPage:
+    return ParetoPage.build(pareto_front(backend, ref))
 
 
 def log_file(backend: Backend, store: ArtifactStore, ref: str | int, number: int) -> TrialLog:

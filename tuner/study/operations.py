@@ -31,6 +31,7 @@ from tuner.persistence import Database, optuna_engine_kwargs, tune_optuna_engine
 from tuner.persistence import repository as repo
 from tuner.persistence.models import StudyRow, TrialRunRow
 from tuner.study import sampling
+from tuner.study.front import several_objectives_error
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -300,6 +301,8 @@ def best_model(backend: Backend, ref: str | int) -> BestModel:
     """The best COMPLETED trial, its best eval step and that step's checkpoint and export."""
     with backend.db.session() as session:
         study = repo.get_study(session, ref)
+        if study.spec.multi_objective:
+            raise several_objectives_error(backend, study)
         run = repo.best_completed_run(session, study)
         if run is None or run.number is None:
             raise StudyNotFoundError(
