@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from tuner.domain.errors import SpecError
 from tuner.domain.vertex import VertexPaths, from_vertex, is_vertex_job
@@ -546,10 +547,10 @@ class HyperparameterSpec(_Model):
     """AI Platform's `HyperparameterSpec`, field for field, plus several metrics (`metrics`,
     Vertex's `MetricSpec` list) and conditional parameters (`conditionalParameterSpecs`)."""
 
-    goal: Goal | None = None
-    hyperparameter_metric_tag: str | None = Field(default=None, min_length=1)
     #: Several objectives and constraints, instead of `goal` and `hyperparameterMetricTag`.
     metrics: list[MetricSpec] | None = None
+    goal: Goal | None = Field(default=None, validate_default=True)
+    hyperparameter_metric_tag: str | None = Field(default=None, min_length=1, validate_default=True)
     params: list[ParameterSpec] = Field(min_length=1)
     max_trials: int = Field(default=1, ge=1, le=MAX_TRIALS)
     max_parallel_trials: int = Field(default=1, ge=1, le=MAX_PARALLEL_TRIALS)
@@ -558,17 +559,19 @@ class HyperparameterSpec(_Model):
     algorithm: Algorithm = Algorithm.ALGORITHM_UNSPECIFIED
     resume_previous_job_id: str | None = None
 
+    @field_validator("goal", "hyperparameter_metric_tag", mode="before")
+    @classmethod
+    def _required_without_metrics(cls, value: Any, info: ValidationInfo) -> Any:
+        """Required unless `metrics` lists the objectives (checked here, not after the model,
+        so that it is reported with every other problem)."""
+        if value is None and "metrics" in info.data and info.data["metrics"] is None:
+            raise PydanticCustomError("missing", "Field required")
+        return value
+
     @model_validator(mode="after")
     def _check_metrics(self) -> HyperparameterSpec:
         problems: list[tuple[str, str]] = []
-        if self.metrics is None:
-            for field, value in (
-                ("goal", self.goal),
-                ("hyperparameterMetricTag", self.hyperparameter_metric_tag),
-            ):
-                if value is None:
-                    problems.append((field, "required (or list the objectives in metrics)"))
-        else:
+        if self.metrics is not None:
             for field, value in (
                 ("goal", self.goal),
                 ("hyperparameterMetricTag", self.hyperparameter_metric_tag),
@@ -1053,7 +1056,7 @@ def _problems(exc: ValidationError, prefix: str) -> list[tuple[str, str]]:
             base = _path([prefix] if prefix else [])
         else:
             base = ""
-        path = _path(loc)
+        path = _path(loc, as_written=error["type"] == "extra_forbidden")
         if base:
             path = f"{base}.{path}" if path and not path.startswith("[") else base + path
         if isinstance(ctx_error, _FieldProblems):
@@ -1064,13 +1067,15 @@ def _problems(exc: ValidationError, prefix: str) -> list[tuple[str, str]]:
     return problems
 
 
-def _path(loc: list[Any]) -> str:
+def _path(loc: list[Any], *, as_written: bool = False) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            # A field validated from its default is named by its Python name: spell it as
+            # the user does.
+            out += ("." if out else "") + (str(part) if as_written else _camel(str(part)))
     return out
 
 
