@@ -40,7 +40,9 @@ def viewers_outcome(
     source = trial.best if trial.spec.objective is ObjectiveMode.BEST else trial.last
     objective = None
     if decision.objective is not None and source is not None:
-        objective = hparams.Objective(step=source.step, value=decision.objective)
+        metrics = [o.metric for o in trial.spec.objectives]
+        others = dict(zip(metrics[1:], decision.values[1:], strict=False))
+        objective = hparams.Objective(step=source.step, value=decision.objective, others=others)
     return viewers.Outcome(
         decision.state.value,
         decision.reason,

@@ -29,7 +29,7 @@ import os
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -75,6 +75,8 @@ class Objective:
 
     step: int
     value: float
+    #: Several objectives: the others' values at the same step, by metric.
+    others: Mapping[str, float] = field(default_factory=dict)
 
 
 def objective_tag(spec: StudySpec) -> str:
@@ -104,7 +106,7 @@ def experiment_summary(spec: StudySpec, *, created: float | None = None) -> summ
     """The study's `hparams_config`: its params with the spec's domains, and the objective."""
     hparams = [
         summary_v2.HParam(p.parameter_name, _domain(p), description=_describe(p))
-        for p in spec.hyperparameters.params
+        for p in spec.hyperparameters.all_params
     ]
     which = "best eval" if spec.objective is ObjectiveMode.BEST else "final eval"
     goal = "lower" if spec.goal is Goal.MINIMIZE else "higher"
@@ -118,7 +120,17 @@ def experiment_summary(spec: StudySpec, *, created: float | None = None) -> summ
         ),
         dataset_type=summary_v2.Metric.VALIDATION,
     )
-    return summary_v2.hparams_config_pb(hparams, [metric], time_created_secs=created)
+    others = [
+        summary_v2.Metric(
+            f"objective/{o.metric}",
+            group="",
+            display_name=f"{o.metric} (objective {i + 2})",
+            description=f"{o.metric!r} at the same eval ({o.goal.value.lower()})",
+            dataset_type=summary_v2.Metric.VALIDATION,
+        )
+        for i, o in enumerate(spec.objectives[1:])
+    ]
+    return summary_v2.hparams_config_pb(hparams, [metric, *others], time_created_secs=created)
 
 
 def session_start_summary(
@@ -257,6 +269,9 @@ def write_session_end(
     if objective is not None:
         summary = _objective_summary(tag, objective.value)
         events.append(event_pb2.Event(wall_time=end_time, step=objective.step, summary=summary))
+        for metric, value in objective.others.items():
+            other = _objective_summary(f"objective/{metric}", value)
+            events.append(event_pb2.Event(wall_time=end_time, step=objective.step, summary=other))
     events.append(
         event_pb2.Event(wall_time=end_time, step=0, summary=session_end_summary(state, end_time))
     )
