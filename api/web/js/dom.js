@@ -47,6 +47,42 @@ export function param(value) {
   return typeof value === "number" ? num(value) : String(value);
 }
 
+/**
+ * Every parameter of a spec's `hyperparameters`, conditional ones included, parents first (as
+ * the server lists them): `[{name, spec, parent}]`, `parent` being `{name, values}` (the
+ * parent's values that activate it) for a conditional parameter, else null.
+ */
+export function specParams(hyperparameters) {
+  const out = [];
+  const visit = (spec, parent) => {
+    out.push({ name: spec.parameterName, spec, parent });
+    for (const child of spec.conditionalParameterSpecs || []) {
+      const given = child.parentCategoricalValues || child.parentDiscreteValues || child.parentIntValues;
+      visit(child.parameterSpec, { name: spec.parameterName, values: given ? given.values : [] });
+    }
+  };
+  for (const spec of (hyperparameters && hyperparameters.params) || []) visit(spec, null);
+  return out;
+}
+
+/**
+ * A trial's value of one parameter (an entry of `specParams`), for a table cell: `{text,
+ * title, inactive}`. A conditional parameter its parent's value did not activate is absent
+ * from the trial's params: shown as "—", said to be inactive, not an error.
+ */
+export function paramShown(params, entry) {
+  if (params && entry.name in params) return { text: param(params[entry.name]), title: "", inactive: false };
+  if (!entry.parent) return { text: "—", title: "", inactive: false };
+  const parentValue = params && entry.parent.name in params ? `${entry.parent.name}=${param(params[entry.parent.name])}` : null;
+  return {
+    text: "—",
+    title: parentValue
+      ? `inactive: its parent's value (${parentValue}) does not use it`
+      : "inactive: its parent's value does not use it",
+    inactive: true,
+  };
+}
+
 export function duration(seconds) {
   if (seconds === null || seconds === undefined) return "—";
   const s = Math.round(seconds);

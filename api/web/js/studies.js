@@ -114,7 +114,11 @@ function row(study) {
     h(
       "td",
       { class: "n" },
-      best ? h("span", { title: `trial ${best.number}, step ${best.bestStep}` }, `${num(best.objective)} `, h("span", { class: "muted", text: `#${best.number}` })) : "—"
+      (study.objectives || []).length > 1
+        ? h("span", { class: "muted", title: `${study.objectives.length} objectives: no one trial is best, see its Pareto front`, text: "Pareto front" })
+        : best
+          ? h("span", { title: `trial ${best.number}, step ${best.bestStep}` }, `${num(best.objective)} `, h("span", { class: "muted", text: `#${best.number}` }))
+          : "—"
     ),
     h("td", { text: study.trainer }),
     h("td", { title: study.createdAt, text: age(study.createdAt) })

@@ -1,13 +1,15 @@
 // One study, live: the summary and actions, the server-sorted leaderboard, eval curves,
-// optimization history, parallel coordinates and importances, all kept current from the
-// study's event stream (refetches are throttled, so a busy study costs a few requests a second).
+// optimization history, parallel coordinates and importances (and, with several objectives, the
+// Pareto front and its plot), all kept current from the study's event stream (refetches are
+// throttled, so a busy study costs a few requests a second).
 
 import { auth, call, follow, get, post, query, studyPath } from "./api.js";
 import { Chart, curvesData, drawParallel, historyData } from "./charts.js";
 import {
-  age, alertBox, badge, duration, h, hide, num, param, replace, scroller, showError, showInfo,
-  throttle, whenVisible,
+  age, alertBox, badge, duration, h, hide, num, paramShown, replace, scroller, showError, showInfo,
+  specParams, throttle, whenVisible,
 } from "./dom.js";
+import { constraintText, objectivesOf, paretoPanel, severalObjectives } from "./pareto.js";
 
 const FINISHED = ["COMPLETED", "PRUNED", "FAILED"];
 const TRIAL_STATES = ["RUNNING", "COMPLETED", "PRUNED", "FAILED", "STOPPED"];
@@ -45,6 +47,7 @@ export function studyView(container, { study: name }) {
       if (before !== null && (s.study.counts.COMPLETED || 0) !== before) {
         parallel.refresh();
         importances.refresh();
+        pareto.refresh();
       }
       renderSummary();
       if (s.study.state === "RUNNING" && s.streamEnded) startStream();
@@ -64,21 +67,30 @@ export function studyView(container, { study: name }) {
     const finished = FINISHED.reduce((sum, k) => sum + (st.counts[k] || 0), 0);
     const item = (term, ...value) => h("div", {}, h("dt", { text: term }), h("dd", {}, ...value));
     const counts = TRIAL_STATES.filter((k) => st.counts[k]).map((k) => `${st.counts[k]} ${k}`).join(", ");
+    const objectives = objectivesOf(st);
+    const several = objectives.length > 1;
     replace(
       summary,
-      item("Objective", `${st.metric} (${st.goal})`),
+      several
+        ? item("Objectives", h("span", { title: objectives.map((o) => `${o.metric}: ${o.goal}`).join(", "), text: objectives.map((o) => `${o.metric} (${o.goal === "MAXIMIZE" ? "max" : "min"})`).join(", ") }))
+        : item("Objective", `${st.metric} (${st.goal})`),
+      st.constraints && st.constraints.length
+        ? item("Safety thresholds", st.constraints.map(constraintText).join(", "))
+        : null,
       item(
         "Progress",
         `${finished} / ${st.maxTrials} finished `,
         h("progress", { max: st.maxTrials, value: Math.min(finished, st.maxTrials), "aria-label": "trials finished" })
       ),
       item("Running", String(st.counts.RUNNING || 0)),
-      item(
-        "Best",
-        st.best
-          ? [num(st.best.objective), " ", h("a", { href: `#${path}/trials/${st.best.number}`, text: `trial #${st.best.number}` }), st.best.bestStep !== null ? ` at step ${num(st.best.bestStep)}` : ""]
-          : "—"
-      ),
+      several
+        ? item("Pareto front", pareto.size)
+        : item(
+            "Best",
+            st.best
+              ? [num(st.best.objective), " ", h("a", { href: `#${path}/trials/${st.best.number}`, text: `trial #${st.best.number}` }), st.best.bestStep !== null ? ` at step ${num(st.best.bestStep)}` : ""]
+              : "—"
+          ),
       item("Trials", counts || "none yet"),
       item("Trainer", st.trainer),
       item("Created", h("span", { title: st.createdAt, text: age(st.createdAt) }))
@@ -88,6 +100,7 @@ export function studyView(container, { study: name }) {
     reason.className = st.state === "FAILED" ? "reason bad" : "reason";
     specBox.textContent = JSON.stringify(st.spec, null, 2);
     renderActions();
+    if (several) pareto.show();
   }
 
   function renderActions() {
@@ -238,14 +251,18 @@ export function studyView(container, { study: name }) {
   const refreshBoard = throttle(loadBoard, 1000);
   onGone(refreshBoard.cancel);
 
-  function paramNames() {
-    return ((s.study && s.study.spec.hyperparameters.params) || []).map((p) => p.parameterName);
+  /** Every parameter, conditional ones included (a trial lacks those its parents left out). */
+  function paramEntries() {
+    return s.study ? specParams(s.study.spec.hyperparameters) : [];
   }
 
-  function sortHeader(label, key, extra = {}) {
+  /** A sortable column; `alias` is another key that sorts the same (`objective` for the first
+   * objective's `objective:<metric>`). */
+  function sortHeader(label, key, extra = {}, alias = null) {
     const b = s.board;
-    const active = b.sort === key || b.sort === `-${key}`;
-    const descending = b.sort === `-${key}`;
+    const keys = alias ? [key, alias] : [key];
+    const descending = keys.some((k) => b.sort === `-${k}`);
+    const active = descending || keys.includes(b.sort);
     const ariaSort = active ? (descending ? "descending" : "ascending") : "none";
     return h(
       "th",
@@ -256,7 +273,7 @@ export function studyView(container, { study: name }) {
           type: "button",
           class: "sort",
           "data-sort": key,
-          title: key === "objective" ? "ascending = best first" : `sort by ${key}`,
+          title: key === "objective" || key.startsWith("objective:") ? "ascending = best first" : `sort by ${key}`,
           onclick: () => {
             b.sort = active && !descending ? `-${key}` : key;
             b.offset = 0;
@@ -271,8 +288,13 @@ export function studyView(container, { study: name }) {
 
   function renderBoard() {
     const b = s.board;
-    const names = paramNames();
+    const params = paramEntries();
     const metric = s.study ? s.study.metric : "objective";
+    // Several objectives: a column each, sorted better first by `objective:<metric>`.
+    const objectives = severalObjectives(s.study) ? objectivesOf(s.study) : [];
+    const constraints = (s.study && s.study.constraints) || [];
+    const safeTitle = `meets every safety threshold at its ranking step: ${constraints.map(constraintText).join(", ")}`;
+    const columns = 9 + Math.max(0, objectives.length - 1) + (constraints.length ? 1 : 0) + params.length;
     const head = h(
       "thead",
       {},
@@ -282,15 +304,28 @@ export function studyView(container, { study: name }) {
         h("th", { scope: "col", text: "#" }),
         sortHeader("Trial", "number"),
         sortHeader("State", "state"),
-        sortHeader(metric, "objective", { class: "n" }),
-        h("th", { scope: "col", class: "n", title: `${metric} at the latest eval step`, text: "latest" }),
+        objectives.length
+          ? objectives.map((o, i) => sortHeader(o.metric, `objective:${o.metric}`, { class: "n", title: `${o.metric} (${o.goal}) at the ranking step` }, i === 0 ? "objective" : null))
+          : sortHeader(metric, "objective", { class: "n" }),
+        constraints.length ? h("th", { scope: "col", title: safeTitle, text: "safe" }) : null,
+        h("th", { scope: "col", class: "n", title: `${metric} at the latest eval step`, text: objectives.length ? `latest ${metric}` : "latest" }),
         sortHeader("Best step", "bestStep", { class: "n" }),
         sortHeader("Last step", "lastStep", { class: "n" }),
-        names.map((p) => sortHeader(p, `param:${p}`)),
+        params.map((p) => sortHeader(p.name, `param:${p.name}`, p.parent ? { title: `active when ${p.parent.name} is ${p.parent.values.join(" or ")}` } : {})),
         sortHeader("Duration", "duration", { class: "n" }),
         h("th", { scope: "col", text: "Failure reason" })
       )
     );
+    const paramCell = (r, p) => {
+      const shown = paramShown(r.params, p);
+      return h("td", { class: shown.inactive ? "inactive" : null, title: shown.title || null, text: shown.text });
+    };
+    const safeCell = (r) =>
+      h("td", {
+        class: r.feasible === false ? "unsafe" : null,
+        title: r.feasible === false ? `infeasible: misses a safety threshold (${constraints.map(constraintText).join(", ")})` : null,
+        text: r.feasible === true ? "yes" : r.feasible === false ? "no" : "—",
+      });
     const body = h(
       "tbody",
       {},
@@ -298,20 +333,23 @@ export function studyView(container, { study: name }) {
         ? b.rows.map((r, i) =>
             h(
               "tr",
-              { "data-number": r.number, "data-state": r.state },
+              { "data-number": r.number, "data-state": r.state, "data-feasible": r.feasible === null || r.feasible === undefined ? null : String(r.feasible) },
               h("td", { class: "n muted", text: String(b.offset + i + 1) }),
               h("th", { scope: "row" }, h("a", { href: `#${path}/trials/${r.number}`, text: `#${r.number}` })),
               h("td", {}, badge(r.state)),
-              h("td", { class: "n", text: num(r.objective) }),
+              objectives.length
+                ? objectives.map((o) => h("td", { class: "n", text: num(r.objectives ? r.objectives[o.metric] ?? null : null) }))
+                : h("td", { class: "n", text: num(r.objective) }),
+              constraints.length ? safeCell(r) : null,
               h("td", { class: "n muted", text: num(r.lastObjective ?? null) }),
               h("td", { class: "n", text: num(r.bestStep) }),
               h("td", { class: "n", text: num(r.lastStep) }),
-              names.map((p) => h("td", { text: p in r.params ? param(r.params[p]) : "—" })),
+              params.map((p) => paramCell(r, p)),
               h("td", { class: "n", text: r.state === "RUNNING" ? `${duration((Date.now() - Date.parse(r.startedAt)) / 1000)}…` : duration(r.durationSeconds) }),
               h("td", { class: "reason-cell", title: r.failureReason || "", text: r.failureReason || "" })
             )
           )
-        : h("tr", {}, h("td", { colspan: 9 + names.length, class: "muted", text: b.filter || b.state ? "No trial matches." : "No trial yet: the leaderboard fills as trials start." }))
+        : h("tr", {}, h("td", { colspan: columns, class: "muted", text: b.filter || b.state ? "No trial matches." : "No trial yet: the leaderboard fills as trials start." }))
     );
     // A live refresh rebuilds the table: keep the keyboard focus on the same sort button.
     const focused = boardTable.contains(document.activeElement) ? document.activeElement.dataset.sort : null;
@@ -332,6 +370,7 @@ export function studyView(container, { study: name }) {
   const history = historyPanel(s, path, onGone);
   const parallel = parallelPanel(s, path, onGone);
   const importances = importancePanel(s, path, onGone);
+  const pareto = paretoPanel(s, path, onGone);
 
   // -- the event stream -------------------------------------------------------------------
   function onEvent({ event, data }) {
@@ -403,6 +442,7 @@ export function studyView(container, { study: name }) {
     h("div", { class: "title" }, heading, live),
     pageBox,
     summary,
+    pareto.summaryEl,
     reason,
     actions,
     actionBox,
@@ -416,7 +456,7 @@ export function studyView(container, { study: name }) {
       scroller("Leaderboard table", boardTable),
       boardPager
     ),
-    h("div", { class: "panels" }, curves.el, history.el, parallel.el, importances.el)
+    h("div", { class: "panels" }, pareto.el, curves.el, history.el, parallel.el, importances.el)
   );
   actions.hidden = true;
   const studyLoaded = loadStudy().then(() => {
@@ -429,6 +469,7 @@ export function studyView(container, { study: name }) {
     // The stream after the first paint (its snapshot tells what changed meanwhile).
     startStream();
     if (!s.study) return;
+    pareto.arm();
     curves.arm();
     history.arm();
     parallel.arm();
@@ -710,7 +751,7 @@ function parallelPanel(s, path, onGone) {
 
   function draw() {
     if (!s.study || !visible) return;
-    const params = s.study.spec.hyperparameters.params;
+    const params = specParams(s.study.spec.hyperparameters).map((p) => p.spec);
     if (!rows.length) {
       canvas.hidden = true;
       note.textContent = "No COMPLETED trial yet.";

@@ -1,9 +1,11 @@
-// One trial: params as the trainer received them, every metric of every eval step (curves and
-// a table), the kept checkpoint and exports with downloads, and the log followed while it runs.
+// One trial: params as the trainer received them (and the conditional ones it did not get),
+// every metric of every eval step (curves and a table), its objectives where the study has
+// several, the kept checkpoint and exports with downloads, and the log followed while it runs.
 
 import { call, download, follow, get, query, studyPath } from "./api.js";
 import { Chart, curvesData } from "./charts.js";
-import { alertBox, badge, bytes, duration, h, hide, num, param, replace, scroller, showError, showInfo, throttle, time } from "./dom.js";
+import { alertBox, badge, bytes, duration, h, hide, num, param, paramShown, replace, scroller, showError, showInfo, specParams, throttle, time } from "./dom.js";
+import { constraintText, objectivesOf, severalObjectives } from "./pareto.js";
 
 const LOG_BYTES = 64 * 1024;
 const LOG_LINES = 2000;
@@ -11,6 +13,7 @@ const LOG_LINES = 2000;
 export function trialView(container, { study, number }) {
   const path = `${studyPath(study)}/trials/${number}`;
   let detail = null;
+  let studyInfo = null; // its spec: every parameter, the objectives and safety thresholds
   let gone = false;
   let missing = false;
   let stream = null;
@@ -47,6 +50,34 @@ export function trialView(container, { study, number }) {
     return `${executor.name}: node ${String(executor.nodeId || "?").slice(0, 12)}…, task ${String(executor.taskId || "?").slice(0, 12)}…`;
   }
 
+  /** The metrics at the ranking step (the best step: with several objectives under `final`,
+   * the last one is kept as the best). */
+  function rankingMetrics() {
+    const at = detail.steps.filter((st) => st.step === detail.bestStep);
+    return Object.assign({}, ...at.map((st) => st.metrics));
+  }
+
+  function objectiveItems(item) {
+    if (!severalObjectives(studyInfo)) return [item("Objective", num(detail.objective))];
+    const values = rankingMetrics();
+    return objectivesOf(studyInfo).map((o) =>
+      item(`${o.metric} (${o.goal === "MAXIMIZE" ? "max" : "min"})`, num(detail.objectives?.[o.metric] ?? values[o.metric] ?? null))
+    );
+  }
+
+  function safetyItem(item) {
+    const constraints = (studyInfo && studyInfo.constraints) || [];
+    if (!constraints.length || detail.bestStep === null) return null;
+    const values = rankingMetrics();
+    const met = constraints.map((c) => {
+      const v = values[c.metric];
+      return v === null || v === undefined ? null : c.goal === "MAXIMIZE" ? v >= c.threshold : v <= c.threshold;
+    });
+    const feasible = detail.feasible ?? (met.includes(null) ? null : met.every(Boolean));
+    const text = constraints.map((c) => `${c.metric} ${num(values[c.metric] ?? null)} (${constraintText(c)})`).join(", ");
+    return item("Safe", feasible === null ? "—" : feasible ? `yes: ${text}` : `no: ${text}`);
+  }
+
   function render() {
     const d = detail;
     document.title = `${study} #${number} · estimator-tuner`;
@@ -54,7 +85,8 @@ export function trialView(container, { study, number }) {
     const item = (term, ...value) => h("div", {}, h("dt", { text: term }), h("dd", {}, ...value));
     replace(
       summary,
-      item("Objective", num(d.objective)),
+      objectiveItems(item),
+      safetyItem(item),
       item("Best step", num(d.bestStep)),
       item("Last step", num(d.lastStep)),
       item("Started", time(d.startedAt)),
@@ -67,23 +99,48 @@ export function trialView(container, { study, number }) {
     failure.hidden = !d.failureReason && !d.problems.length;
     replace(
       failure,
-      h("h2", { id: "failure-title", text: d.state === "STOPPED" ? "Why it stopped" : "Why it failed" }),
+      h("h2", { id: "failure-title", text: { STOPPED: "Why it stopped", FAILED: "Why it failed", PRUNED: "Why it was pruned" }[d.state] || "Problems" }),
       d.failureReason ? h("pre", { class: "reason", text: d.failureReason }) : null,
       d.problems.length ? h("ul", {}, d.problems.map((p) => h("li", { text: p }))) : null
     );
     replace(
       params,
       h("h2", { id: "params-title", text: "Params" }),
-      h("p", { class: "muted small", text: "As the trainer received them (--name=value)." }),
+      h("p", {
+        class: "muted small",
+        text: Object.keys(d.params).length < (studyInfo ? specParams(studyInfo.spec.hyperparameters).length : 0)
+          ? "As the trainer received them (--name=value). —: inactive, a conditional parameter its parent's value does not use (not passed)."
+          : "As the trainer received them (--name=value).",
+      }),
       h(
         "table",
         { class: "grid", "aria-label": "Params" },
         h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "Parameter" }), h("th", { scope: "col", text: "Value" }))),
-        h("tbody", {}, Object.entries(d.params).map(([k, v]) => h("tr", {}, h("th", { scope: "row", text: k }), h("td", { text: param(v) }))))
+        h("tbody", {}, paramRows(d.params))
       )
     );
     renderArtifacts();
     renderMetrics();
+  }
+
+  /** In the spec's order, with the conditional parameters its parents left out ("—"). */
+  function paramRows(params) {
+    const entries = studyInfo ? specParams(studyInfo.spec.hyperparameters) : [];
+    const known = new Set(entries.map((e) => e.name));
+    const rows = entries.map((e) => {
+      const shown = paramShown(params, e);
+      return h(
+        "tr",
+        { class: shown.inactive ? "inactive" : null },
+        h("th", { scope: "row", text: e.name, title: e.parent ? `active when ${e.parent.name} is ${e.parent.values.join(" or ")}` : null }),
+        h("td", { title: shown.title || null, text: shown.text })
+      );
+    });
+    // What the trainer got that the spec does not list (none, normally).
+    for (const [k, v] of Object.entries(params)) {
+      if (!known.has(k)) rows.push(h("tr", {}, h("th", { scope: "row", text: k }), h("td", { text: param(v) })));
+    }
+    return rows;
   }
 
   function renderArtifacts() {
@@ -242,6 +299,12 @@ export function trialView(container, { study, number }) {
     h("section", { "aria-labelledby": "metrics-title" }, h("h2", { id: "metrics-title", text: "Metrics by eval step" }), curves, metricsTable),
     h("section", { "aria-labelledby": "log-title" }, h("h2", { id: "log-title", text: "Log" }), logNote, logBox)
   );
+  get(studyPath(study))
+    .then((found) => {
+      studyInfo = found;
+      if (!gone && detail) render();
+    })
+    .catch(() => {}); // the params as the trial got them, without the inactive ones
   load().then(readLog);
   stream = follow(study, {
     onEvent: ({ event, data }) => {
