@@ -62,6 +62,27 @@ trialJobSpec:
         args: ["--train-steps=20", "--eval-every-steps=10"]
 """
 OBJECTIVES = ("rmse", "model_size")
+#: Our own shape: two objectives and a safety metric (6 * units + 1 weights at most 30).
+SAFE_STUDY: dict[str, Any] = {
+    "name": "safe",
+    "trainer": "two_objectives",
+    "args": ["--train-steps=20", "--eval-every-steps=10"],
+    "seed": 1,
+    "hyperparameters": {
+        "metrics": [
+            {"metricId": "rmse", "goal": "MINIMIZE"},
+            {"metricId": "loss", "goal": "MINIMIZE"},
+            {"metricId": "model_size", "goal": "MINIMIZE", "safetyConfig": {"safetyThreshold": 30}},
+        ],
+        "algorithm": "GRID_SEARCH",
+        "maxTrials": 6,
+        "maxParallelTrials": 2,
+        "params": [
+            {"parameterName": "units", "type": "DISCRETE", "discreteValues": [1, 4, 16]},
+            {"parameterName": "learning_rate", "type": "DISCRETE", "discreteValues": [0.02, 0.1]},
+        ],
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +106,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
             )
             assert answer.status_code == 201, answer.text
             assert any("trialJobSpec" in w for w in answer.json()["warnings"])
-            with JsonClient(server.url, token=server.read_token) as client:
+            with JsonClient(server.url, token=server.write_token) as client:
+                client.submit(SAFE_STUDY)
                 deadline = time.monotonic() + 600
-                while client.study("two")["state"] == "RUNNING" and time.monotonic() < deadline:
-                    time.sleep(1)
-                assert client.study("two")["state"] == "COMPLETED", server.log()[-3000:]
+                for name in ("two", "safe"):
+                    while client.study(name)["state"] == "RUNNING" and time.monotonic() < deadline:
+                        time.sleep(1)
+                    assert client.study(name)["state"] == "COMPLETED", server.log()[-3000:]
             yield server
         finally:
             server.stop()
@@ -246,3 +269,21 @@ def test_tuner_run_takes_the_vertex_job_on_the_embedded_default(tmp_path):
     assert {m["number"] for m in page["data"]} == brute_force_front(vectors)
     for member in page["data"]:
         assert set(member) >= {"number", "objectives", "params", "step"}
+
+
+def test_infeasible_trials_are_never_on_the_front(served):
+    with JsonClient(served.url, token=served.read_token) as client:
+        page = client.pareto("safe")
+        rows = client.trials("safe", limit=100)["data"]
+        study = client.study("safe")
+    assert [c["metric"] for c in study["constraints"]] == ["model_size"]
+    assert [o["metric"] for o in study["objectives"]] == ["rmse", "loss"]
+    assert len(rows) == 6 and {r["state"] for r in rows} == {"COMPLETED"}
+    infeasible = {r["number"] for r in rows if r["params"]["units"] == 16}
+    assert len(infeasible) == 2  # the grid has both learning rates with 16 units
+    assert {r["number"] for r in rows if r["feasible"] is False} == infeasible
+    assert page["infeasibleCount"] == 2 and page["rankedCount"] == 6
+    assert page["data"], "the feasible trials have a front"
+    for member in page["data"]:
+        assert member["number"] not in infeasible
+        assert member["constraints"]["model_size"] <= 30

@@ -354,7 +354,7 @@ class ParameterSpec(_Model):
 class ParentValues(_Model):
     """The parent's values for which a conditional parameter is active."""
 
-    values: list[str | float] = Field(min_length=1)
+    values: list[str | int | float] = Field(min_length=1)
 
 
 class ConditionalParameterSpec(_Model):
@@ -406,7 +406,7 @@ class ConditionalParameterSpec(_Model):
         ]
 
     @property
-    def parent_values(self) -> list[str | float]:
+    def parent_values(self) -> list[str | int | float]:
         given = (
             self.parent_categorical_values or self.parent_discrete_values or self.parent_int_values
         )
@@ -974,7 +974,10 @@ def parse_spec(
     except ValidationError as exc:
         problems = _problems(exc, prefix)
         if vertex_paths is not None:
-            problems = [(vertex_paths.translate(path), reason) for path, reason in problems]
+            problems = [
+                (vertex_paths.translate(path), vertex_paths.translate_text(reason))
+                for path, reason in problems
+            ]
         if unknown and not any(path == "trainer" for path, _ in problems):
             problems.insert(0, ("trainer", unknown))
         raise SpecError(problems, source=source) from None

@@ -72,6 +72,21 @@ PARAM_FIELDS = frozenset(
 CONDITIONAL_FIELDS = frozenset(
     {"parameterSpec", "parentCategoricalValues", "parentDiscreteValues", "parentIntValues"}
 )
+#: AI Platform's tuning fields, refused beside `studySpec` (naming where Vertex has them).
+AI_PLATFORM_KEYS = {
+    "hyperparameters": "studySpec (with maxTrialCount, parallelTrialCount beside it)",
+    "trainingInput": "studySpec (with maxTrialCount, parallelTrialCount beside it)",
+    "goal": "studySpec.metrics[].goal",
+    "hyperparameterMetricTag": "studySpec.metrics[].metricId",
+    "metrics": "studySpec.metrics",
+    "params": "studySpec.parameters",
+    "maxTrials": "maxTrialCount",
+    "maxParallelTrials": "parallelTrialCount",
+    "maxFailedTrials": "maxFailedTrialCount",
+    "enableTrialEarlyStopping": "a stopping spec in studySpec (medianAutomatedStoppingSpec)",
+    "algorithm": "studySpec.algorithm",
+    "resumePreviousJobId": "not available for Vertex jobs (use our own shape)",
+}
 #: Our top-level keys that a Vertex job may carry beside its own.
 OWN_KEYS_NOTE = "name, trainer, args, outputDirFlag, seed and the tuner's other top-level fields"
 
@@ -90,6 +105,10 @@ class VertexPaths:
     #: Top-level and `hyperparameters` fields -> where the user wrote them.
     fields: dict[str, str] = field(default_factory=dict)
 
+    def translate_text(self, text: str) -> str:
+        """A reason with the tuner's paths in it ("duplicate of params[0]") in the user's."""
+        return _INTERNAL_PATH.sub(lambda m: self.translate(m.group(0)), text)
+
     def translate(self, path: str) -> str:
         for internal in sorted(self.params, key=len, reverse=True):
             if path == internal or path.startswith((internal + ".", internal + "[")):
@@ -100,6 +119,11 @@ class VertexPaths:
         if head and head.group(0) in self.fields:
             return self.fields[head.group(0)] + path[head.end() :]
         return path
+
+
+_INTERNAL_PATH = re.compile(
+    r"\b(?:params\[\d+\](?:\.conditionalParameterSpecs\[\d+\]\.parameterSpec)*|metrics\[\d+\])"
+)
 
 
 def _param_field(rest: str, value_spec: str) -> str:
@@ -143,6 +167,12 @@ class _Converter:
 
     def job(self, doc: dict[str, Any]) -> dict[str, Any]:
         study = doc.pop("studySpec")
+        for key in sorted(set(doc) & set(AI_PLATFORM_KEYS)):
+            vertex = AI_PLATFORM_KEYS[key]
+            self.problems.append(
+                (key, f"not a field of a Vertex job: the tuning config is {vertex}")
+            )
+            doc.pop(key)
         if not isinstance(study, dict):
             self.problems.append(("studySpec", "must be a mapping"))
             return doc
