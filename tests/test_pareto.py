@@ -168,6 +168,8 @@ def test_front_is_the_brute_force_front_of_the_recorded_values(served):
         assert member["step"] == step
         assert tuple(member["objectives"][m] for m in OBJECTIVES) == pytest.approx(vector)
         assert member["checkpoint"]["step"] == step
+        detail = next(t for t in trials if t["number"] == member["number"])
+        assert detail["objectives"] == pytest.approx(member["objectives"])
         assert [e["step"] for e in member["exports"]] == [step]
     rmse = [m["objectives"]["rmse"] for m in page["data"]]
     assert rmse == sorted(rmse), "best first on the first objective"
@@ -284,6 +286,7 @@ def test_infeasible_trials_are_never_on_the_front(served):
     assert {r["number"] for r in rows if r["feasible"] is False} == infeasible
     assert page["infeasibleCount"] == 2 and page["rankedCount"] == 6
     assert page["data"], "the feasible trials have a front"
+    assert study["best"] is None, "several objectives: a front, no best"
     for member in page["data"]:
         assert member["number"] not in infeasible
         assert member["constraints"]["model_size"] <= 30

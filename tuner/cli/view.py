@@ -118,7 +118,7 @@ def studies_table(studies: Sequence[StudyPublic], now: datetime | None = None) -
         best = (
             f"{study.metric}={fmt_value(study.best.objective)} (#{study.best.number})"
             if study.best
-            else "-"
+            else ("Pareto front" if len(study.objectives) > 1 else "-")
         )
         table.add_row(
             str(study.id),

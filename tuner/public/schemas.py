@@ -166,7 +166,7 @@ class StudyPublic(Public):
                 BestSummary(
                     number=best.number, objective=finite(best.objective), best_step=best.best_step
                 )
-                if best
+                if best and not study.spec.multi_objective  # several: a front, no best
                 else None
             ),
             spec=study.spec.to_document(),
@@ -299,8 +299,24 @@ class TrialDetailPublic(TrialRowPublic):
     log_tail: list[str]
 
     @classmethod
-    def from_detail(cls, detail: TrialDetail, log_tail: list[str]) -> TrialDetailPublic:
+    def from_detail(
+        cls, detail: TrialDetail, log_tail: list[str], spec: StudySpec | None = None
+    ) -> TrialDetailPublic:
         run = detail.run
+        ranking = next((s for s in detail.steps if s.id == run.objective_step_id), None)
+        objectives: dict[str, float | None] = {}
+        feasible = None
+        if spec is not None and ranking is not None:
+            if spec.multi_objective:
+                objectives = {
+                    o.metric: finite(ranking.metrics.get(o.metric)) for o in spec.objectives
+                }
+            known = [ranking.metrics.get(c.metric_id) for c in spec.constraints]
+            if spec.constraints and all(v is not None for v in known):
+                feasible = all(
+                    c.violation(float(v or 0.0)) <= 0
+                    for c, v in zip(spec.constraints, known, strict=True)
+                )
         assert run.number is not None
         duration = (run.ended_at - run.started_at).total_seconds() if run.ended_at else None
         return cls(
@@ -322,6 +338,8 @@ class TrialDetailPublic(TrialRowPublic):
             checkpoints=[CheckpointPublic.build(c) for c in detail.checkpoints],
             exports=[ExportPublic.build(e) for e in detail.exports],
             log_tail=log_tail,
+            objectives=objectives,
+            feasible=feasible,
         )
 
 

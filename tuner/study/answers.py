@@ -82,7 +82,7 @@ def get_trial(
     if detail.run.log_path:
         log = _open_log_quietly(store, detail.run.log_path)
         lines = log.tail(tail) if log is not None else []
-    return TrialDetailPublic.from_detail(detail, lines)
+    return TrialDetailPublic.from_detail(detail, lines, study.spec)
 
 
 def _open_log_quietly(store: ArtifactStore, relative: str) -> TrialLog | None:
