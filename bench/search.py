@@ -30,7 +30,23 @@ task's train steps T and eval interval E (each task prints what they come to):
   curves cross (a high learning rate converges fast to a worse floor, a low one slowly to a better
   one), 4 params, 1000 steps with an eval every 100 (and `--eval-seconds` of sleep before each);
 - `house_prices`: the real custom-Estimator example (`examples/house_prices/spec.yaml`,
-  300 steps with an eval every 50; ~8 s a trial on 2 cores).
+  300 steps with an eval every 50; ~8 s a trial on 2 cores);
+- `pareto` (only with `--task pareto`): two objectives, for what `enableTrialEarlyStopping:
+  true` means with several (`DEFAULT_MULTI_OBJECTIVE_PRUNER`). `bench/pareto_trainer.py` writes
+  the curves' rmse and a `latency_ms` in conflict with it (a wider net is more accurate but
+  slower); the study has the curves' params, `metrics: rmse and latency_ms, both MINIMIZE`, TPE,
+  and its own configurations instead of the ones above: `none` (no early stopping, the
+  baseline), `dominated-1`, `-2`, `-3` (`earlyStopping: {type: dominated, minDominating: K,
+  startupTrials: 3, warmupSteps: auto}`) and `dominated-1-warmup50` (K = 1, no decision before
+  T/2); `--pareto-configs` picks a subset. Its measure is the hypervolume of the COMPLETED
+  trials' front within the reference point rmse 1.0, latency_ms 4.0 (the worst values worth
+  counting: `bench/pareto_task.py`), its target the median over seeds of `none`'s final
+  hypervolume; compute-to-target, ratios (`none` / config) and intervals as below, with "best
+  reaches the target" read as "the hypervolume so far reaches it". Each trial's objective vector
+  is read from the tuner's tables and checked against Optuna's `trial.values`; the dominance rule
+  is re-checked from the recorded eval vectors (`pareto_task.audit`). The last lines choose
+  `min_dominating` for the default: the `dominated-K` that reaches the target with the least
+  compute in both measures without a lower median final hypervolume than `none`'s.
 
 Every run is a real study: `tuner.study.operations.submit_study`, then `StudyManager(...).run()`
 with
@@ -66,6 +82,7 @@ verdict.
     python bench/search.py --skip-estimator --curves-seeds 5         # a quick look
     python bench/search.py --reuse /tmp/search.json --variant warmup --configs random \\
         --json /tmp/search-warmup.json    # a variant beside the stored runs
+    python bench/search.py --task pareto --json /tmp/search-pareto.json   # two objectives
 
 Runs stored by an older version (without trial wall times) still load with `--reuse`: their
 wall-time figures are missing, and the wall-time ratios leave them out.
@@ -106,10 +123,16 @@ from tuner.study import sampling
 from tuner.study.operations import Backend
 from tuner.trial.execution import TrialProcess
 
+# bench/ is sys.path[0] when this runs as a script (python bench/search.py), as it is meant to.
+import pareto_task  # isort: skip
+
 REPO = Path(__file__).resolve().parents[1]
 CURVES_TRAINER = REPO / "bench" / "curves_trainer.py"
 HOUSE_SPEC = REPO / "examples" / "house_prices" / "spec.yaml"
+PARETO_TRAINER = REPO / "bench" / "pareto_trainer.py"
+#: The tasks with one objective (judged together by `decide`); `pareto` runs only when asked.
 TASKS = ("curves", "house_prices")
+ALL_TASKS = (*TASKS, pareto_task.TASK)
 BASE_CONFIGS = ("random", "tpe", "tpe+prune")
 #: A candidate's goal: random / candidate compute to target, on both tasks, in both measures.
 GOAL_RATIO = 2.5
@@ -197,12 +220,12 @@ def house_document(setup: TaskSetup) -> dict[str, Any]:
 
 
 def registry() -> TrainerRegistry:
-    """The server's registry (`trainers.yaml`) plus the curves trainer, registered in-process."""
+    """The server's registry (`trainers.yaml`) plus the synthetic trainers, registered
+    in-process."""
     listed = TrainerRegistry.from_file(REPO / "trainers.yaml", missing_ok=False)
     trainers = {name: listed.get(name) for name in listed.names()}
-    trainers["curves"] = Trainer(
-        name="curves", argv=(sys.executable, str(CURVES_TRAINER)), working_dir=REPO
-    )
+    for name, script in (("curves", CURVES_TRAINER), (pareto_task.TASK, PARETO_TRAINER)):
+        trainers[name] = Trainer(name=name, argv=(sys.executable, str(script)), working_dir=REPO)
     return TrainerRegistry(trainers)
 
 
@@ -391,10 +414,14 @@ def _variant_of(config: str) -> Variant | None:
 
 
 def known_config(config: str) -> bool:
-    return config in BASE_CONFIGS or _variant_of(config) is not None
+    return (
+        config in BASE_CONFIGS or _variant_of(config) is not None or config in pareto_task.CONFIGS
+    )
 
 
 def study_document(setup: TaskSetup, config: str, seed: int) -> dict[str, Any]:
+    if setup.task == pareto_task.TASK:
+        return pareto_task.study_document(curves_document(setup), setup, config, seed)
     document = curves_document(setup) if setup.task == "curves" else house_document(setup)
     document["name"] = f"{setup.task}-{config.replace(':', '-').replace('+', '-')}-{seed}"
     document["seed"] = seed
@@ -441,6 +468,8 @@ def _rungs(setup: TaskSetup, first: int, factor: int) -> list[int]:
 
 def describe_config(setup: TaskSetup, config: str) -> str:
     """One line: what the configuration is on this task, with the resources it comes to."""
+    if setup.task == pareto_task.TASK:
+        return pareto_task.describe(setup, config)
     if config == "random":
         return "RANDOM_SEARCH, no early stopping"
     if config == "tpe":
@@ -497,6 +526,12 @@ class TrialRecord:
     started_at: float | None = None
     #: Whether it was forked from a preloading parent (None: not known).
     warm: bool | None = None
+    #: Several objectives only: a COMPLETED trial's objective vector as the tuner ranks it.
+    values: list[float] | None = None
+    #: Several objectives only: each eval's (step, objective vector, when the manager ingested
+    #: it, when the trainer wrote it: seconds since the run started), and its end's reason.
+    curve: list[tuple[int, list[float], float, float]] | None = None
+    reason: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrialRecord:
@@ -523,8 +558,13 @@ class RunResult:
     best: float | None = None
     #: Summed trainer-process seconds (None unless every trial's were recorded).
     trial_seconds: float | None = None
-    #: (steps spent so far, best so far) after each finished trial, in finishing order.
+    #: (steps spent so far, best so far) after each finished trial, in finishing order
+    #: (pareto: the completed trials' hypervolume so far instead of the best).
     sequence: list[tuple[int, float | None]] = field(default_factory=list)
+    #: pareto: the final hypervolume of the completed trials' front (None for other tasks).
+    hypervolume: float | None = None
+    #: pareto: trials whose objective vector in the tuner's tables is not Optuna's.
+    values_mismatch: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         spent, best = 0, None
@@ -535,6 +575,9 @@ class RunResult:
                 best = t.objective if best is None else min(best, t.objective)
             self.sequence.append((spent, best))
         self.total_steps, self.best = spent, best
+        if self.task == pareto_task.TASK:
+            self.sequence = list(pareto_task.progress(self.trials))
+            self.hypervolume = self.sequence[-1][1] if self.sequence else 0.0
         seconds = [t.seconds for t in self.trials]
         timed = bool(seconds) and all(s is not None for s in seconds)
         self.trial_seconds = round(sum(s or 0.0 for s in seconds), 2) if timed else None
@@ -548,12 +591,20 @@ class RunResult:
         first reaches `target`: inf if it never does, nan for seconds of an untimed run."""
         if measure == "seconds" and not self.timed:
             return math.nan
+        if self.task == pareto_task.TASK:
+            return pareto_task.compute_to_target(self.trials, target, measure)
         spent = 0.0
         for t in self.trials:
             spent += t.steps if measure == "steps" else (t.seconds or 0.0)
             if t.state == "COMPLETED" and t.objective is not None and t.objective <= target:
                 return spent
         return math.inf
+
+    @property
+    def score(self) -> str:
+        """What the target is on: the best objective, or the final hypervolume (pareto)."""
+        value = self.hypervolume if self.task == pareto_task.TASK else self.best
+        return "-" if value is None else f"{value:.4f}"
 
     def total(self, measure: str) -> float:
         if measure == "steps":
@@ -573,6 +624,7 @@ class RunResult:
             prune_latencies=data["prune_latencies"],
             definition=data.get("definition"),
             load_average=data.get("load_average"),
+            values_mismatch=data.get("values_mismatch") or [],
         )
 
 
@@ -620,9 +672,14 @@ class Recorder:
     """Listens to the manager: each trial's params, last eval step, process times, and end, in
     order. `manager` is set once the manager exists (its active trials give the processes)."""
 
-    def __init__(self, clock: ProcessClock) -> None:
+    def __init__(self, clock: ProcessClock, tags: Sequence[str] | None = None) -> None:
         self.start = time.monotonic()
+        self.wall_start = time.time()
         self.clock = clock
+        #: The objectives' tags of a study with several: each eval's vector is recorded.
+        self.tags = list(tags) if tags else None
+        self.curves: dict[int, list[tuple[int, list[float], float, float]]] = {}
+        self.values_mismatch: list[int] = []
         self.manager: StudyManager | None = None
         self.params: dict[int, dict[str, Any]] = {}
         self.steps: dict[int, int] = {}
@@ -657,19 +714,38 @@ class Recorder:
         return round(exited - created, 3), started_at, warm
 
     def read_objectives(self, backend: Backend, spec: Any) -> None:
-        """Each COMPLETED trial's objective, as the run table ranks it."""
+        """Each COMPLETED trial's objective (with several, its vector), as the run table ranks
+        it; with several, checked against the values Optuna was told."""
+        tags = [o.metric for o in spec.objectives]
 
-        def read(session: Any) -> dict[int, float | None]:
+        def read(session: Any) -> dict[int, list[float | None]]:
             study = repo.get_study(session, spec.name)
             return {
-                r.number: repo.objective_value(session, r, spec.metric_tag)
+                r.number: [repo.objective_value(session, r, tag) for tag in tags]
                 for r in repo.runs(session, study.id, state="COMPLETED")
                 if r.number is not None
             }
 
-        for number, value in backend.db.run(read).items():
-            if number in self.finished and value is not None:
-                self.finished[number].objective = float(value)
+        for number, values in backend.db.run(read).items():
+            if number not in self.finished or values[0] is None:
+                continue
+            self.finished[number].objective = float(values[0])
+            if len(tags) > 1 and all(v is not None for v in values):
+                self.finished[number].values = [float(v or 0.0) for v in values]
+        if len(tags) > 1:
+            told = {
+                t.number: t.values
+                for t in optuna.load_study(study_name=spec.name, storage=backend.storage).trials
+                if t.state == optuna.trial.TrialState.COMPLETE
+            }
+            ours = {n: t.values for n, t in self.finished.items() if t.values is not None}
+            self.values_mismatch = sorted(
+                n
+                for n in ours.keys() | told.keys()
+                if n not in ours
+                or n not in told
+                or not all(math.isclose(a, b) for a, b in zip(ours[n], told[n], strict=True))
+            )
 
     def __call__(self, event: JournalEntry) -> None:
         n = event.number
@@ -680,6 +756,13 @@ class Recorder:
             self._note_process(n)
         elif event.kind == "eval":
             self.steps[n] = max(self.steps.get(n, 0), int(event.data["step"]))
+            metrics = event.data.get("metrics") or {}
+            if self.tags and all(metrics.get(tag) is not None for tag in self.tags):
+                seen = round(time.monotonic() - self.start, 3)
+                written = round(float(event.data["wallTime"]) - self.wall_start, 3)
+                vector = [float(metrics[tag]) for tag in self.tags]
+                step = int(event.data["step"])
+                self.curves.setdefault(n, []).append((step, vector, seen, written))
         elif event.kind == "state" and "state" in event.data and n not in self.finished:
             self._note_process(n)
             seconds, started_at, warm = self._times(n)
@@ -693,6 +776,8 @@ class Recorder:
                 seconds=seconds,
                 started_at=started_at,
                 warm=warm,
+                curve=self.curves.get(n) if self.tags else None,
+                reason=event.data.get("reason") if self.tags else None,
             )
 
 
@@ -711,11 +796,17 @@ def run_one(setup: TaskSetup, config: str, seed: int) -> RunResult:
         )
         backend = Backend.connect(settings.database_url)
         try:
-            with _variant_patch(config, setup), clock.installed():
+            workaround = (
+                pareto_task.pruned_trials_workaround()
+                if setup.task == pareto_task.TASK
+                else nullcontext()
+            )
+            with _variant_patch(config, setup), clock.installed(), workaround:
                 spec = parse_spec(study_document(setup, config, seed))
                 reg = registry()
                 study_ops.submit_study(backend, spec, reg)
-                recorder = Recorder(clock)
+                several = [o.metric for o in spec.objectives] if spec.multi_objective else None
+                recorder = Recorder(clock, several)
                 manager = StudyManager(
                     backend,
                     reg,
@@ -749,6 +840,7 @@ def run_one(setup: TaskSetup, config: str, seed: int) -> RunResult:
         prune_latencies=[round(x, 4) for x in manager.prune_latencies],
         definition=config_definition(setup, config),
         load_average=load,
+        values_mismatch=recorder.values_mismatch,
     )
 
 
@@ -1194,9 +1286,178 @@ def _closeness(
     return entry["worst"], meeting, mean, sum(reached) / len(reached) if reached else 0.0
 
 
+# -- the pareto task's report -------------------------------------------------------------------
+
+
+def summarize_pareto(runs: list[RunResult], configs: list[str]) -> dict[str, Any]:
+    """The figures of the pareto task: final hypervolume, compute, compute to the baseline's
+    median final hypervolume (baseline / config, with the seed bootstrap), the checks, and the
+    choice of `min_dominating`."""
+    base_name = pareto_task.BASELINE
+    by_config = {
+        c: sorted((r for r in runs if r.config == c), key=lambda r: r.seed) for c in configs
+    }
+    base = by_config.get(base_name, [])
+    if not base:
+        print(f"\npareto: no {base_name} runs, no target")
+        return {}
+    target = statistics.median(r.hypervolume or 0.0 for r in base)
+    setup = TaskSetup(**base[0].setup)
+    full = setup.max_trials * setup.train_steps
+    print(
+        f"\n== pareto: {setup.max_trials} trials x {setup.train_steps} steps (eval every "
+        f"{setup.eval_every}, {setup.eval_seconds:g}s each), {setup.parallel} in parallel, "
+        f"{len(base)} seeds; poll {setup.poll_interval}s"
+    )
+    print(
+        f"target = median over seeds of {base_name}'s final hypervolume = {target:.4f} "
+        f"(reference point rmse, latency_ms = {pareto_task.REFERENCE})"
+    )
+    out: dict[str, Any] = {
+        "target": target,
+        "reference": list(pareto_task.REFERENCE),
+        "full_budget_steps": full,
+        "configs": {},
+    }
+    rows: dict[str, dict[str, Any]] = out["configs"]
+    header = (
+        f"{'config':<21}{'seeds':>6}{'med HV':>8}{'HV range':>15}{'med steps':>11}"
+        f"{'% budget':>9}{'med trial-s':>12}{'pruned/run':>11}{'reached':>9}"
+        f"{'steps to target':>17}{'trial-s to target':>19}"
+    )
+    print(header)
+    print("-" * len(header))
+    for config, rs in by_config.items():
+        if not rs:
+            continue
+        volumes = [r.hypervolume or 0.0 for r in rs]
+        timed = [r for r in rs if r.timed]
+        row: dict[str, Any] = {
+            "definition": config_definition(setup, config),
+            "description": describe_config(setup, config),
+            "seeds": len(rs),
+            "median_hypervolume": statistics.median(volumes),
+            "hypervolumes": volumes,
+            "median_total_steps": statistics.median(r.total_steps for r in rs),
+            "median_trial_seconds": _median_or_nan([r.total("seconds") for r in timed]),
+            "median_pruned": statistics.median(
+                sum(t.state == "PRUNED" for t in r.trials) for r in rs
+            ),
+            "reached": sum(not math.isinf(r.compute_to_target(target)) for r in rs),
+            "median_compute_to_target": median_to_target(rs, target, "steps"),
+            "median_seconds_to_target": median_to_target(timed, target, "seconds"),
+            "median_wall_seconds": statistics.median(r.wall_seconds for r in rs),
+        }
+        rows[config] = row
+        spread = f"{min(volumes):.3f}-{max(volumes):.3f}"
+        print(
+            f"{config:<21}{len(rs):>6}{row['median_hypervolume']:>8.4f}{spread:>15}"
+            f"{row['median_total_steps']:>11,.0f}{row['median_total_steps'] / full:>9.0%}"
+            f"{fmt_seconds(row['median_trial_seconds']):>12}{row['median_pruned']:>11g}"
+            f"{row['reached']:>5}/{len(rs):<3}{fmt_steps(row['median_compute_to_target']):>17}"
+            f"{fmt_seconds(row['median_seconds_to_target']):>19}"
+        )
+
+    print(
+        f"\ncompute to target, {base_name} / config (90% seed bootstrap); at equal steps: the "
+        f"config's final hypervolume minus {base_name}'s after as many steps (same seed), median "
+        "and seeds where it is higher"
+    )
+    header = (
+        f"{'config':<21}{'steps':>12}{'(90%)':>15}{'trial-s':>12}{'(90%)':>15}"
+        f"{'at equal steps':>16}{'higher':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for config, row in rows.items():
+        if config == base_name:
+            continue
+        cells = []
+        for measure, key in (("steps", "ratio_steps"), ("seconds", "ratio_seconds")):
+            a = median_to_target(base, target, measure)
+            c = median_to_target(by_config[config], target, measure)
+            ratio = ctt_ratio(a, c)
+            low, high = bootstrap_ratio(base, by_config[config], target, measure)
+            row[key] = None if math.isnan(ratio) else ratio
+            row[f"{key}_bootstrap_90"] = [low, high]
+            cells.append(f"{fmt_ratio_short(a, c):>12}{fmt_interval(low, high):>15}")
+        paired = {r.seed: r for r in base}
+        gains = [
+            (r.hypervolume or 0.0)
+            - pareto_task.hypervolume_at(paired[r.seed].sequence, r.total_steps)
+            for r in by_config[config]
+            if r.seed in paired
+        ]
+        row["median_gain_at_equal_steps"] = pareto_task.median(gains)
+        row["seeds_higher_at_equal_steps"] = sum(g > 0 for g in gains)
+        cells.append(f"{row['median_gain_at_equal_steps']:>+16.4f}")
+        cells.append(f"{row['seeds_higher_at_equal_steps']:>4}/{len(gains):<3}")
+        print(f"{config:<21}{''.join(cells)}")
+
+    print()
+    for config, rs in by_config.items():
+        if not rs or config not in rows:
+            continue
+        row = rows[config]
+        latencies = [x for r in rs for x in r.prune_latencies]
+        pruned, on_front = 0, 0
+        for r in rs:
+            n, good = pareto_task.pruned_on_front(r.trials, setup)
+            pruned, on_front = pruned + n, on_front + good
+        rule = (row["definition"] or {}).get("earlyStopping")
+        audits = [pareto_task.audit(r.trials, rule, setup) for r in rs]
+        missed = [
+            dict(a, seed=r.seed) for r, x in zip(rs, audits, strict=True) for a in x["missed"]
+        ]
+        unfounded = [
+            dict(a, seed=r.seed) for r, x in zip(rs, audits, strict=True) for a in x["unfounded"]
+        ]
+        unchecked = sum(x["unchecked"] for x in audits)
+        mismatched = {r.seed: r.values_mismatch for r in rs if r.values_mismatch}
+        row.update(
+            pruned_total=pruned,
+            pruned_on_final_front=on_front,
+            audit_missed=missed,
+            audit_unfounded=unfounded,
+            values_mismatch=mismatched,
+        )
+        parts = []
+        if latencies:
+            p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
+            row["prune_latency"] = {"decisions": len(latencies), "p50": p50, "p95": p95}
+            parts.append(f"{len(latencies)} decisions, latency p50 {p50:.3f}s p95 {p95:.3f}s")
+        if pruned:
+            parts.append(
+                f"{pruned} pruned, {on_front} of which would have been on their run's final "
+                "front (noiseless)"
+            )
+        if rule is not None:
+            parts.append(
+                f"audit: {len(missed)} missed, {len(unfounded)} unfounded prunes"
+                + (
+                    f" ({unchecked} trials without write times not checked for missed)"
+                    if unchecked
+                    else ""
+                )
+                + (f" (missed: {missed[:3]})" if missed else "")
+                + (f" (unfounded: {unfounded[:3]})" if unfounded else "")
+            )
+        parts.append(
+            "objective vectors = Optuna's"
+            if not mismatched
+            else f"objective vectors differ from Optuna's: {mismatched}"
+        )
+        print(f"{config}: {'; '.join(parts)}")
+
+    choice, reason = pareto_task.choose(rows)
+    out["choice"] = {"config": choice, "reason": reason}
+    print(f"\nchoice of DEFAULT_MULTI_OBJECTIVE_PRUNER.min_dominating: {reason}")
+    return out
+
+
 def print_runs(runs: list[RunResult], target: float) -> None:
     print(
-        f"{'config':<17}{'seed':>5}{'best':>9}{'steps':>9}{'to target':>13}"
+        f"{'config':<21}{'seed':>5}{'best':>9}{'steps':>9}{'to target':>13}"
         f"{'trial-s':>9}{'to target':>13}{'study s':>9}{'states':>26}"
     )
     for r in sorted(runs, key=lambda r: (_config_order(r.config), r.seed)):
@@ -1204,9 +1465,8 @@ def print_runs(runs: list[RunResult], target: float) -> None:
         for t in r.trials:
             states[t.state] = states.get(t.state, 0) + 1
         text = " ".join(f"{k[:4]}={v}" for k, v in sorted(states.items()))
-        best = f"{r.best:.4f}" if r.best is not None else "-"
         print(
-            f"{r.config:<17}{r.seed:>5}{best:>9}{r.total_steps:>9,}"
+            f"{r.config:<21}{r.seed:>5}{r.score:>9}{r.total_steps:>9,}"
             f"{fmt_steps(r.compute_to_target(target)):>13}"
             f"{fmt_seconds(r.total('seconds')):>9}"
             f"{fmt_seconds(r.compute_to_target(target, 'seconds')):>13}"
@@ -1222,6 +1482,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    p.add_argument(
+        "--task",
+        action="append",
+        default=[],
+        choices=ALL_TASKS,
+        help=f"run only this task (repeatable; default: {' and '.join(TASKS)}, less --skip-*)",
+    )
     p.add_argument("--skip-estimator", action="store_true", help="skip the house_prices task")
     p.add_argument("--skip-curves", action="store_true", help="skip the synthetic task")
     p.add_argument("--seeds", type=int, default=None, help="seeds for both tasks (overrides)")
@@ -1233,6 +1500,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.3,
         help="curves trainer: sleep before each eval (> the poll interval, like an Estimator)",
+    )
+    p.add_argument("--pareto-seeds", type=int, default=8)
+    p.add_argument("--pareto-trials", type=int, default=22, help="maxTrials of a pareto run")
+    p.add_argument(
+        "--pareto-configs",
+        default=",".join(pareto_task.CONFIGS),
+        help="comma-separated subset of the pareto task's configurations: "
+        + "; ".join(f"{c.name}: {c.help}" for c in pareto_task.CONFIGS.values()),
     )
     p.add_argument("--estimator-seeds", type=int, default=5)
     p.add_argument("--estimator-trials", type=int, default=12, help="maxTrials of a house run")
@@ -1301,8 +1576,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"--candidates: unknown {sorted(unknown)}; choose from {list(CANDIDATES)} or all"
             )
     configs = config_names(base, args.variant, candidates)
+    pareto_configs = [c for c in args.pareto_configs.split(",") if c]
+    unknown = set(pareto_configs) - set(pareto_task.CONFIGS)
+    if unknown:
+        raise SystemExit(
+            f"--pareto-configs: unknown {sorted(unknown)}; choose from {list(pareto_task.CONFIGS)}"
+        )
+    tasks = set(args.task) or {
+        t
+        for t, skip in (("curves", args.skip_curves), ("house_prices", args.skip_estimator))
+        if not skip
+    }
     setups: list[tuple[TaskSetup, int, int]] = []
-    if not args.skip_curves:
+    if "curves" in tasks:
         setup = TaskSetup(
             task="curves",
             max_trials=args.curves_trials,
@@ -1313,7 +1599,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             poll_interval=args.poll_interval,
         )
         setups.append((setup, args.seeds or args.curves_seeds, args.jobs))
-    if not args.skip_estimator:
+    if pareto_task.TASK in tasks:
+        setup = TaskSetup(
+            task=pareto_task.TASK,
+            max_trials=args.pareto_trials,
+            parallel=2,
+            train_steps=1000,
+            eval_every=100,
+            eval_seconds=args.eval_seconds,
+            poll_interval=args.poll_interval,
+        )
+        setups.append((setup, args.seeds or args.pareto_seeds, args.jobs))
+    if "house_prices" in tasks:
         setup = TaskSetup(
             task="house_prices",
             max_trials=args.estimator_trials,
@@ -1340,6 +1637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summaries: dict[str, Any] = {}
     for setup, seeds, jobs in setups:
         seed_list = list(range(args.first_seed, args.first_seed + seeds))
+        task_configs = pareto_configs if setup.task == pareto_task.TASK else configs
         have: dict[tuple[str, int], RunResult] = {}
         changed = 0
         for r in reused:
@@ -1353,14 +1651,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 changed += 1  # stored under a name whose definition has changed since
                 continue
             have[(r.config, r.seed)] = r
-        wanted = sorted({*configs, *(c for c, _ in have)}, key=_config_order)
-        todo = [(setup, c, s) for s in seed_list for c in configs if (c, s) not in have]
+        wanted = sorted({*task_configs, *(c for c, _ in have)}, key=_config_order)
+        todo = [(setup, c, s) for s in seed_list for c in task_configs if (c, s) not in have]
         print(
             f"\n{setup.task}: {setup.train_steps} train steps, an eval every {setup.eval_every}; "
             "configurations (resources from these steps):"
         )
         for config in wanted:
-            print(f"  {config:<17}{describe_config(setup, config)}")
+            print(f"  {config:<21}{describe_config(setup, config)}")
         untimed = sum(not r.timed for r in have.values())
         print(
             f"{setup.task}: {len(todo)} runs to do, {len(have)} reused"
@@ -1382,11 +1680,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result = _run_job(job)
                 runs.append(result)
                 _progress(result, len(runs) - len(have), len(todo), started)
-        summaries[setup.task] = summarize(setup.task, runs, wanted)
+        if setup.task == pareto_task.TASK:
+            summaries[setup.task] = summarize_pareto(runs, wanted)
+        else:
+            summaries[setup.task] = summarize(setup.task, runs, wanted)
         if args.runs and summaries[setup.task]:
             print_runs(runs, summaries[setup.task]["target"])
         all_runs += runs
-    decision = decide(summaries)
+    decision = decide(summaries) if tasks & set(TASKS) else {}
     if args.json:
         document = {
             "machine": {
@@ -1430,7 +1731,9 @@ def _config_order(config: str) -> tuple[int, str]:
         return BASE_CONFIGS.index(config), ""
     if config in CANDIDATES:
         return len(BASE_CONFIGS) + list(CANDIDATES).index(config), ""
-    return len(BASE_CONFIGS) + len(CANDIDATES), config
+    if config in pareto_task.CONFIGS:
+        return len(BASE_CONFIGS) + len(CANDIDATES) + list(pareto_task.CONFIGS).index(config), ""
+    return len(BASE_CONFIGS) + len(CANDIDATES) + len(pareto_task.CONFIGS), config
 
 
 def _finite(value: Any) -> Any:
@@ -1445,11 +1748,11 @@ def _finite(value: Any) -> Any:
 
 
 def _progress(result: RunResult, done: int, total: int, started: float) -> None:
-    best = f"{result.best:.4f}" if result.best is not None else "-"
     pruned = sum(t.state == "PRUNED" for t in result.trials)
+    score = "hypervolume" if result.task == pareto_task.TASK else "best"
     print(
         f"  [{done}/{total} {time.monotonic() - started:6.0f}s] {result.task} {result.config} "
-        f"seed {result.seed}: best {best}, {result.total_steps:,} steps, "
+        f"seed {result.seed}: {score} {result.score}, {result.total_steps:,} steps, "
         f"{fmt_seconds(result.total('seconds'))} of trials, {pruned} pruned, "
         f"{result.wall_seconds:.0f}s",
         flush=True,
