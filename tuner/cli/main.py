@@ -296,9 +296,7 @@ def _submit_or_resume(backend: Backend, spec: StudySpec, registry: TrainerRegist
         )
     if existing.state != "COMPLETED" or spec.max_trials > existing.spec.max_trials:
         err.print(f"resuming study {spec.name!r} ({existing.state})")
-        return study_ops.resume_study(
-            backend, spec.name, max_trials=spec.hyperparameters.max_trials
-        )
+        return study_ops.resume_study(backend, spec.name, max_trials=spec.max_trials)
     return existing
 
 

@@ -525,10 +525,11 @@ class PrunerSpec(_Model):
 #: the median rule, after 3 completed trials, never in the first third of a trial's steps.
 DEFAULT_PRUNER: Final = PrunerSpec(type="median", startup_trials=3, warmup_steps="auto")
 #: The same with several objectives, chosen by `bench/search.py --task pareto`: stop a trial
-#: dominated at a step by MIN_DOMINATING completed trials, after 3 completed trials, never in
-#: the first third of its steps.
+#: dominated at a step by 3 completed trials, after 3 completed trials, never in the first
+#: third of its steps. Of 1, 2 and 3, 3 lost the least hypervolume and the fewest would-be
+#: front members; none matched no early stopping's median hypervolume (docs/benchmarks.md).
 DEFAULT_MULTI_OBJECTIVE_PRUNER: Final = PrunerSpec(
-    type="dominated", startup_trials=3, warmup_steps="auto", min_dominating=2
+    type="dominated", startup_trials=3, warmup_steps="auto", min_dominating=3
 )
 #: Rules that compare one value: a study with several objectives cannot use them.
 SINGLE_VALUE_PRUNERS = frozenset({"median", "percentile", "successive_halving", "hyperband"})
@@ -552,6 +553,8 @@ class HyperparameterSpec(_Model):
     goal: Goal | None = Field(default=None, validate_default=True)
     hyperparameter_metric_tag: str | None = Field(default=None, min_length=1, validate_default=True)
     params: list[ParameterSpec] = Field(min_length=1)
+    #: Unset: 1 (AI Platform's default), or no count at all (MAX_TRIALS) when a compute
+    #: `budget` bounds the study instead.
     max_trials: int = Field(default=1, ge=1, le=MAX_TRIALS)
     max_parallel_trials: int = Field(default=1, ge=1, le=MAX_PARALLEL_TRIALS)
     max_failed_trials: int = Field(default=0, ge=0, le=MAX_TRIALS)
@@ -704,6 +707,38 @@ class HyperparameterSpec(_Model):
         return size
 
 
+class BudgetSpec(_Model):
+    """How much compute or time a study may spend, beside or instead of `maxTrials`, and when
+    it stops for lack of progress (Vertex's `studyStoppingConfig`)."""
+
+    #: Total training steps: the sum of every trial's last global step.
+    train_steps: int | None = Field(default=None, ge=1)
+    #: Total trial-seconds: each trainer process from start to exit, summed (parallel ones
+    #: count each).
+    trial_seconds: float | None = Field(default=None, gt=0, le=MAX_SECONDS * 1000)
+    #: Wall time from the study's creation.
+    wall_seconds: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
+    #: Stop when the last N finished trials brought no better objective (no new front member
+    #: with several objectives).
+    no_progress_trials: int | None = Field(default=None, ge=1)
+    #: Stop when no better objective came for this many seconds.
+    no_progress_seconds: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
+    #: The no-progress rules apply only after this many finished trials.
+    min_trials: int = Field(default=0, ge=0)
+
+    @property
+    def limits_compute(self) -> bool:
+        return any(v is not None for v in (self.train_steps, self.trial_seconds, self.wall_seconds))
+
+
+class RetentionSpec(_Model):
+    """Which trials keep their checkpoint and exports once they fall behind the best."""
+
+    #: The best K COMPLETED trials (per objective with several; the Pareto front is always
+    #: kept) keep them; the others' are deleted, their metrics, log and a record stay.
+    keep_best_trials: int = Field(ge=1)
+
+
 class StudySpec(_Model):
     """A whole study: the tuning config plus the trainer and how its trials are run."""
 
@@ -725,6 +760,10 @@ class StudySpec(_Model):
     #: A trial that writes no new metric for this long is stopped and FAILED.
     stall_timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
     early_stopping: PrunerSpec | None = None
+    #: A compute budget and no-progress stops, beside or instead of `maxTrials`.
+    budget: BudgetSpec | None = None
+    #: Study-wide retention of kept checkpoints and exports.
+    retention: RetentionSpec | None = None
     #: GPUs each trial gets to itself (`CUDA_VISIBLE_DEVICES`, `tuner.trial.resources`); only
     #: workers started with at least as many `--gpus` claim its trials. Left out of the
     #: stored document when 0, so that managers that predate it still read CPU studies.
@@ -833,6 +872,24 @@ class StudySpec(_Model):
         """Every metric a trial's ranking step must have: objectives, then constraints."""
         return [o.metric for o in self.objectives] + [c.metric_id for c in self.constraints]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_trial_count_under_a_compute_budget(cls, data: Any) -> Any:
+        """A compute budget without `maxTrials` is not a one-trial study: the count is lifted
+        (written out, so the stored document says so)."""
+        if not isinstance(data, dict):
+            return data
+        budget = data.get("budget")
+        hp = data.get("hyperparameters")
+        if not isinstance(budget, dict) or not isinstance(hp, dict):
+            return data
+        compute = ("trainSteps", "train_steps", "trialSeconds", "trial_seconds", "wallSeconds")
+        if any(budget.get(k) is not None for k in (*compute, "wall_seconds")) and not (
+            "maxTrials" in hp or "max_trials" in hp
+        ):
+            data = {**data, "hyperparameters": {**hp, "maxTrials": MAX_TRIALS}}
+        return data
+
     @model_validator(mode="after")
     def _pruner_fits_objectives(self) -> StudySpec:
         rule = self.early_stopping.type if self.early_stopping else None
@@ -863,7 +920,7 @@ class StudySpec(_Model):
 
     @property
     def max_trials(self) -> int:
-        """The budget, capped by the grid's size under GRID_SEARCH."""
+        """The trial budget, capped by the grid's size under GRID_SEARCH."""
         hp = self.hyperparameters
         if hp.algorithm is Algorithm.GRID_SEARCH:
             return min(hp.max_trials, hp.grid_size)

@@ -25,7 +25,7 @@ from tuner.domain.errors import (
     StudyStateError,
     TunerError,
 )
-from tuner.domain.spec import StudySpec
+from tuner.domain.spec import MAX_TRIALS, StudySpec
 from tuner.domain.trainers import TrainerRegistry
 from tuner.persistence import Database, optuna_engine_kwargs, tune_optuna_engine
 from tuner.persistence import repository as repo
@@ -231,7 +231,7 @@ def resume_study(backend: Backend, ref: str | int, *, max_trials: int | None = N
     with backend.db.session() as session:
         study = repo.get_study(session, ref)
         if max_trials is not None:
-            if max_trials < study.spec.hyperparameters.max_trials:
+            if max_trials < study.spec.max_trials:
                 raise SpecError(
                     [("maxTrials", f"must be >= the current budget ({study.spec.max_trials})")]
                 )
@@ -262,7 +262,7 @@ def retry_failed(backend: Backend, ref: str | int) -> Study:
         optuna_study.enqueue_trial(frozen[run.number].params, user_attrs={"retry_of": run.number})
     hp = study.spec.hyperparameters
     update = {
-        "max_trials": hp.max_trials + len(failed),
+        "max_trials": min(MAX_TRIALS, hp.max_trials + len(failed)),
         # Room for every retried trial to fail once more before the study fails again.
         "max_failed_trials": (hp.max_failed_trials or len(failed)) + len(failed),
     }

@@ -199,7 +199,7 @@ def _make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     if algorithm is Algorithm.NSGA_II:
         return optuna.samplers.NSGAIISampler(
             seed=seed,
-            population_size=max(4, min(50, hp.max_trials // 4)),
+            population_size=max(4, min(50, spec.max_trials // 4)),
             constraints_func=constraints,
         )
     if algorithm is Algorithm.RANDOM_SEARCH:
@@ -223,7 +223,7 @@ def _make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
         multivariate=True,
         group=True,
         constant_liar=hp.max_parallel_trials > 1,
-        n_startup_trials=min(10, max(2, hp.max_trials // 4)),
+        n_startup_trials=min(10, max(2, spec.max_trials // 4)),
         constraints_func=constraints,
     )
 
