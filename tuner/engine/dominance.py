@@ -22,11 +22,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
 from tuner.domain.entities import Observation, Study
+from tuner.domain.pareto import dominated_by_count, to_minimize
 from tuner.domain.spec import PrunerSpec, StudySpec
 from tuner.persistence import Database
 from tuner.persistence.evals import step_metrics
 from tuner.persistence.models import EvalMetricRow, EvalStepRow, TrialRunRow
-from tuner.study.pareto import dominated_by_count, to_minimize
 
 
 @dataclass

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 
 from tuner.domain.entities import ParetoFront, ParetoMember, Study
 from tuner.domain.errors import SeveralObjectivesError
+from tuner.domain.pareto import nondominated, to_minimize
 from tuner.domain.spec import Goal
 from tuner.persistence import repository as repo
 from tuner.persistence.kept import checkpoints, exports
 from tuner.persistence.ranked import ranked_trials
-from tuner.study.pareto import nondominated, to_minimize
 
 if TYPE_CHECKING:  # operations asks this module why `best` has no answer
     from tuner.study.operations import Backend

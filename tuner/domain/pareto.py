@@ -3,8 +3,10 @@ for several objectives.
 
 Pure functions over NumPy arrays, with every objective turned into "smaller is better" first
 (`to_minimize`). Optuna computes fronts only over its own trials (and its helpers are private);
-the tuner ranks its own rows, so the few lines are here. The front is a sort and one pass per
-member (O(n * front size)), not the O(n^2) comparison of every pair.
+the tuner ranks its own rows, so the few lines are here, in the domain: the front (`study`), the
+early-stopping rule (`engine`) and the no-progress rule (`persistence.budget`) share them. The
+front is a sort and one pass per member (O(n * front size)), not the O(n^2) comparison of every
+pair.
 """
 
 from __future__ import annotations
