@@ -42,7 +42,17 @@ IGNORED_JOB_FIELDS = frozenset(
     }
 )
 #: Fields of `studySpec` accepted with a warning: the tuner has no use for them.
-IGNORED_STUDY_FIELDS = frozenset({"observationNoise", "studyStoppingConfig"})
+IGNORED_STUDY_FIELDS = frozenset({"observationNoise"})
+#: `studySpec.studyStoppingConfig` fields and the `budget` field each becomes.
+STOPPING_CONFIG = {
+    "maxNumTrialsNoProgress": "noProgressTrials",
+    "maxDurationNoProgress": "noProgressSeconds",
+    "minNumTrials": "minTrials",
+}
+STOPPING_CONFIG_FIELDS = frozenset(
+    {*STOPPING_CONFIG, "maximumRuntimeConstraint", "minimumRuntimeConstraint", "maxNumTrials"}
+    | {"shouldStopAsap"}
+)
 #: Vertex's automated stopping specs: each turns early stopping on.
 STOPPING_SPECS = (
     "medianAutomatedStoppingSpec",
@@ -62,7 +72,7 @@ COUNTS = {
     "maxFailedTrialCount": "maxFailedTrials",
 }
 STUDY_SPEC_FIELDS = frozenset(
-    {"metrics", "parameters", "algorithm", "measurementSelectionType"}
+    {"metrics", "parameters", "algorithm", "measurementSelectionType", "studyStoppingConfig"}
     | IGNORED_STUDY_FIELDS
     | set(STOPPING_SPECS)
 )
@@ -115,9 +125,9 @@ class VertexPaths:
                 vertex, value_spec = self.params[internal]
                 rest = path[len(internal) :].lstrip(".")
                 return _join(vertex, _param_field(rest, value_spec))
-        head = re.match(r"^[A-Za-z_]+", path)
-        if head and head.group(0) in self.fields:
-            return self.fields[head.group(0)] + path[head.end() :]
+        for internal in sorted(self.fields, key=len, reverse=True):
+            if path == internal or path.startswith((internal + ".", internal + "[")):
+                return self.fields[internal] + path[len(internal) :]
         return path
 
 
@@ -226,6 +236,8 @@ class _Converter:
         hp["params"] = self.parameters(study.get("parameters"))
         self.measurement(study, doc)
         self.stopping(study, doc, hp)
+        if "studyStoppingConfig" in study:
+            self.study_stopping(study["studyStoppingConfig"], doc, hp)
         doc["hyperparameters"] = hp
         return doc
 
@@ -346,6 +358,69 @@ class _Converter:
         else:
             doc["objective"] = mode
             self.paths.fields["objective"] = "studySpec.measurementSelectionType"
+
+    def study_stopping(self, config: Any, doc: dict[str, Any], hp: dict[str, Any]) -> None:
+        """Vertex's `studyStoppingConfig` as our `budget` (and `maxTrials`)."""
+        where = "studySpec.studyStoppingConfig"
+        if not isinstance(config, dict):
+            self.problems.append((where, "must be a mapping"))
+            return
+        if "budget" in doc:
+            self.problems.append(("budget", f"give either budget or {where}, not both"))
+            return
+        for key in sorted(set(config) - STOPPING_CONFIG_FIELDS):
+            self.problems.append((f"{where}.{key}", "unknown field (check its spelling)"))
+        budget: dict[str, Any] = {}
+        for vertex_key, ours in STOPPING_CONFIG.items():
+            if vertex_key not in config:
+                continue
+            value = config[vertex_key]
+            if vertex_key == "maxDurationNoProgress":
+                value = self.duration(value, f"{where}.{vertex_key}")
+            budget[ours] = _int64(value)
+            self.paths.fields[f"budget.{ours}"] = f"{where}.{vertex_key}"
+        runtime = config.get("maximumRuntimeConstraint")
+        if runtime is not None:
+            if not isinstance(runtime, dict) or set(runtime) - {"maxDuration", "endTime"}:
+                self.problems.append(
+                    (f"{where}.maximumRuntimeConstraint", "must be {maxDuration: '<n>s'}")
+                )
+            elif "endTime" in runtime:
+                self.problems.append(
+                    (
+                        f"{where}.maximumRuntimeConstraint.endTime",
+                        "not supported: give maxDuration (seconds from the study's creation)",
+                    )
+                )
+            elif "maxDuration" in runtime:
+                budget["wallSeconds"] = self.duration(
+                    runtime["maxDuration"], f"{where}.maximumRuntimeConstraint.maxDuration"
+                )
+                self.paths.fields["budget.wallSeconds"] = (
+                    f"{where}.maximumRuntimeConstraint.maxDuration"
+                )
+        if "maxNumTrials" in config:
+            count = _int64(config["maxNumTrials"])
+            current = hp.get("maxTrials")
+            if isinstance(count, int) and isinstance(current, int):
+                count = min(count, current)
+            hp["maxTrials"] = count
+        for key in ("minimumRuntimeConstraint", "shouldStopAsap"):
+            if key in config:
+                self.warnings.append(f"{where}.{key}: ignored, the tuner does not apply it")
+        if budget:
+            doc["budget"] = budget
+            self.paths.fields.setdefault("budget", where)
+
+    def duration(self, value: Any, where: str) -> Any:
+        """A protobuf Duration as JSON writes it ("600s", "1.5s"), in seconds."""
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)s\s*", str(value))
+        if match is None:
+            self.problems.append((where, f"got {value!r}, expected a duration such as '600s'"))
+            return None
+        return float(match.group(1))
 
     def stopping(self, study: dict[str, Any], doc: dict[str, Any], hp: dict[str, Any]) -> None:
         given = [key for key in STOPPING_SPECS if key in study]

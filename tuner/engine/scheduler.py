@@ -11,15 +11,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sized
+from typing import Any
 
 from tuner.artifacts.infrastructure import artifact_store_problem
 from tuner.artifacts.store import ArtifactStore
+from tuner.domain.budget import no_progress, no_room, out_of_time
 from tuner.domain.entities import Study
 from tuner.domain.trainers import TrainerRegistry
 from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.outcome import RunState
 from tuner.engine.store_sync import StoreSync
 from tuner.persistence import Database
+from tuner.persistence.budget import spent
 from tuner.persistence.studies import set_study_state
 from tuner.trial.resources import Need, ResourceLedger
 
@@ -33,6 +36,8 @@ REMOTE_FULL_WAIT = 1.0
 WAITING = "waiting: "
 #: Seconds between checks of the artifact store's health.
 INFRASTRUCTURE_EVERY = 2.0
+#: Seconds a study's compute budget is judged again while its trial counts do not change.
+BUDGET_EVERY = 1.0
 
 
 class Scheduler:
@@ -70,6 +75,8 @@ class Scheduler:
         self._infra_checked: tuple[float, str | None] = (0.0, None)
         self._rotation = 0
         self._studies_read = 0.0
+        #: Study id -> (its counts, when, (why no room, why out of time)) of the last look.
+        self._budget_seen: dict[int, tuple[Any, float, tuple[str | None, str | None]]] = {}
 
     def claimable(
         self, studies: list[Study], counts: Mapping[int, Mapping[str, int]]
@@ -155,6 +162,8 @@ class Scheduler:
 
     def _study_is_over(self, study: Study, counts: Mapping[str, int]) -> bool:
         """End a study whose budget is spent or whose failures reached the limit."""
+        if self._compute_budget_over(study, counts):
+            return True
         spec = study.spec
         failed = counts.get("FAILED", 0)
         completed = counts.get("COMPLETED", 0) + counts.get("PRUNED", 0)
@@ -174,6 +183,35 @@ class Scheduler:
                 self.end_study(study, "COMPLETED", reason)
             return True
         return False
+
+    def _compute_budget_over(self, study: Study, counts: Mapping[str, int]) -> bool:
+        """Claim nothing more of a study whose compute budget has no room for one more trial
+        (or that made no progress for too long); end it once its trials are done. Past the
+        wall-time budget its running trials here are stopped too."""
+        budget = study.spec.budget
+        if budget is None:
+            return False
+        key = tuple(sorted(counts.items()))
+        now = time.monotonic()
+        seen = self._budget_seen.get(study.id)
+        if seen is not None and seen[0] == key and now - seen[1] < BUDGET_EVERY:
+            refusal, late = seen[2]
+        else:
+            used = self.db.run(lambda s: spent(s, study))
+            several = study.spec.multi_objective
+            refusal = no_room(budget, used) or no_progress(budget, used, several=several)
+            late = out_of_time(budget, used)
+            self._budget_seen[study.id] = (key, now, (refusal, late))
+        if late is not None:
+            for trial in self.active.values():
+                if trial.study.id == study.id and trial.stop is None:
+                    trial.stop_with(RunState.STOPPED, f"stopped: {late}")
+            refusal = late
+        if refusal is None:
+            return False
+        if not counts.get("RUNNING", 0):
+            self.end_study(study, "COMPLETED", refusal)
+        return True
 
     def end_study(self, study: Study, state: str, reason: str) -> None:
         """Record the study's end; a FAILED study's local trials are stopped."""

@@ -17,6 +17,7 @@ from tuner.domain.entities import Study
 from tuner.domain.pareto import Points, dominates, to_minimize
 from tuner.persistence.models import EvalStepRow, TrialRunRow
 from tuner.persistence.ranked import ranked_trials
+from tuner.persistence.rows import aware
 
 FINISHED = ("COMPLETED", "PRUNED", "FAILED")
 
@@ -43,14 +44,14 @@ def spent(session: Session, study: Study, *, now: datetime | None = None) -> Spe
     runs: list[RunCost] = []
     ended: list[tuple[datetime, int, str, float | None]] = []
     for run_id, state, started_at, ended_at, rank, step in rows:
-        end = _aware(ended_at) if ended_at is not None else now
-        seconds = max(0.0, (end - _aware(started_at)).total_seconds())
+        end = aware(ended_at) if ended_at is not None else now
+        seconds = max(0.0, (end - aware(started_at)).total_seconds())
         runs.append(RunCost(steps=int(step or 0), seconds=seconds, finished=state in FINISHED))
         if state in FINISHED and ended_at is not None:
-            ended.append((_aware(ended_at), run_id, state, rank))
+            ended.append((aware(ended_at), run_id, state, rank))
     ended.sort()
     improved_at = _last_improvement(session, study, ended)
-    created = _aware(study.created_at)
+    created = aware(study.created_at)
     since_index = 0 if improved_at is None else improved_at[0] + 1
     since_time = created if improved_at is None else improved_at[1]
     return Spent(
@@ -92,7 +93,3 @@ def _last_improvement(
             last = (index, when)
         seen.append(vector)
     return last
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

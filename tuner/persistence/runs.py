@@ -10,6 +10,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tuner.domain.budget import no_progress, no_room
 from tuner.domain.entities import (
     Lease,
     TrialRun,
@@ -19,6 +20,7 @@ from tuner.domain.errors import (
     TrialNotFoundError,
     TrialTakenError,
 )
+from tuner.persistence.budget import spent
 from tuner.persistence.journal import journal, journal_end
 from tuner.persistence.leases import held_by
 from tuner.persistence.models import (
@@ -26,7 +28,7 @@ from tuner.persistence.models import (
     TrialRunRow,
 )
 from tuner.persistence.rows import ACTIVE_STATE, COUNTED_STATES, aware, now, parsed_spec, to_run
-from tuner.persistence.studies import trial_counts
+from tuner.persistence.studies import get_study, trial_counts
 
 
 def reserve_run(session: Session, study_id: int, *, worker: str) -> int | None:
@@ -61,6 +63,8 @@ def reserve_run_with_ordinal(
         return None
     if counted + running >= spec.max_trials:
         return None
+    if spec.budget is not None and _budget_refuses(session, study_id):
+        return None
     stamp = now()
     row = TrialRunRow(
         study_id=study_id,
@@ -75,6 +79,18 @@ def reserve_run_with_ordinal(
     session.flush()
     # Every earlier run of the study has a smaller id (ids only grow; the study row is held).
     return row.id, sum(counts.values())
+
+
+def _budget_refuses(session: Session, study_id: int) -> bool:
+    """Whether the study's compute budget (or a no-progress rule) leaves no room for one more
+    trial: checked here, under the study's lock, so that managers racing for the last room
+    cannot both take it."""
+    study = get_study(session, study_id)
+    assert study.spec.budget is not None
+    used = spent(session, study)
+    budget = study.spec.budget
+    several = study.spec.multi_objective
+    return bool(no_room(budget, used) or no_progress(budget, used, several=several))
 
 
 def attach_trial(
