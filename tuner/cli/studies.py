@@ -19,6 +19,7 @@ from rich.console import Console
 from tuner.cli.sources import Source, open_source
 from tuner.cli.view import (
     best_view,
+    fmt_trial_budget,
     leaderboard_table,
     pareto_table,
     studies_table,
@@ -135,7 +136,7 @@ def show(
     console.print(study_view(found, list(rows.values())), highlight=False)
     console.print(
         f"trainer {found.trainer}, goal {found.goal} {found.metric}, "
-        f"budget {found.max_trials} trials",
+        f"budget {fmt_trial_budget(found)} trials",
         style="dim",
         highlight=False,
     )

@@ -13,6 +13,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from tuner.domain.spec import MAX_TRIALS
 from tuner.public.schemas import (
     BestPublic,
     ParetoPage,
@@ -85,8 +86,8 @@ def eta_seconds(
     study: StudyPublic, rows: Sequence[TrialRowPublic], now: datetime | None = None
 ) -> float | None:
     """A rough time to the study's end: finished trials' mean duration for what is left."""
-    if study.state != "RUNNING":
-        return None
+    if study.state != "RUNNING" or study.max_trials >= MAX_TRIALS:
+        return None  # a compute budget: its progress says how far the study is
     durations = [r.duration_seconds for r in rows if r.state in FINISHED and r.duration_seconds]
     if not durations:
         return None
@@ -124,13 +125,35 @@ def studies_table(studies: Sequence[StudyPublic], now: datetime | None = None) -
             str(study.id),
             study.name,
             Text(study.state, style=STATE_STYLE.get(study.state, "")),
-            f"{finished}/{study.max_trials}",
+            f"{finished}/{fmt_trial_budget(study)}"
+            + (f" ({budget_progress(study)})" if study.budget else ""),
             str(study.counts.get("RUNNING", 0)),
             best,
             study.trainer,
             fmt_duration((now - study.created_at).total_seconds()),
         )
     return table
+
+
+#: How each budget measure is written.
+BUDGET_UNITS = {"trainSteps": "steps", "trialSeconds": "trial-seconds", "wallSeconds": "s wall"}
+
+
+def fmt_trial_budget(study: StudyPublic) -> str:
+    """The trial count, or "∞" when a compute budget bounds the study instead."""
+    return "∞" if study.max_trials >= MAX_TRIALS else str(study.max_trials)
+
+
+def budget_progress(study: StudyPublic) -> str:
+    """The binding budget measure: `compute 8,200/20,000 steps (41%)`."""
+    if study.budget is None or not study.budget.measures:
+        return ""
+    top = study.budget.measures[0]
+    share = 100 * top.used / top.limit if top.limit else 0
+    return (
+        f"compute {top.used:,.0f}/{top.limit:,.0f} {BUDGET_UNITS.get(top.measure, '')} "
+        f"({share:.0f}%)"
+    )
 
 
 def leaderboard_table(
@@ -225,7 +248,10 @@ def study_header(
 ) -> Text:
     parts = [f"study {study.name} (id {study.id}): {study.state}"]
     finished = sum(study.counts.get(s, 0) for s in FINISHED)
-    parts.append(f"{finished}/{study.max_trials} trials finished")
+    parts.append(f"{finished}/{fmt_trial_budget(study)} trials finished")
+    spent = budget_progress(study)
+    if spent:
+        parts.append(spent)
     detail = ", ".join(f"{n} {s.lower()}" for s, n in sorted(study.counts.items()) if n)
     if detail:
         parts.append(f"({detail})")

@@ -122,6 +122,23 @@ def constraints_of(spec: StudySpec) -> list[ConstraintPublic]:
     ]
 
 
+class BudgetUsePublic(Public):
+    measure: str = Field(description="trainSteps, trialSeconds or wallSeconds.")
+    used: float
+    limit: float
+
+
+class BudgetPublic(Public):
+    """A study's compute budget: what it spent of each limited measure, the binding one
+    (closest to its limit) first, and how long since it last improved."""
+
+    measures: list[BudgetUsePublic]
+    trials_since_progress: int = Field(
+        description="Finished trials since the last better objective (or new front member)."
+    )
+    seconds_since_progress: float
+
+
 class StudyPublic(Public):
     id: int
     name: str
@@ -134,6 +151,9 @@ class StudyPublic(Public):
         default_factory=list, description="Every objective, in the spec's order."
     )
     constraints: list[ConstraintPublic] = Field(default_factory=list)
+    budget: BudgetPublic | None = Field(
+        default=None, description="The compute budget's progress (null: the study has none)."
+    )
     max_trials: int
     counts: dict[str, int]
     best: BestSummary | None
@@ -149,6 +169,7 @@ class StudyPublic(Public):
         counts: dict[str, int],
         best: LeaderboardRow | None,
         warnings: list[str] | None = None,
+        budget: BudgetPublic | None = None,
     ) -> StudyPublic:
         return cls(
             id=study.id,
@@ -160,6 +181,7 @@ class StudyPublic(Public):
             metric=study.spec.metric_tag,
             objectives=objectives_of(study.spec),
             constraints=constraints_of(study.spec),
+            budget=budget,
             max_trials=study.spec.max_trials,
             counts=counts,
             best=(

@@ -13,12 +13,17 @@ from collections.abc import Sequence
 from tuner.artifacts.object_store import ObjectStoreError
 from tuner.artifacts.store import ArtifactStore
 from tuner.artifacts.trial_logs import TrialLog, open_log
+from tuner.domain import budget as budget_rules
+from tuner.domain.budget import Spent
 from tuner.domain.entities import Study
 from tuner.domain.errors import ArtifactNotFoundError
 from tuner.persistence import repository as repo
 from tuner.persistence import trial_queries
+from tuner.persistence.budget import spent
 from tuner.public.schemas import (
     BestPublic,
+    BudgetPublic,
+    BudgetUsePublic,
     Page,
     ParetoPage,
     StudyPublic,
@@ -36,8 +41,23 @@ def overview(backend: Backend, study: Study, warnings: list[str] | None = None) 
     with backend.db.session() as session:
         counts = repo.trial_counts(session, study.id)
         rows, _ = repo.leaderboard(session, study, state="COMPLETED", limit=1)
+        used = spent(session, study) if study.spec.budget is not None else None
     best = rows[0] if rows and rows[0].objective is not None else None
-    return StudyPublic.build(study, counts, best, warnings)
+    return StudyPublic.build(study, counts, best, warnings, budget_public(study, used))
+
+
+def budget_public(study: Study, used: Spent | None) -> BudgetPublic | None:
+    budget = study.spec.budget
+    if budget is None or used is None:
+        return None
+    return BudgetPublic(
+        measures=[
+            BudgetUsePublic(measure=m, used=round(u, 3), limit=cap)
+            for m, u, cap in budget_rules.progress(budget, used)
+        ],
+        trials_since_progress=used.since_progress,
+        seconds_since_progress=round(used.seconds_since_progress, 3),
+    )
 
 
 def get_study(backend: Backend, ref: str | int) -> StudyPublic:
