@@ -111,9 +111,20 @@ def keep_checkpoint(prefix: Path, kept_dir: Path) -> Path:
         if target.exists():
             continue
         try:
-            os.link(source, target)
-        except OSError:
-            shutil.copy2(source, target)
+            try:
+                os.link(source, target)
+            except FileNotFoundError:
+                raise
+            except OSError:
+                shutil.copy2(source, target)
+        except FileNotFoundError:
+            # The estimator rotated it away between the listing and the link: this step's
+            # checkpoint is gone, as if it had been rotated before (tried again, then given up).
+            for partial in kept_dir.glob(f"{prefix.name}.*"):
+                partial.unlink(missing_ok=True)
+            raise ArtifactNotFoundError(
+                f"{prefix}: checkpoint files were rotated away while being kept"
+            ) from None
     kept_prefix = kept_dir / prefix.name
     (kept_dir / "checkpoint").write_text(checkpoint_state(prefix.name))
     return kept_prefix

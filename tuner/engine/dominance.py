@@ -103,6 +103,11 @@ class DominanceRule:
             f"trial(s) at that step ({shown})",
         )
 
+    def longest_step(self) -> int | None:
+        """The last eval step of the longest completed (feasible) trial, None before any."""
+        self.db.run(self._refresh)
+        return max((c.steps[-1] for c in self.curves.values() if c.steps), default=None)
+
     def _refresh(self, session: Session) -> None:
         """Read the curves of trials completed since the last look."""
         known = set(self.curves) | self.ignored

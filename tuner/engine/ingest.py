@@ -163,7 +163,10 @@ class Ingestor:
     def _report_and_maybe_prune(self, trial: ActiveTrial, obs: Observation) -> None:
         trial.reported_steps.add(obs.step)
         try:
-            self.optuna.report(trial.optuna_trial_id, obs.step, obs.value)
+            # Optuna takes no intermediate values for several objectives (its samplers then
+            # score pruned trials by a direction such a study has not): our tables have them.
+            if not trial.spec.multi_objective:
+                self.optuna.report(trial.optuna_trial_id, obs.step, obs.value)
         except optuna.exceptions.UpdateFinishedTrialError:
             # Told by the manager that took the run over (LeaseLostError), or, while the run
             # is still ours, by someone outside the tuner (optuna-dashboard's "tell").
@@ -200,7 +203,11 @@ class Ingestor:
         flagged = final_step_from_flags(list(trial.spec.args), trial.params)
         if flagged is not None:
             return flagged, f"it trains to step {flagged}"
-        longest = self.optuna.longest_completed_step(trial.study)
+        longest = (
+            self._dominance(trial.study).longest_step()
+            if trial.spec.multi_objective
+            else self.optuna.longest_completed_step(trial.study)
+        )
         if longest is not None:
             return longest, f"the longest completed trial ended at step {longest}"
         return None
