@@ -39,12 +39,14 @@ def spec(name: str, budget: dict[str, Any], **hyper: Any) -> dict[str, Any]:
     }
 
 
-def tuner(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def tuner(
+    tmp_path: Path, *args: str, timeout: float = 300, trainers: Path = REPO / "trainers.yaml"
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "TUNER_DATABASE_URL": f"sqlite:///{tmp_path / 'tuner.db'}",
         "TUNER_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
-        "TUNER_TRAINERS_FILE": str(REPO / "trainers.yaml"),
+        "TUNER_TRAINERS_FILE": str(trainers),
         "TUNER_POLL_INTERVAL": "0.05",
         "TUNER_STOP_GRACE_SECONDS": "2",
     }
@@ -172,3 +174,58 @@ def test_vertex_study_stopping_config_problems_name_the_field(config, field, mes
     ((path, reason),) = raised.value.problems
     assert path.startswith("studySpec.studyStoppingConfig") and path.endswith(field)
     assert message in reason
+
+
+def test_a_dominated_trial_is_stopped_and_the_study_goes_on(tmp_path):
+    """Several objectives with early stopping: trials dominated at an eval by completed ones
+    are stopped (PRUNED, saying by which), and TPE keeps proposing after them."""
+    registry = tmp_path / "trainers.yaml"
+    registry.write_text(
+        "trainers:\n"
+        "  pareto:\n"
+        f"    command: [{sys.executable}, {REPO / 'bench/pareto_trainer.py'}]\n"
+        f"    workingDir: {REPO}\n"
+    )
+    document = {
+        "name": "two-stop",
+        "trainer": "pareto",
+        "args": ["--train-steps=1000", "--eval-every-steps=100", "--eval-seconds=0.15"],
+        "seed": 3,
+        "hyperparameters": {
+            "metrics": [
+                {"metricId": "rmse", "goal": "MINIMIZE"},
+                {"metricId": "latency_ms", "goal": "MINIMIZE"},
+            ],
+            "maxTrials": 14,
+            "maxParallelTrials": 2,
+            "enableTrialEarlyStopping": True,
+            "params": [
+                {
+                    "parameterName": "learning_rate",
+                    "type": "DOUBLE",
+                    "minValue": 1e-4,
+                    "maxValue": 0.1,
+                    "scaleType": "UNIT_LOG_SCALE",
+                },
+                {"parameterName": "width", "type": "INTEGER", "minValue": 8, "maxValue": 512},
+            ],
+        },
+    }
+    path = tmp_path / "two-stop.json"
+    path.write_text(json.dumps(document))
+    done = tuner(tmp_path, "run", str(path), "--no-view", trainers=registry)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = json.loads(tuner(tmp_path, "trials", "two-stop", "--json", trainers=registry).stdout)
+    rows = rows["data"] if isinstance(rows, dict) else rows
+    states = [r["state"] for r in rows]
+    assert len(rows) == 14 and set(states) <= {"COMPLETED", "PRUNED"}, states
+    pruned = [r for r in rows if r["state"] == "PRUNED"]
+    assert pruned, "some trial is dominated early on this task"
+    for row in pruned:
+        reason = row["failureReason"]
+        assert "dominated by" in reason and "completed trial(s) at that step" in reason
+        shown = tuner(
+            tmp_path, "trial", "two-stop", str(row["number"]), "--json", trainers=registry
+        )
+        detail = json.loads(shown.stdout)
+        assert detail["lastStep"] < 1000, "never stopped at its last eval"
