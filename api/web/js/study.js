@@ -11,6 +11,8 @@ import {
 } from "./dom.js";
 import { constraintText, objectivesOf, paretoPanel, severalObjectives } from "./pareto.js";
 
+const UNBOUNDED_TRIALS = 1000000; // a compute budget bounds the study instead of a count
+const BUDGET_UNITS = { trainSteps: "steps", trialSeconds: "trial-seconds", wallSeconds: "s of wall time" };
 const FINISHED = ["COMPLETED", "PRUNED", "FAILED"];
 const TRIAL_STATES = ["RUNNING", "COMPLETED", "PRUNED", "FAILED", "STOPPED"];
 
@@ -79,9 +81,12 @@ export function studyView(container, { study: name }) {
         : null,
       item(
         "Progress",
-        `${finished} / ${st.maxTrials} finished `,
-        h("progress", { max: st.maxTrials, value: Math.min(finished, st.maxTrials), "aria-label": "trials finished" })
+        `${finished} / ${st.maxTrials >= UNBOUNDED_TRIALS ? "∞" : st.maxTrials} finished `,
+        st.maxTrials >= UNBOUNDED_TRIALS
+          ? null
+          : h("progress", { max: st.maxTrials, value: Math.min(finished, st.maxTrials), "aria-label": "trials finished" })
       ),
+      st.budget && st.budget.measures.length ? budgetItem(item, st.budget) : null,
       item("Running", String(st.counts.RUNNING || 0)),
       several
         ? item("Pareto front", pareto.size)
@@ -101,6 +106,20 @@ export function studyView(container, { study: name }) {
     specBox.textContent = JSON.stringify(st.spec, null, 2);
     renderActions();
     if (several) pareto.show();
+  }
+
+  function budgetItem(item, budget) {
+    // The binding measure (the API lists it first) against its limit, the others in its title.
+    const [top, ...rest] = budget.measures;
+    const share = top.limit ? Math.min(1, top.used / top.limit) : 0;
+    const title = budget.measures.map((m) => `${BUDGET_UNITS[m.measure] || m.measure}: ${num(m.used)} of ${num(m.limit)}`).join("; ")
+      + `; ${budget.trialsSinceProgress} trial(s) since the last improvement`;
+    return item(
+      "Compute budget",
+      h("span", { title, "data-budget": top.measure, text: `${num(top.used)} / ${num(top.limit)} ${BUDGET_UNITS[top.measure] || ""} (${Math.round(share * 100)}%) ` }),
+      h("progress", { max: 1, value: share, "aria-label": "compute budget spent" }),
+      rest.length ? h("span", { class: "muted", text: ` +${rest.length} more` }) : null
+    );
   }
 
   function renderActions() {
