@@ -149,6 +149,68 @@ class LeaderboardRow:
 
 
 @dataclass(frozen=True)
+class DeletedPath:
+    """One thing retention deletes of a trial: a local dir or file, or a prefix or object of
+    the object store; `path` is relative to the artifact root (a key in the store)."""
+
+    path: str
+    #: Its size when the deletion was planned (a file's data counted once however many names
+    #: it has: a kept copy is a hard link to the trainer's file).
+    bytes: int
+    #: `local` (this artifact root's disk) or `store` (the object store).
+    location: str
+    #: `dir`, `file` (local), `prefix`, `object` (store).
+    kind: str
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What retention deleted (DONE) or is deleting (DELETING: started, not finished: in
+    progress, or cut short and finished by the next pass) of one trial."""
+
+    run_id: int
+    number: int
+    state: str
+    #: The policy applied, as the spec writes it: `keepBestTrials=2`.
+    policy: str
+    #: Why the trial fell out: its rank, or its state.
+    reason: str
+    #: `policy` (the study's retention, applied in the background) or `gc` (`tuner gc`, the API).
+    trigger: str
+    paths: list[DeletedPath]
+    bytes: int
+    started_at: datetime
+    deleted_at: datetime | None
+    #: The process that deleted it.
+    worker: str
+
+    @property
+    def done(self) -> bool:
+        return self.state == "DONE"
+
+    def describe(self) -> str:
+        """For messages: `deleted by the study's retention policy on 2026-12-07 10:22:01 UTC
+        (keepBestTrials=2: ...)`."""
+        by = "the study's retention policy" if self.trigger == "policy" else "`tuner gc`"
+        when = self.deleted_at or self.started_at
+        verb = "deleted" if self.done else "being deleted (started)"
+        return f"{verb} by {by} on {when:%Y-%m-%d %H:%M:%S %Z} ({self.policy}: {self.reason})"
+
+
+@dataclass(frozen=True)
+class FinishedTrial:
+    """A finished trial as retention ranks it."""
+
+    run_id: int
+    number: int
+    state: str
+    #: Its leaderboard rank key (`tuner_trial_runs.objective_rank`; None: it does not rank).
+    rank: float | None
+    #: Whether checkpoint or export rows still point at files of it.
+    has_artifacts: bool
+
+
+@dataclass(frozen=True)
 class TrialDetail:
     run: TrialRun
     objective: float | None
@@ -156,6 +218,8 @@ class TrialDetail:
     checkpoints: list[Checkpoint]
     exports: list[Export]
     best_step: int | None
+    #: What retention deleted of it (None: nothing).
+    deleted: Deletion | None = None
 
 
 @dataclass(frozen=True)
@@ -246,3 +310,45 @@ class JournalEntry:
     kind: str
     number: int | None
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GcTrial:
+    """One trial in a retention pass: what goes (or went) of it, and what became of that."""
+
+    number: int
+    state: str
+    #: Why it falls out of the policy: its rank, or its state.
+    reason: str
+    paths: list[DeletedPath]
+    bytes: int
+    #: `deleted`; `resumed` (a deletion cut short, finished now); `skipped` (see `note`);
+    #: `interrupted` (this pass was stopped in the middle: the next one finishes it); with a
+    #: dry run, `would_delete` and `would_resume`.
+    outcome: str
+    note: str | None = None
+
+    @property
+    def frees(self) -> bool:
+        """Whether its bytes are (or, in a dry run, would be) freed by this pass."""
+        return self.outcome in ("deleted", "resumed", "would_delete", "would_resume")
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What a retention pass over one study deleted, or with a dry run would delete."""
+
+    study: Study
+    keep_best_trials: int
+    #: `spec` (the study's retention) or `request` (given to this pass).
+    policy_from: str
+    #: Whether the given policy became the study's (saved in its spec).
+    saved: bool
+    dry_run: bool
+    #: Finished trials the policy keeps, by number.
+    kept: list[int]
+    trials: list[GcTrial]
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(t.bytes for t in self.trials if t.frees)

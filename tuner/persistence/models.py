@@ -250,3 +250,51 @@ class StudyEventRow(Base):
     number: Mapped[int | None] = mapped_column(Integer)
     data_json: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+DELETION_STATES = ("DELETING", "DONE")
+
+
+class DeletionRow(Base):
+    """What retention deleted of one run: written DELETING (with every path it is about to
+    delete) in the transaction that also drops the run's checkpoint and export rows, DONE once
+    every path is gone. A DELETING row outlives a process killed mid-deletion: the next pass
+    deletes what is left (deleting is idempotent) and marks it DONE."""
+
+    __tablename__ = "tuner_deletions"
+    __table_args__ = (CheckConstraint(_in("state", DELETION_STATES), name="state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("tuner_trial_runs.id", ondelete="CASCADE"), unique=True
+    )
+    study_id: Mapped[int] = mapped_column(
+        ForeignKey("tuner_studies.id", ondelete="CASCADE"), index=True
+    )
+    state: Mapped[str] = mapped_column(String(16))
+    #: The policy applied (`keepBestTrials=2`) and why the run fell out of it.
+    policy: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    #: `policy` (the study's retention, in the background) or `gc` (`tuner gc`, the API).
+    trigger: Mapped[str] = mapped_column(String(16))
+    #: JSON list of {path, bytes, location, kind}, relative to the artifact root.
+    paths_json: Mapped[str] = mapped_column(Text)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    worker: Mapped[str] = mapped_column(String(255))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PinRow(Base):
+    """A download (or pull) of a run's artifacts in flight: retention does not delete them
+    while a pin of the run is unexpired. Its holder renews `expires_at` while it streams."""
+
+    __tablename__ = "tuner_pins"
+    __table_args__ = (Index("ix_tuner_pins_run_expires", "run_id", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("tuner_trial_runs.id", ondelete="CASCADE"))
+    #: Who holds it (`api <host>:<pid>`, `tuner export <host>:<pid>`), for messages.
+    holder: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,8 +1,9 @@
 """Every query and update of the tuner's tables, by aggregate, under one name.
 
 Each aggregate lives in its own module (`studies`, `runs`, `leases`, `journal`, `evals`,
-`kept`, `leaderboard`, `api_tokens`, with the row conversions in `rows`); this module gathers
-their public functions so that callers write `repo.<function>` whichever aggregate it is in.
+`kept`, `leaderboard`, `retention`, `pins`, `api_tokens`, with the row conversions in `rows`);
+this module gathers their public functions so that callers write `repo.<function>` whichever
+aggregate it is in.
 Every function takes a session and returns entities (ORM rows never leave the package).
 """
 
@@ -52,6 +53,20 @@ from tuner.persistence.leases import (
     renew_leases,
     take_over,
 )
+from tuner.persistence.pins import (
+    pin_run,
+    purge_pins,
+    renew_pin,
+)
+from tuner.persistence.retention import (
+    claim_deletion,
+    deletion_of,
+    finish_deletion,
+    finished_trials,
+    pinned_until,
+    trial_artifacts,
+    unfinished_deletions,
+)
 from tuner.persistence.rows import (
     ACTIVE_STATE,
     COUNTED_STATES,
@@ -92,9 +107,11 @@ __all__ = [
     "attach_trial",
     "best_completed_run",
     "checkpoints",
+    "claim_deletion",
     "create_study",
     "create_token",
     "delete_study",
+    "deletion_of",
     "drop_reservation",
     "eval_steps",
     "event_offsets",
@@ -103,7 +120,9 @@ __all__ = [
     "exports",
     "exports_to_keep",
     "find_study",
+    "finish_deletion",
     "finish_run",
+    "finished_trials",
     "get_run",
     "get_run_by_number",
     "get_study",
@@ -118,9 +137,13 @@ __all__ = [
     "now",
     "objective_rank",
     "objective_value",
+    "pin_run",
+    "pinned_until",
+    "purge_pins",
     "record_eval_values",
     "remove_checkpoints_except",
     "renew_leases",
+    "renew_pin",
     "reserve_run",
     "reserve_run_with_ordinal",
     "revoke_token",
@@ -136,8 +159,10 @@ __all__ = [
     "tags_seen",
     "take_over",
     "token_scope",
+    "trial_artifacts",
     "trial_counts",
     "trial_detail",
+    "unfinished_deletions",
     "unmatched_exports",
     "update_study_spec",
 ]
