@@ -8,6 +8,9 @@ ignored (the whole file, as RFC 9110 allows) instead of a plain-text 400. The ch
 
 With an object store, the archives a worker uploaded are streamed from it with the same
 headers and the same range rules (`StoredArchiveResponse`).
+
+Both hold the download's pin on its trial while they send (`api/download_pins.py`), so that
+retention does not delete what is being read.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable, Response
 from starlette.types import Receive, Scope, Send
 
+from api.download_pins import PinRenewal, renewing
 from api.errors import error_response
 from tuner.artifacts.archives import Archive
 from tuner.artifacts.object_store import ObjectStore
@@ -31,12 +35,14 @@ class ArchiveResponse(FileResponse):
     """A `FileResponse` that can be told to ignore the request's `Range`."""
 
     ignore_range = False
+    pin: PinRenewal | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.ignore_range:
             headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"range"]
             scope = {**scope, "headers": headers}
-        await super().__call__(scope, receive, send)
+        async with renewing(self.pin):
+            await super().__call__(scope, receive, send)
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,8 @@ class Download:
     filename: str
     #: What it is, for messages: "the SavedModel of study 's' trial 3 step 40".
     what: str
+    #: The pin on its trial, renewed while it is sent.
+    pin: PinRenewal | None = None
 
 
 def archive_response(
@@ -62,6 +70,7 @@ def archive_response(
         stat_result=archive.stat,
         headers={"ETag": archive.etag},
     )
+    response.pin = download.pin
     if range_header is None or (if_range is not None and not response._should_use_range(if_range)):
         return response  # no range, or a range of another version: the whole archive
     try:
@@ -83,6 +92,7 @@ class StoredDownload:
     archive: StoredArchive
     filename: str
     what: str
+    pin: PinRenewal | None = None
 
     @property
     def etag(self) -> str:
@@ -119,6 +129,10 @@ class StoredArchiveResponse(Response):
         self.start, self.end = start, end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with renewing(self.download.pin):
+            await self._send(scope, receive, send)
+
+    async def _send(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("method") == "HEAD":
             await self._start(send)
             await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -16,7 +16,7 @@ from pydantic.alias_generators import to_camel
 from api import docs, errors
 from api.event_hub import EventHub
 from api.limits import BodySizeLimit, NestingLimit, StripRootPath
-from api.routes import events, health, metrics, models, studies, trials, web
+from api.routes import events, health, metrics, models, retention, studies, trials, web
 from api.routes.health import ManagerProblem
 from api.routes.studies import ERRORS
 from api.timeouts import BodyDeadline, ClientGone
@@ -29,7 +29,10 @@ API_PREFIX = "/api/v1"
 
 #: The groups of operations in the schema (and in generated clients), in order.
 TAGS = [
-    {"name": "studies", "description": "Submit, list, inspect, stop, resume, retry, delete."},
+    {
+        "name": "studies",
+        "description": "Submit, list, inspect, stop, resume, retry, delete, collect garbage.",
+    },
     {"name": "trials", "description": "The leaderboard, one trial in full, its log."},
     {"name": "metrics", "description": "Metric histories across trials, for plotting."},
     {"name": "models", "description": "The best trial, and downloads of its SavedModel."},
@@ -93,7 +96,7 @@ def create_app(
 
     docs.install(app)
     v1 = APIRouter(prefix=API_PREFIX, responses=ERRORS)
-    for module in (studies, trials, models, events, metrics):
+    for module in (studies, retention, trials, models, events, metrics):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(health.router)

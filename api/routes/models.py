@@ -4,16 +4,22 @@ Each archive is built once per kept artifact (`tuner/artifacts/archives.py`) and
 file, with
 `Content-Length`, a strong `ETag` (the archive's sha256), `Range`/`If-Range` and `HEAD`, so a
 client can show progress and resume. The routes are plain `def`: building waits on the disk.
+
+Each download pins its trial first (`api/download_pins.py`): retention leaves it alone while
+it streams, and a trial retention deleted answers 404 saying when, and by which policy.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import FileResponse, Response
 
-from api.deps import BackendDep, ReadAccess, StoreDep, StudyPath, TrialNumber
+from api import download_pins
+from api.deps import BackendDep, ReadAccess, SettingsDep, StoreDep, StudyPath, TrialNumber
+from api.download_pins import PinRenewal
 from api.files import Download, StoredDownload, archive_response, stored_archive_response
 from api.routes.studies import ERRORS, _ref
 from tuner.artifacts.archives import checkpoint_archive, export_archive
@@ -86,15 +92,17 @@ def download_best_model(
     study_id: StudyPath,
     backend: BackendDep,
     store: StoreDep,
+    settings: SettingsDep,
     range_header: RangeHeader = None,
     if_range: IfRangeHeader = None,
 ) -> Response:
     """The SavedModel of the best trial's best step (TF Serving layout: `<version>/...`)."""
     found = study_ops.best_model(backend, _ref(study_id))
+    pin = _pin_best(backend, settings.download_pin_seconds, found.run.id, found.study.name)
     download = _export_download(
         store, found.export, found.other_exports, found.study.name, found.run.number, found.step
     )
-    return _respond(download, range_header, if_range)
+    return _respond(download, pin, range_header, if_range)
 
 
 @router.get(
@@ -110,13 +118,15 @@ def download_best_checkpoint(
     study_id: StudyPath,
     backend: BackendDep,
     store: StoreDep,
+    settings: SettingsDep,
     range_header: RangeHeader = None,
     if_range: IfRangeHeader = None,
 ) -> Response:
     """The kept checkpoint of the best trial's best step (under `checkpoint/`)."""
     found = study_ops.best_model(backend, _ref(study_id))
+    pin = _pin_best(backend, settings.download_pin_seconds, found.run.id, found.study.name)
     download = _checkpoint_download(store, found.checkpoint, found.study.name, found.run.number)
-    return _respond(download, range_header, if_range)
+    return _respond(download, pin, range_header, if_range)
 
 
 @router.get(
@@ -136,6 +146,7 @@ def download_trial_model(
     number: TrialNumber,
     backend: BackendDep,
     store: StoreDep,
+    settings: SettingsDep,
     range_header: RangeHeader = None,
     if_range: IfRangeHeader = None,
     export: Annotated[
@@ -148,16 +159,19 @@ def download_trial_model(
     ] = None,
 ) -> Response:
     """The SavedModel of this trial's best eval step, or the export named by `export`."""
+    pin = download_pins.pin_trial(
+        backend, _ref(study_id), number, seconds=settings.download_pin_seconds
+    )
     study, detail = _trial(backend, study_id, number)
     if export is not None:
         chosen = _named_export(detail.exports, export, study.name, number)
         download = _export_download(store, chosen, [], study.name, number, chosen.step)
-        return _respond(download, range_header, if_range)
+        return _respond(download, pin, range_header, if_range)
     matching = [e for e in detail.exports if e.step == detail.best_step]
     best_export = matching[-1] if matching else None
     others = [e for e in detail.exports if e is not best_export]
     download = _export_download(store, best_export, others, study.name, number, detail.best_step)
-    return _respond(download, range_header, if_range)
+    return _respond(download, pin, range_header, if_range)
 
 
 def _named_export(exports: list[Export], name: str, study: str, number: int) -> Export:
@@ -192,14 +206,18 @@ def download_trial_checkpoint(
     number: TrialNumber,
     backend: BackendDep,
     store: StoreDep,
+    settings: SettingsDep,
     range_header: RangeHeader = None,
     if_range: IfRangeHeader = None,
 ) -> Response:
     """The kept checkpoint of this trial's best eval step (under `checkpoint/`)."""
+    pin = download_pins.pin_trial(
+        backend, _ref(study_id), number, seconds=settings.download_pin_seconds
+    )
     study, detail = _trial(backend, study_id, number)
     kept = next((c for c in detail.checkpoints if c.step == detail.best_step), None)
     download = _checkpoint_download(store, kept, study.name, number)
-    return _respond(download, range_header, if_range)
+    return _respond(download, pin, range_header, if_range)
 
 
 def _trial(backend: Backend, study_id: str, number: int) -> tuple[Study, TrialDetail]:
@@ -209,12 +227,25 @@ def _trial(backend: Backend, study_id: str, number: int) -> tuple[Study, TrialDe
         return study, repo.trial_detail(session, study, number)
 
 
+def _pin_best(backend: Backend, seconds: float, run_id: int, study: str) -> PinRenewal:
+    """Pin the best trial read a moment ago (it may have been deleted since, if another
+    trial became the best meanwhile: then 404, and asking again finds the new best)."""
+    what = f"the best trial of study {study!r}"
+    return download_pins.pin_run(backend, run_id, what=what, seconds=seconds)
+
+
 def _respond(
-    download: Download | StoredDownload, range_header: str | None, if_range: str | None
+    download: Download | StoredDownload,
+    pin: PinRenewal,
+    range_header: str | None,
+    if_range: str | None,
 ) -> Response:
     if isinstance(download, StoredDownload):
-        return stored_archive_response(download, range_header=range_header, if_range=if_range)
-    return archive_response(download, range_header=range_header, if_range=if_range)
+        pinned = replace(download, pin=pin)
+        return stored_archive_response(pinned, range_header=range_header, if_range=if_range)
+    return archive_response(
+        replace(download, pin=pin), range_header=range_header, if_range=if_range
+    )
 
 
 def _stored(

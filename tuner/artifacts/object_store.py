@@ -18,6 +18,7 @@ without KMS encryption).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -202,7 +203,35 @@ class ObjectStore:
                     deleted += len(keys)
         return deleted
 
+    def delete_keys(self, relatives: list[str]) -> None:
+        """Delete these objects (a missing one is no error: deleting is idempotent)."""
+        import obstore
+
+        keys = [safe_key(r) for r in relatives]
+        for start in range(0, len(keys), 1000):
+            batch = keys[start : start + 1000]
+            with _store_errors(self.location(batch[0])):
+                try:
+                    obstore.delete(self._store, batch)
+                except FileNotFoundError:  # GCS and Azure: one of them is gone already
+                    for key in batch:
+                        with contextlib.suppress(FileNotFoundError):
+                            obstore.delete(self._store, key)
+
     # -- reads ----------------------------------------------------------------------------------
+
+    def objects(self, relative: str) -> list[tuple[str, int]]:
+        """(key, size) of every object under `relative/`, sorted by key."""
+        import obstore
+
+        prefix = safe_key(relative) + "/"
+        with _store_errors(self.location(relative)):
+            found = [
+                (str(m["path"]), int(m["size"]))
+                for batch in obstore.list(self._store, prefix)
+                for m in batch
+            ]
+        return sorted(found)
 
     def check(self) -> None:
         """Raise `ObjectStoreError` unless the store answers (a HEAD of a key that need not

@@ -57,6 +57,12 @@ class ArtifactStore:
     def relative(self, path: Path) -> str:
         return str(self._inside(path.resolve()).relative_to(self.root))
 
+    def relative_literal(self, path: Path) -> str:
+        """`path` relative to the root as written, symlinks not followed (what a deletion
+        records: the name it removes, not where a link leads)."""
+        literal = Path(os.path.normpath(path))
+        return str(self._inside(literal).relative_to(self.root))
+
     def resolve(self, relative: str | Path) -> Path:
         """A stored relative path as an absolute one; refuses anything outside the root."""
         candidate = Path(relative)

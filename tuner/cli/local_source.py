@@ -9,6 +9,7 @@ from tuner.artifacts.store import ArtifactStore
 from tuner.domain.config import Settings
 from tuner.public.schemas import (
     BestPublic,
+    GcReportPublic,
     Page,
     ParetoPage,
     StudyPublic,
@@ -84,3 +85,15 @@ class LocalSource:
 
     def delete(self, ref: str, *, delete_artifacts: bool = False) -> None:
         service.delete_study(self.backend, self.store, ref, delete_artifacts=delete_artifacts)
+
+    def gc(
+        self, ref: str, *, keep_best_trials: int | None = None, dry_run: bool = False
+    ) -> GcReportPublic:
+        return service.collect_garbage(
+            self.backend,
+            self.store,
+            self.settings,
+            ref,
+            keep_best_trials=keep_best_trials,
+            dry_run=dry_run,
+        )

@@ -383,6 +383,7 @@ def export(
     from tuner.cli.view import best_view
     from tuner.public.schemas import BestPublic
     from tuner.study import operations as study_ops
+    from tuner.study import pins
 
     settings = get_settings()
     backend = _connect(settings)
@@ -392,10 +393,19 @@ def export(
             raise _fail(str(best_view(BestPublic.build(found), settings.artifact_location)))
         store = ArtifactStore.from_settings(settings)
         name = model_name or found.study.name
-        if store.remote is not None:
-            target = _export_from_store(store, found.export, to / name)
-        else:
-            target = copy_for_serving(store.resolve(found.export.path), to, model_name=name)
+        seconds = settings.download_pin_seconds
+        pin = pins.pin_run(
+            backend,
+            found.run.id,
+            what=f"the best trial of study {found.study.name!r}",
+            holder=pins.holder_name("tuner export"),
+            seconds=seconds,
+        )
+        with pins.held(backend, pin, seconds):  # retention leaves it alone while it is copied
+            if store.remote is not None:
+                target = _export_from_store(store, found.export, to / name)
+            else:
+                target = copy_for_serving(store.resolve(found.export.path), to, model_name=name)
     except TunerError as exc:
         raise _fail(str(exc)) from None
     finally:

@@ -16,6 +16,7 @@ from tuner.domain.config import Settings
 from tuner.domain.errors import TunerError
 from tuner.public.schemas import (
     BestPublic,
+    GcReportPublic,
     Page,
     ParetoPage,
     StudyPublic,
@@ -62,6 +63,10 @@ class Source(Protocol):
     def retry_failed(self, ref: str) -> StudyPublic: ...
 
     def delete(self, ref: str, *, delete_artifacts: bool = False) -> None: ...
+
+    def gc(
+        self, ref: str, *, keep_best_trials: int | None = None, dry_run: bool = False
+    ) -> GcReportPublic: ...
 
 
 class RemoteSource:
@@ -117,6 +122,11 @@ class RemoteSource:
 
     def delete(self, ref: str, *, delete_artifacts: bool = False) -> None:
         self.client.delete(ref, delete_artifacts=delete_artifacts)
+
+    def gc(
+        self, ref: str, *, keep_best_trials: int | None = None, dry_run: bool = False
+    ) -> GcReportPublic:
+        return self.client.gc(ref, keep_best_trials=keep_best_trials, dry_run=dry_run)
 
 
 @contextmanager

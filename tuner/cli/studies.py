@@ -1,6 +1,6 @@
 """The CLI's study commands: read (`studies`, `show`, `leaderboard`, `trials`, `trial`, `logs`,
-`best`) and write (`stop`, `resume`, `delete`, `retry`), each against the local database or,
-with `--server` (or `TUNER_SERVER`), a server, printing the same either way."""
+`best`) and write (`stop`, `resume`, `delete`, `retry`, `gc`), each against the local database
+or, with `--server` (or `TUNER_SERVER`), a server, printing the same either way."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from tuner.cli.sources import Source, open_source
 from tuner.cli.view import (
     best_view,
     fmt_trial_budget,
+    gc_view,
     leaderboard_table,
     pareto_table,
     studies_table,
@@ -371,6 +372,34 @@ def retry(
     console.print(f"study {found.name}: {found.state_reason}; budget now {found.max_trials}")
 
 
+def gc(
+    study: StudyArg,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be deleted; delete nothing.")
+    ] = False,
+    keep_best: Annotated[
+        int | None,
+        typer.Option(
+            "--keep-best",
+            min=1,
+            help="Keep the best K finished trials (by each objective, and the Pareto front, "
+            "with several); becomes the study's retention policy. Default: the study's own.",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Delete the kept checkpoint, exports and archives of the finished trials outside the
+    best K (their metrics, log and a record stay); running and downloading trials are left."""
+    with _source(server, token, study) as source:
+        report = source.gc(study, keep_best_trials=keep_best, dry_run=dry_run)
+    if as_json:
+        _print_json(report)
+        return
+    console.print(gc_view(report), highlight=False)
+
+
 COMMANDS: list[Callable[..., None]] = [
     studies,
     show,
@@ -384,6 +413,7 @@ COMMANDS: list[Callable[..., None]] = [
     resume,
     delete,
     retry,
+    gc,
 ]
 
 

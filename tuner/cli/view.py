@@ -16,6 +16,8 @@ from rich.text import Text
 from tuner.domain.spec import MAX_TRIALS
 from tuner.public.schemas import (
     BestPublic,
+    DeletionPublic,
+    GcReportPublic,
     ParetoPage,
     StudyPublic,
     TrialDetailPublic,
@@ -313,9 +315,76 @@ def trial_view(study: StudyPublic, trial: TrialDetailPublic) -> RenderableType:
     for export in trial.exports:
         at = "?" if export.step is None else export.step
         parts.append(Text(f"export      step {at}: {export.path}"))
+    if trial.deleted is not None:
+        parts.append(deletion_view(trial.deleted))
     if trial.log_tail:
         parts.append(Text("log (last lines)", style="bold"))
         parts.append(Text("\n".join(trial.log_tail), style="dim"))
+    return Group(*parts)
+
+
+def fmt_bytes(count: int) -> str:
+    """`12,345,678 bytes (12.3 MB)`: exact, and readable."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count:,} bytes ({count / size:.1f} {unit})"
+    return f"{count:,} bytes"
+
+
+def _path_lines(paths: Sequence[Any], indent: str) -> list[str]:
+    return [f"{indent}{p.location:<5} {p.kind:<6} {p.path} ({fmt_bytes(p.bytes)})" for p in paths]
+
+
+def deletion_view(deleted: DeletionPublic) -> Text:
+    """What retention deleted of a trial (its metrics and log stay)."""
+    lines = [
+        f"retention   {deleted.message}",
+        f"{'':<11} {fmt_bytes(deleted.bytes)} by {deleted.worker}; its metrics and log stay",
+        *_path_lines(deleted.paths, " " * 12),
+    ]
+    return Text("\n".join(lines), style="yellow" if deleted.state != "DONE" else "dim")
+
+
+GC_OUTCOMES = {
+    "deleted": "deleted",
+    "resumed": "finished (cut short before)",
+    "skipped": "skipped",
+    "interrupted": "interrupted",
+    "would_delete": "would delete",
+    "would_resume": "would finish (cut short before)",
+}
+
+
+def gc_view(report: GcReportPublic) -> RenderableType:
+    """A retention pass: per trial what goes (or would), and the bytes freed."""
+    source = "given" if report.policy_from == "request" else "the study's policy"
+    if report.policy_saved:
+        source += "; now the study's policy"
+    kept = ", ".join(map(str, report.kept_trials)) or "none"
+    parts: list[RenderableType] = [
+        Text(
+            f"study {report.study}: keepBestTrials={report.keep_best_trials} ({source}); "
+            f"kept trials: {kept}",
+            style="bold",
+        )
+    ]
+    if not report.trials:
+        parts.append(Text("nothing to delete"))
+    for trial in report.trials:
+        outcome = GC_OUTCOMES.get(trial.outcome, trial.outcome)
+        lines = [
+            f"trial {trial.number} {trial.state}: {outcome}, {fmt_bytes(trial.bytes)}",
+            f"  {trial.reason}",
+        ]
+        if trial.note:
+            lines.append(f"  {trial.note}")
+        lines += _path_lines(trial.paths, "    ")
+        parts.append(Text("\n".join(lines), style="yellow" if trial.outcome == "skipped" else ""))
+    total = fmt_bytes(report.bytes_freed)
+    if report.dry_run:
+        parts.append(Text(f"dry run: would free {total}; nothing was deleted", style="bold"))
+    else:
+        parts.append(Text(f"freed {total}", style="bold"))
     return Group(*parts)
 
 

@@ -24,6 +24,7 @@ from tuner.client.downloads import ProgressCallback, ResumeCallback, download_ar
 from tuner.domain.errors import TunerError
 from tuner.public.schemas import (
     BestPublic,
+    GcReportPublic,
     MetricHistoryPublic,
     Page,
     ParetoPage,
@@ -247,6 +248,17 @@ class Client:
 
     def retry_failed(self, study: str | int) -> StudyPublic:
         return _parse(StudyPublic, self._http.post(f"{_study_path(study)}/retry"))
+
+    def gc(
+        self, study: str | int, *, keep_best_trials: int | None = None, dry_run: bool = False
+    ) -> GcReportPublic:
+        """Apply a retention policy now (`keep_best_trials`, saved as the study's unless a dry
+        run; else the study's own); with `dry_run`, only say what would go. Not retried."""
+        body: dict[str, Any] = {"dryRun": dry_run}
+        if keep_best_trials is not None:
+            body["keepBestTrials"] = keep_best_trials
+        response = self._http.post(f"{_study_path(study)}/gc", json=body, timeout=None)
+        return _parse(GcReportPublic, response)
 
     def delete(self, study: str | int, *, delete_artifacts: bool = False) -> None:
         params = {"deleteArtifacts": "true" if delete_artifacts else "false"}

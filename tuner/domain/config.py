@@ -65,6 +65,19 @@ class Settings(BaseSettings):
         default=False,
         description="With an object store: keep a trial's local dir after its upload.",
     )
+    download_pin_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A download's pin on a trial's artifacts lasts this long, renewed every "
+        "third of it while the download streams; retention does not delete under a pin, so a "
+        "download cut short can resume within it.",
+    )
+    retention_pause_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds retention waits after each file or object it deletes (a "
+        "throttle for a large deletion; tests use it to stop one half done).",
+    )
     trainers_file: Path = Field(
         default=Path("trainers.yaml"), description="Server-side registry of trainers."
     )

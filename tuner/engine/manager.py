@@ -12,6 +12,9 @@ manager whose heartbeat goes stale has its trials taken over by the others. Each
 4. claim: start trials of the claimable studies in the free slots (`Scheduler`, `Launcher`);
 5. renew the leases when due (`Fencing`).
 
+Beside the loop, `RetentionPass` applies the studies' retention policies on a thread of its
+own: a trial's end only marks its study due.
+
 The manager never imports TensorFlow; event files are read by `tuner.outputs.events`.
 """
 
@@ -39,6 +42,7 @@ from tuner.engine.liveness import Liveness
 from tuner.engine.optuna_link import OptunaLink
 from tuner.engine.outcome import Decision, RunState, Step
 from tuner.engine.ray_executor import RayExecutor
+from tuner.engine.retention import RetentionPass
 from tuner.engine.scheduler import REMOTE_FULL_WAIT, Scheduler
 from tuner.engine.store_sync import StoreSync
 from tuner.engine.supervisor import build_supervisor
@@ -155,6 +159,9 @@ class StudyManager:
             back_off=self._back_off,
             end_study=self.scheduler.end_study,
         )
+        self.retention = RetentionPass(
+            self.backend, self.settings, worker_id=self.worker_id, studies=self.study_names
+        )
         self.remote: RayExecutor | None = None
         if self.settings.executor == "ray":
             self.remote = RayExecutor(
@@ -244,6 +251,7 @@ class StudyManager:
                     lambda: remote.watch(renew_every=self.fencing.every),
                 )
             self.warm.reap_orphans()
+            self.retention.tick()
             more = self._claim()
             if self.fencing.renewal_due():
                 self._renew_leases()
@@ -304,6 +312,7 @@ class StudyManager:
         try:
             if self.supervisor.step(trial):
                 del self.active[trial.run_id]
+                self.retention.trial_ended(trial.study)
         except LeaseLostError:
             self._abandon(trial, "another manager took its run over")
         except Exception as exc:
@@ -432,3 +441,4 @@ class StudyManager:
         self.fencing.close()
         self.warm.close()
         self.store_sync.close()
+        self.retention.close(drain=not self._interrupted)

@@ -12,8 +12,12 @@ from pydantic.alias_generators import to_camel
 from tuner.domain.entities import (
     BestModel,
     Checkpoint,
+    DeletedPath,
+    Deletion,
     EvalStep,
     Export,
+    GcReport,
+    GcTrial,
     LeaderboardRow,
     MetricHistory,
     ParetoFront,
@@ -309,6 +313,62 @@ class ExecutorPublic(Public):
         return f"{self.name} (node {self.node_id}, task {self.task_id})"
 
 
+class DeletedPathPublic(Public):
+    path: str = Field(
+        description="Relative to the artifact store (a key prefix when `location` is `store`)."
+    )
+    bytes: int = Field(description="Its size when the deletion was planned.")
+    location: Literal["local", "store"] = Field(
+        description="`local`: the artifact root's disk; `store`: the object store."
+    )
+    kind: Literal["dir", "file", "prefix", "object"]
+
+    @classmethod
+    def build(cls, path: DeletedPath) -> DeletedPathPublic:
+        return cls(
+            path=path.path,
+            bytes=path.bytes,
+            location=path.location,  # type: ignore[arg-type]
+            kind=path.kind,  # type: ignore[arg-type]
+        )
+
+
+class DeletionPublic(Public):
+    """What retention deleted of a trial: its kept checkpoint, exports and their archives."""
+
+    state: Literal["DELETING", "DONE"] = Field(
+        description="DONE: every path below is gone. DELETING: started and not finished (in "
+        "progress, or cut short: the next retention pass or `tuner gc` finishes it)."
+    )
+    policy: str = Field(description="The policy applied, e.g. `keepBestTrials=2`.")
+    reason: str = Field(description="Why the trial fell out of it: its rank, or its state.")
+    trigger: Literal["policy", "gc"] = Field(
+        description="`policy`: the study's retention, applied in the background; `gc`: "
+        "`tuner gc` or `POST .../gc`."
+    )
+    paths: list[DeletedPathPublic]
+    bytes: int = Field(description="The sum of the paths' sizes.")
+    started_at: datetime
+    deleted_at: datetime | None = Field(description="When every path was gone.")
+    worker: str = Field(description="The process that deleted them.")
+    message: str = Field(description="In words, as a download of them answers it.")
+
+    @classmethod
+    def build(cls, deletion: Deletion) -> DeletionPublic:
+        return cls(
+            state=deletion.state,  # type: ignore[arg-type]
+            policy=deletion.policy,
+            reason=deletion.reason,
+            trigger=deletion.trigger,  # type: ignore[arg-type]
+            paths=[DeletedPathPublic.build(p) for p in deletion.paths],
+            bytes=deletion.bytes,
+            started_at=deletion.started_at,
+            deleted_at=deletion.deleted_at,
+            worker=deletion.worker,
+            message=deletion.describe(),
+        )
+
+
 class TrialDetailPublic(TrialRowPublic):
     failure_reason: str | None
     problems: list[str]
@@ -319,6 +379,11 @@ class TrialDetailPublic(TrialRowPublic):
     checkpoints: list[CheckpointPublic]
     exports: list[ExportPublic]
     log_tail: list[str]
+    deleted: DeletionPublic | None = Field(
+        default=None,
+        description="What retention deleted of it (its checkpoint, exports and archives; "
+        "its metrics and log stay); null: nothing.",
+    )
 
     @classmethod
     def from_detail(
@@ -362,6 +427,7 @@ class TrialDetailPublic(TrialRowPublic):
             log_tail=log_tail,
             objectives=objectives,
             feasible=feasible,
+            deleted=DeletionPublic.build(detail.deleted) if detail.deleted else None,
         )
 
 
@@ -398,6 +464,80 @@ class ResumeRequest(Public):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
     max_trials: int | None = Field(default=None, ge=1, le=100_000)
+
+
+class GcRequest(Public):
+    """A retention pass asked for: `POST /studies/{study}/gc`."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    keep_best_trials: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="The policy to apply; it becomes the study's (saved in its spec's "
+        "`retention`) unless `dryRun`. Unset: the study's own policy.",
+    )
+    dry_run: bool = Field(default=False, description="Report what would go; delete nothing.")
+
+
+class GcTrialPublic(Public):
+    number: int
+    state: str
+    reason: str = Field(description="Why it falls out of the policy: its rank, or its state.")
+    paths: list[DeletedPathPublic]
+    bytes: int
+    outcome: Literal[
+        "deleted", "resumed", "skipped", "interrupted", "would_delete", "would_resume"
+    ] = Field(
+        description="`deleted`; `resumed`: a deletion cut short, finished now; `skipped`: "
+        "not now (`note` says why: a download in flight); `interrupted`: this pass was "
+        "stopped, the next finishes it; with `dryRun`, `would_delete` and `would_resume`."
+    )
+    note: str | None = None
+
+    @classmethod
+    def build(cls, trial: GcTrial) -> GcTrialPublic:
+        return cls(
+            number=trial.number,
+            state=trial.state,
+            reason=trial.reason,
+            paths=[DeletedPathPublic.build(p) for p in trial.paths],
+            bytes=trial.bytes,
+            outcome=trial.outcome,  # type: ignore[arg-type]
+            note=trial.note,
+        )
+
+
+class GcReportPublic(Public):
+    """What a retention pass deleted, or with `dryRun` would delete."""
+
+    study: str
+    keep_best_trials: int
+    policy_from: Literal["spec", "request"] = Field(
+        description="`spec`: the study's retention; `request`: `keepBestTrials` of the request."
+    )
+    policy_saved: bool = Field(description="Whether the request's policy became the study's.")
+    dry_run: bool
+    kept_trials: list[int] = Field(description="Finished trials the policy keeps, by number.")
+    trials: list[GcTrialPublic] = Field(description="Each trial with something to delete.")
+    bytes_freed: int = Field(
+        description="The bytes of the trials deleted (`deleted`, `resumed`), or with `dryRun` "
+        "that a pass would free now (`would_delete`, `would_resume`)."
+    )
+
+    @classmethod
+    def build(cls, report: GcReport) -> GcReportPublic:
+        return cls(
+            study=report.study.name,
+            keep_best_trials=report.keep_best_trials,
+            policy_from=report.policy_from,  # type: ignore[arg-type]
+            policy_saved=report.saved,
+            dry_run=report.dry_run,
+            kept_trials=report.kept,
+            trials=[GcTrialPublic.build(t) for t in report.trials],
+            bytes_freed=report.bytes_freed,
+        )
 
 
 class Health(BaseModel):

@@ -15,6 +15,7 @@ from tuner.artifacts.store import ArtifactStore
 from tuner.artifacts.trial_logs import TrialLog, open_log
 from tuner.domain import budget as budget_rules
 from tuner.domain.budget import Spent
+from tuner.domain.config import Settings
 from tuner.domain.entities import Study
 from tuner.domain.errors import ArtifactNotFoundError
 from tuner.persistence import repository as repo
@@ -24,6 +25,7 @@ from tuner.public.schemas import (
     BestPublic,
     BudgetPublic,
     BudgetUsePublic,
+    GcReportPublic,
     Page,
     ParetoPage,
     StudyPublic,
@@ -33,6 +35,7 @@ from tuner.public.schemas import (
 from tuner.study import operations as study_ops
 from tuner.study.front import pareto_front
 from tuner.study.operations import Backend
+from tuner.study.retention import Deleter, apply_retention, this_process
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +127,23 @@ def delete_study(
     study = study_ops.delete_study(backend, ref)
     if delete_artifacts:
         store.delete_study(study.name)
+
+
+def collect_garbage(
+    backend: Backend,
+    store: ArtifactStore,
+    settings: Settings,
+    ref: str | int,
+    *,
+    keep_best_trials: int | None = None,
+    dry_run: bool = False,
+) -> GcReportPublic:
+    """`tuner gc` and `POST .../gc`: apply a retention policy to the study now."""
+    deleter = Deleter(worker=this_process(), pause=settings.retention_pause_seconds)
+    report = apply_retention(
+        backend, store, ref, keep_best_trials=keep_best_trials, dry_run=dry_run, deleter=deleter
+    )
+    return GcReportPublic.build(report)
 
 
 def get_best(backend: Backend, ref: str | int) -> BestPublic:

@@ -180,6 +180,7 @@ export function trialView(container, { study, number }) {
         button(`Download checkpoint${kept ? ` (step ${num(kept.step)})` : ""}`, "checkpoint", Boolean(kept), "no kept checkpoint of the best step")
       ),
       downloadBox,
+      d.deleted ? h("p", { class: "muted", text: `Retention: ${d.deleted.message}. Its metrics and log remain.` }) : null,
       h("h3", { text: "Checkpoint" }),
       d.checkpoints.length
         ? h("ul", {}, d.checkpoints.map((c) => h("li", {}, `step ${num(c.step)}: `, h("code", { text: c.path }))))
