@@ -75,7 +75,12 @@ class TrialRunRow(Base):
     __table_args__ = (
         CheckConstraint(_in("state", TRIAL_STATES), name="state"),
         UniqueConstraint("study_id", "number", name="uq_tuner_trial_runs_study_number"),
-        Index("ix_tuner_trial_runs_study_state", "study_id", "state"),
+        #: A study's trials of one state in objective order: the best COMPLETED trial(s) and a
+        #: page of them are read from it, and counts by state are covered by it (it replaces
+        #: the former (study_id, state) index, which is its prefix).
+        Index(
+            "ix_tuner_trial_runs_study_state_rank", "study_id", "state", "objective_rank", "number"
+        ),
         Index("ix_tuner_trial_runs_study_rank", "study_id", "objective_rank", "number"),
     )
 
