@@ -59,6 +59,7 @@ class RetentionPass:
             trigger="policy",
             pause=settings.retention_pause_seconds,
             should_stop=self._stop.is_set,
+            resume_after=STALE_AFTER,
         )
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retention")
         self._future: Future[None] | None = None
@@ -128,9 +129,7 @@ class RetentionPass:
                 logger.exception("retention (%s) failed; tried again at the next sweep", what)
 
     def _sweep(self) -> None:
-        finish_unfinished(
-            self.backend, self.store, self.deleter, started_before_seconds=STALE_AFTER
-        )
+        finish_unfinished(self.backend, self.store, self.deleter)
         studies = self.backend.db.run(lambda s: repo.running_studies(s, self.study_names))
         with self._lock:
             self._due.update(s.id for s in studies if s.spec.retention is not None)

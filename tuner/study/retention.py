@@ -46,6 +46,9 @@ class Deleter:
     trigger: str = "gc"
     pause: float = 0.0
     should_stop: Callable[[], bool] = lambda: False
+    #: Seconds a deletion must have been DELETING before this pass finishes it (0: any; a
+    #: background pass leaves a live one of another process alone).
+    resume_after: float = 0.0
 
 
 def this_process() -> str:
@@ -84,10 +87,11 @@ def apply_retention(
     saved = False
     if keep_best_trials is not None and not dry_run:
         saved = _save_policy(backend, study, keep_best_trials)
-    trials = [
-        _resume(backend, store, deletion, deleter, dry_run=dry_run)
-        for deletion in backend.db.run(lambda s: repo.unfinished_deletions(s, study_id=study.id))
-    ]
+    before = repo.now() - timedelta(seconds=deleter.resume_after)
+    unfinished = backend.db.run(
+        lambda s: repo.unfinished_deletions(s, study_id=study.id, started_before=before)
+    )
+    trials = [_resume(backend, store, d, deleter, dry_run=dry_run) for d in unfinished]
     verdicts = _verdicts(backend, study, k)
     for verdict in verdicts:
         if verdict.keep or not verdict.trial.has_artifacts:
@@ -106,12 +110,10 @@ def apply_retention(
     )
 
 
-def finish_unfinished(
-    backend: Backend, store: ArtifactStore, deleter: Deleter, *, started_before_seconds: float
-) -> int:
+def finish_unfinished(backend: Backend, store: ArtifactStore, deleter: Deleter) -> int:
     """Finish the deletions of every study that were cut short (DELETING for longer than
-    `started_before_seconds`); how many were finished."""
-    before = repo.now() - timedelta(seconds=started_before_seconds)
+    `deleter.resume_after`); how many were finished."""
+    before = repo.now() - timedelta(seconds=deleter.resume_after)
     pending = backend.db.run(lambda s: repo.unfinished_deletions(s, started_before=before))
     finished = 0
     for deletion in pending:
