@@ -87,8 +87,29 @@ verdict.
         --json /tmp/search-warmup.json    # a variant beside the stored runs
     python bench/search.py --task pareto --json /tmp/search-pareto.json   # two objectives
 
-Runs stored by an older version (without trial wall times) still load with `--reuse`: their
-wall-time figures are missing, and the wall-time ratios leave them out.
+Budgets (`--budget steps`, `--budget trial-seconds`, either or both: each mode is a run set of
+its own, for every task asked). The study then carries `budget: {trainSteps: B}` or
+`{trialSeconds: B}` and no `maxTrials` (the engine lifts the trial count, claims a trial while
+the budget has room for one more at the finished trials' mean cost, and ends the study
+COMPLETED with "compute budget spent: ..."), so that what early stopping saves buys more
+trials. B by default is what random search's fixed-`maxTrials` run spends: `maxTrials` x train
+steps, or `maxTrials` x a trial's seconds as the engine counts them (`nominal_trial_seconds`;
+`--budget-amount TASK:MODE=B` sets it). Everything else is as above, per mode: the target is
+random's (pareto: `none`'s) median final best at the same budget, compute-to-target the
+compute spent in finishing order when the best first reaches it; a budget table gives the
+trials each run bought, what it spent against B (the bench's count, and the engine's:
+`tuner.persistence.budget.spent`, a run's last step and its run-table start to end) and how
+each study ended. The verdict judges the step-budget runs in steps and the
+trial-seconds-budget runs in trial-seconds.
+
+    python bench/search.py --task curves --configs random,tpe,tpe+prune \
+        --candidates sha,hyperband --budget steps --budget trial-seconds --jobs 6 \
+        --json /tmp/budget-curves.json
+
+With `--json`, each run is also appended as it finishes to `<json>.partial.jsonl`, which
+`--reuse` reads too (a session cut short keeps its runs). Runs stored by an older version
+(without trial wall times) still load with `--reuse`: their wall-time figures are missing, and
+the wall-time ratios leave them out.
 """
 
 from __future__ import annotations
@@ -109,7 +130,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +142,7 @@ from tuner.domain.spec import DEFAULT_PRUNER, PrunerSpec, load_spec_file, parse_
 from tuner.domain.trainers import Trainer, TrainerRegistry
 from tuner.engine.manager import StudyManager
 from tuner.persistence import repository as repo
+from tuner.persistence.budget import spent as budget_spent
 from tuner.study import operations as study_ops
 from tuner.study import sampling
 from tuner.study.operations import Backend
@@ -142,6 +164,18 @@ GOAL_RATIO = 2.5
 TARGET_P95 = 1.0
 #: The two measures of compute: training steps, and trainer-process wall seconds.
 MEASURES = ("steps", "seconds")
+#: `--budget` modes: the spec key of each, and the measure a run under it is judged in.
+BUDGET_KEYS = {"steps": "trainSteps", "trial-seconds": "trialSeconds"}
+BUDGET_MEASURE = {"steps": "steps", "trial-seconds": "seconds"}
+#: A trial's seconds as the engine counts them against a trial-seconds budget (its run's
+#: start to end in the run table: the spawn and the engine's bookkeeping included), measured
+#: with the machine lightly shared (1-minute load 6 on 2 cores): house_prices, 300 steps with
+#: an eval every 75, warm start, 2 in parallel: about 12 s; curves and pareto: their evals'
+#: sleeps plus about 0.9 s. A trial-seconds budget's default is `max_trials` of these; on a
+#: busier machine trials cost more (up to twice as much at load 20), and `--budget-amount`
+#: sets B to what random search's trials cost there.
+HOUSE_TRIAL_SECONDS = 12.0
+START_SECONDS = 0.9
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -160,6 +194,62 @@ class TaskSetup:
     eval_every: int
     eval_seconds: float
     poll_interval: float
+    #: `--budget`: the study carries `budget: {trainSteps: B}` (`steps`) or `{trialSeconds: B}`
+    #: (`trial-seconds`) and no `maxTrials` (None: `maxTrials` as above, no budget).
+    budget: str | None = None
+    #: B, in steps or trial-seconds (`max_trials` then only says where B came from).
+    budget_amount: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The task, with its budget mode if any: `curves`, `curves (steps)`."""
+        return self.task if self.budget is None else f"{self.task} ({self.budget})"
+
+    def budget_text(self) -> str:
+        if self.budget is None or self.budget_amount is None:
+            return f"maxTrials {self.max_trials}"
+        unit = "steps" if self.budget == "steps" else "trial-seconds"
+        key = BUDGET_KEYS[self.budget]
+        return f"budget {{{key}: {self.budget_amount:,.0f}}} ({unit}), no maxTrials"
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TaskSetup:
+        """A stored setup (files of older versions have no budget fields)."""
+        return cls(**data)
+
+
+def nominal_trial_seconds(setup: TaskSetup) -> float:
+    """A full trial's seconds as the engine counts them, about (`HOUSE_TRIAL_SECONDS`)."""
+    if setup.task == "house_prices":
+        return HOUSE_TRIAL_SECONDS * setup.train_steps / 300
+    return setup.train_steps // setup.eval_every * setup.eval_seconds + START_SECONDS
+
+
+def default_budget(setup: TaskSetup, mode: str) -> float:
+    """What random search spends with `maxTrials` fixed: `max_trials` full trials, in steps
+    or in (nominal) trial-seconds."""
+    if mode == "steps":
+        return float(setup.max_trials * setup.train_steps)
+    return round(setup.max_trials * nominal_trial_seconds(setup), 1)
+
+
+def setup_key(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored setup with the fields older versions lacked filled in, for comparing."""
+    return asdict(TaskSetup.from_json(data))
+
+
+def apply_budget(document: dict[str, Any], setup: TaskSetup) -> dict[str, Any]:
+    """Under `--budget`: the study's compute budget instead of its trial count."""
+    if setup.budget is None:
+        return document
+    if setup.budget_amount is None:
+        raise ValueError(f"{setup.task}: budget {setup.budget} without an amount")
+    hp = document["hyperparameters"]
+    hp.pop("maxTrials", None)
+    amount = setup.budget_amount
+    value: float = int(amount) if setup.budget == "steps" else float(amount)
+    document["budget"] = {BUDGET_KEYS[setup.budget]: value}
+    return document
 
 
 def curves_document(setup: TaskSetup) -> dict[str, Any]:
@@ -423,6 +513,10 @@ def known_config(config: str) -> bool:
 
 
 def study_document(setup: TaskSetup, config: str, seed: int) -> dict[str, Any]:
+    return apply_budget(_study_document(setup, config, seed), setup)
+
+
+def _study_document(setup: TaskSetup, config: str, seed: int) -> dict[str, Any]:
     if setup.task == pareto_task.TASK:
         return pareto_task.study_document(curves_document(setup), setup, config, seed)
     document = curves_document(setup) if setup.task == "curves" else house_document(setup)
@@ -568,6 +662,13 @@ class RunResult:
     hypervolume: float | None = None
     #: pareto: trials whose objective vector in the tuner's tables is not Optuna's.
     values_mismatch: list[int] = field(default_factory=list)
+    #: The study's end as the engine recorded it (None in files of older versions).
+    end_state: str | None = None
+    end_reason: str | None = None
+    #: What the engine counted against the budget (`tuner.persistence.budget.spent`): the
+    #: runs' last global steps, and their seconds from start to end in the run table.
+    engine_steps: int | None = None
+    engine_trial_seconds: float | None = None
 
     def __post_init__(self) -> None:
         spent, best = 0, None
@@ -628,7 +729,19 @@ class RunResult:
             definition=data.get("definition"),
             load_average=data.get("load_average"),
             values_mismatch=data.get("values_mismatch") or [],
+            end_state=data.get("end_state"),
+            end_reason=data.get("end_reason"),
+            engine_steps=data.get("engine_steps"),
+            engine_trial_seconds=data.get("engine_trial_seconds"),
         )
+
+    @property
+    def trial_count(self) -> int:
+        return len(self.trials)
+
+    def spent(self, budget: str) -> float:
+        """What the run spent in a budget mode's measure (the bench's own count)."""
+        return self.total(BUDGET_MEASURE[budget])
 
 
 class ProcessClock:
@@ -828,6 +941,7 @@ def run_one(setup: TaskSetup, config: str, seed: int) -> RunResult:
                 wall = time.monotonic() - started
                 load.append(round(os.getloadavg()[0], 2))
                 recorder.read_objectives(backend, spec)
+                end = backend.db.run(lambda session: _engine_end(session, spec.name))
         finally:
             backend.close()
     finally:
@@ -844,7 +958,20 @@ def run_one(setup: TaskSetup, config: str, seed: int) -> RunResult:
         definition=config_definition(setup, config),
         load_average=load,
         values_mismatch=recorder.values_mismatch,
+        **end,
     )
+
+
+def _engine_end(session: Any, name: str) -> dict[str, Any]:
+    """The study's end state and reason, and what the engine counted against its budget."""
+    study = repo.get_study(session, name)
+    used = budget_spent(session, study)
+    return {
+        "end_state": study.state,
+        "end_reason": study.state_reason,
+        "engine_steps": used.steps,
+        "engine_trial_seconds": round(used.trial_seconds, 2),
+    }
 
 
 def _run_job(job: tuple[TaskSetup, str, int]) -> RunResult:
@@ -998,15 +1125,18 @@ def summarize(task: str, runs: list[RunResult], configs: list[str]) -> dict[str,
         print(f"\n{task}: no random-search runs, no target")
         return {}
     target = statistics.median(baseline)
-    setup = TaskSetup(**by_config["random"][0].setup)
-    full = setup.max_trials * setup.train_steps
+    setup = TaskSetup.from_json(by_config["random"][0].setup)
+    full = full_steps(setup, by_config["random"])
     print(
-        f"\n== {task}: {setup.max_trials} trials x {setup.train_steps} steps "
+        f"\n== {task}: {setup.budget_text()}, {setup.train_steps} steps a trial "
         f"(eval every {setup.eval_every}), {setup.parallel} in parallel, "
         f"{len(by_config['random'])} seeds; poll {setup.poll_interval}s"
     )
     print(f"target = median over seeds of random's best = {target:.4f}")
     out: dict[str, Any] = {
+        "task": setup.task,
+        "budget": setup.budget,
+        "budget_amount": setup.budget_amount,
         "target": target,
         "full_budget_steps": full,
         "goal_ratio": GOAL_RATIO,
@@ -1053,6 +1183,8 @@ def summarize(task: str, runs: list[RunResult], configs: list[str]) -> dict[str,
             f"{row['reached']:>5}/{len(rs):<3}{row['reached_by_25pct']:>6}"
             f"{row['reached_by_50pct']:>6}{row['median_pruned']:>11g}"
         )
+
+    budget_report(setup, by_config, rows)
 
     print(
         "\ncompute in trial-seconds (each trainer process from creation to exit, start-up and "
@@ -1160,7 +1292,7 @@ def summarize(task: str, runs: list[RunResult], configs: list[str]) -> dict[str,
             f"prune-decision latency, {config}: {len(latencies)} decisions, p50 {p50:.3f}s, "
             f"p95 {p95:.3f}s (goal < {TARGET_P95:g}s: {verdict}), max {max(latencies):.3f}s"
         )
-    if task == "curves":
+    if setup.task == "curves":
         for config, rs in by_config.items():
             counts = [pruned_would_have(r, target, setup) for r in rs]
             total = sum(n for n, _ in counts)
@@ -1175,47 +1307,142 @@ def summarize(task: str, runs: list[RunResult], configs: list[str]) -> dict[str,
     return out
 
 
+def full_steps(setup: TaskSetup, baseline: Sequence[RunResult]) -> float:
+    """The steps a run is measured against: B under a step budget, the baseline's median
+    steps under a trial-seconds budget, `maxTrials` x train steps without a budget."""
+    if setup.budget == "steps" and setup.budget_amount is not None:
+        return setup.budget_amount
+    if setup.budget is not None and baseline:
+        return statistics.median(r.total_steps for r in baseline)
+    return setup.max_trials * setup.train_steps
+
+
+def budget_report(
+    setup: TaskSetup, by_config: dict[str, list[RunResult]], rows: dict[str, dict[str, Any]]
+) -> None:
+    """Under a budget: how many trials it bought, what each run spent against it (the bench's
+    count and the engine's), and why the studies ended."""
+    if setup.budget is None or setup.budget_amount is None:
+        return
+    amount = setup.budget_amount
+    unit = "steps" if setup.budget == "steps" else "trial-s"
+    print(
+        f"\nthe budget: {amount:,.0f} {unit} a run; spent = the bench's count (trial-s: "
+        "trainer processes), engine = what the engine counted (runs' last steps, run-table "
+        "seconds); ends: studies ended COMPLETED by the compute budget"
+    )
+    header = (
+        f"{'config':<21}{'trials/run':>11}{'range':>10}{'spent % med':>12}{'max':>7}"
+        f"{'engine % med':>13}{'max':>7}{'ends':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for config, rs in by_config.items():
+        if not rs or config not in rows:
+            continue
+        counts = [r.trial_count for r in rs]
+        spent = [
+            r.spent(setup.budget) / amount for r in rs if not math.isnan(r.spent(setup.budget))
+        ]
+        engine = [
+            (r.engine_steps if setup.budget == "steps" else r.engine_trial_seconds) for r in rs
+        ]
+        engine_share = [float(e) / amount for e in engine if e is not None]
+        by_budget = [
+            r
+            for r in rs
+            if r.end_state == "COMPLETED" and (r.end_reason or "").startswith("compute budget")
+        ]
+        others = sorted({f"{r.end_state}: {r.end_reason}" for r in rs if r not in by_budget})
+        rows[config].update(
+            median_trials=statistics.median(counts),
+            trials_range=[min(counts), max(counts)],
+            median_spent_share=_median_or_nan(spent),
+            max_spent_share=max(spent, default=math.nan),
+            median_engine_share=_median_or_nan(engine_share),
+            max_engine_share=max(engine_share, default=math.nan),
+            ended_by_budget=len(by_budget),
+            other_ends=others,
+        )
+        row = rows[config]
+
+        def pct(x: float) -> str:
+            return "n/a" if math.isnan(x) else f"{x:.0%}"
+
+        print(
+            f"{config:<21}{row['median_trials']:>11g}{f'{min(counts)}-{max(counts)}':>10}"
+            f"{pct(row['median_spent_share']):>12}{pct(row['max_spent_share']):>7}"
+            f"{pct(row['median_engine_share']):>13}{pct(row['max_engine_share']):>7}"
+            f"{len(by_budget):>5}/{len(rs):<3}"
+        )
+        for other in others:
+            print(f"  {config}: a study ended otherwise: {other}")
+
+
+def judged_columns(summaries: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(summary key, task, measure) the verdict reads: without a budget each task's runs in
+    both measures; under budgets, the step-budget runs in steps and the trial-seconds-budget
+    runs in trial-seconds (a run is judged in what bounded it)."""
+    present = [(key, s) for key, s in summaries.items() if s and s.get("task", key) in TASKS]
+    budgeted = [(key, s) for key, s in present if s.get("budget")]
+    if budgeted:
+        return [(key, s["task"], BUDGET_MEASURE[s["budget"]]) for key, s in budgeted]
+    return [(key, s.get("task", key), m) for key, s in present for m in MEASURES]
+
+
 def decide(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Which candidate meets the goal on every task, in both measures; or which is closest."""
-    tasks = [t for t in TASKS if summaries.get(t)]
-    if not tasks:
+    columns = judged_columns(summaries)
+    if not columns:
         print("\nverdict: none (no task has random-search runs, so no target)")
         return {}
-    present = {c for t in tasks for c in summaries[t]["configs"]}
+    keys = list(dict.fromkeys(key for key, _, _ in columns))
+    present = {c for key in keys for c in summaries[key]["configs"]}
     judged = [c for c in ("tpe+prune", *CANDIDATES) if c in present]
     others = sorted((c for c in present if c not in judged and c != "random"), key=_config_order)
+    budgeted = any(summaries[key].get("budget") for key in keys)
     print(
         f"\n== verdict: what should enableTrialEarlyStopping: true mean? Goal: random search's "
         f"median best with at most 1/{GOAL_RATIO:g} of its compute (random / config >= "
         f"{GOAL_RATIO:g}x) on both tasks, in steps and in trial-seconds"
+        + (
+            " (under budgets: the step-budget runs in steps, the trial-seconds-budget runs in "
+            "trial-seconds)"
+            if budgeted
+            else ""
+        )
     )
-    columns = [(t, m) for t in tasks for m in MEASURES]
     label = {"steps": "steps", "seconds": "trial-s"}
-    header = f"{'config':<17}" + "".join(
-        f"{f'{t} {label[m]}':>{max(12, len(t) + 9)}}" for t, m in columns
-    )
+
+    def title(key: str, task: str, measure: str) -> str:
+        return f"{task} {label[measure]}"
+
+    width = {c: max(12, len(title(*c)) + 3) for c in columns}
+    header = f"{'config':<17}" + "".join(f"{title(*c):>{width[c]}}" for c in columns)
     header += f"{'worst':>11}  goal"
     print(header)
     print("-" * len(header))
     table: dict[str, Any] = {}
     for config in [*judged, *others]:
         ratios: dict[str, dict[str, float | None]] = {}
-        untimed: list[tuple[str, str]] = []  # (task, measure) without wall times to compare
+        untimed: list[tuple[str, str]] = []  # (summary, measure) without wall times to compare
         cells = []
-        for t, m in columns:
-            rows = summaries[t]["configs"]
+        for column in columns:
+            key, _, m = column
+            rows = summaries[key]["configs"]
             row = rows.get(config, {})
-            key = "ratio_random_over_this" if m == "steps" else "ratio_seconds_random_over_this"
-            value = row.get(key)
-            ratios.setdefault(t, {})[m] = value
-            if m == "seconds" and not (row.get("timed_seeds") and rows["random"]["timed_seeds"]):
-                untimed.append((t, m))
-            text = "untimed" if (t, m) in untimed else fmt_x(value)
-            cells.append(f"{text:>{max(12, len(t) + 9)}}")
-        compared = [(t, m) for t, m in columns if (t, m) not in untimed]
-        worst_at = min(compared, key=lambda tm: _or_zero(ratios[tm[0]][tm[1]]), default=None)
+            name = "ratio_random_over_this" if m == "steps" else "ratio_seconds_random_over_this"
+            value = row.get(name)
+            ratios.setdefault(key, {})[m] = value
+            timed = row.get("timed_seeds") and rows["random"]["timed_seeds"]
+            if row and m == "seconds" and not timed:
+                untimed.append((key, m))
+            text = "not run" if not row else "untimed" if (key, m) in untimed else fmt_x(value)
+            cells.append(f"{text:>{width[column]}}")
+        compared = [(key, m) for key, _, m in columns if (key, m) not in untimed]
+        worst_at = min(compared, key=lambda km: _or_zero(ratios[km[0]][km[1]]), default=None)
         worst = 0.0 if worst_at is None else _or_zero(ratios[worst_at[0]][worst_at[1]])
-        met = not untimed and all(_goal(ratios[t][m]) for t, m in columns)
+        met = not untimed and all(_goal(ratios[key][m]) for key, _, m in columns)
         if config in judged:
             note = "met" if met else "missed"
             if config == "tpe+prune":
@@ -1231,8 +1458,10 @@ def decide(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "judged": config in judged,
         }
         print(f"{config:<17}{''.join(cells)}{fmt_x(worst):>11}  {note}")
-    both = all(t in tasks for t in TASKS)
-    scope = "both tasks" if both else f"{' and '.join(tasks)} (the only task run)"
+    covered = {(task, m) for _, task, m in columns}
+    both = all((t, m) in covered for t in TASKS for m in MEASURES)
+    tasks = list(dict.fromkeys(task for _, task, _ in columns))
+    scope = "both tasks" if both else f"{' and '.join(tasks)} (not every task and measure run)"
     meeting = sorted((c for c in judged if table[c]["met"]), key=lambda c: -table[c]["worst"])
 
     def weakest(config: str) -> str:
@@ -1266,9 +1495,15 @@ def decide(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
     else:
         line = "no candidates were run (--candidates)"
     if not both:
-        line += "; the goal needs both tasks: run the other one too"
+        line += "; the goal needs both tasks in both measures: run the rest too"
     print(f"verdict: {line}")
-    return {"goal_ratio": GOAL_RATIO, "tasks": tasks, "configs": table, "verdict": line}
+    return {
+        "goal_ratio": GOAL_RATIO,
+        "tasks": tasks,
+        "columns": [list(c) for c in columns],
+        "configs": table,
+        "verdict": line,
+    }
 
 
 def _closeness(
@@ -1305,18 +1540,21 @@ def summarize_pareto(runs: list[RunResult], configs: list[str]) -> dict[str, Any
         print(f"\npareto: no {base_name} runs, no target")
         return {}
     target = statistics.median(r.hypervolume or 0.0 for r in base)
-    setup = TaskSetup(**base[0].setup)
-    full = setup.max_trials * setup.train_steps
+    setup = TaskSetup.from_json(base[0].setup)
+    full = full_steps(setup, base)
     print(
-        f"\n== pareto: {setup.max_trials} trials x {setup.train_steps} steps (eval every "
-        f"{setup.eval_every}, {setup.eval_seconds:g}s each), {setup.parallel} in parallel, "
-        f"{len(base)} seeds; poll {setup.poll_interval}s"
+        f"\n== {setup.label}: {setup.budget_text()}, {setup.train_steps} steps a trial (eval "
+        f"every {setup.eval_every}, {setup.eval_seconds:g}s each), {setup.parallel} in "
+        f"parallel, {len(base)} seeds; poll {setup.poll_interval}s"
     )
     print(
         f"target = median over seeds of {base_name}'s final hypervolume = {target:.4f} "
         f"(reference point rmse, latency_ms = {pareto_task.REFERENCE})"
     )
     out: dict[str, Any] = {
+        "task": setup.task,
+        "budget": setup.budget,
+        "budget_amount": setup.budget_amount,
         "target": target,
         "reference": list(pareto_task.REFERENCE),
         "full_budget_steps": full,
@@ -1360,6 +1598,7 @@ def summarize_pareto(runs: list[RunResult], configs: list[str]) -> dict[str, Any
             f"{row['reached']:>5}/{len(rs):<3}{fmt_steps(row['median_compute_to_target']):>17}"
             f"{fmt_seconds(row['median_seconds_to_target']):>19}"
         )
+    budget_report(setup, by_config, rows)
 
     print(
         f"\ncompute to target, {base_name} / config (90% seed bootstrap); at equal steps: the "
@@ -1556,6 +1795,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[],
         help="take runs with the same setup from this --json file (repeatable)",
     )
+    p.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        choices=sorted(BUDGET_KEYS),
+        help="run the studies under a compute budget instead of maxTrials (repeatable: each "
+        "mode is a run set of its own): budget {trainSteps: B} or {trialSeconds: B}, B by "
+        "default what random search's fixed-maxTrials run spends (maxTrials x train steps, or "
+        "x a trial's nominal seconds); the verdict then judges the step-budget runs in steps "
+        "and the trial-seconds-budget runs in trial-seconds",
+    )
+    p.add_argument(
+        "--budget-amount",
+        action="append",
+        default=[],
+        metavar="TASK:MODE=B",
+        help="B for a task and budget mode, e.g. curves:trial-seconds=130 (repeatable)",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: report the --reuse runs that match the setups asked",
+    )
     p.add_argument("--json", type=Path, help="write every run's raw results here")
     p.add_argument("--runs", action="store_true", help="also print one line per run")
     return p.parse_args(argv)
@@ -1624,10 +1886,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             poll_interval=args.poll_interval,
         )
         setups.append((setup, args.seeds or args.estimator_seeds, args.estimator_jobs))
+    if args.budget:
+        amounts = parse_amounts(args.budget_amount)
+        setups = [
+            (
+                replace(
+                    setup,
+                    budget=mode,
+                    budget_amount=amounts.get((setup.task, mode), default_budget(setup, mode)),
+                ),
+                seeds,
+                jobs,
+            )
+            for setup, seeds, jobs in setups
+            for mode in dict.fromkeys(args.budget)
+        ]
 
     reused: list[RunResult] = []
     for path in args.reuse:
-        reused += [RunResult.from_json(r) for r in json.loads(path.read_text())["runs"]]
+        reused += [RunResult.from_json(r) for r in load_runs(path)]
+    #: Each run as it finishes, one JSON line, so that a long session cut short keeps its runs
+    #: (`--reuse` reads it).
+    partial = args.json.with_suffix(".partial.jsonl") if args.json else None
     print(
         f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"Optuna {optuna.__version__}"
@@ -1644,7 +1924,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         have: dict[tuple[str, int], RunResult] = {}
         changed = 0
         for r in reused:
-            if r.task != setup.task or r.setup != asdict(setup) or r.seed not in seed_list:
+            if (
+                r.task != setup.task
+                or setup_key(r.setup) != asdict(setup)
+                or r.seed not in seed_list
+            ):
                 continue
             if (
                 r.definition is not None
@@ -1656,15 +1940,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             have[(r.config, r.seed)] = r
         wanted = sorted({*task_configs, *(c for c, _ in have)}, key=_config_order)
         todo = [(setup, c, s) for s in seed_list for c in task_configs if (c, s) not in have]
+        if args.report_only:
+            todo = []
+            wanted = [c for c in wanted if any(k == c for k, _ in have)]
         print(
-            f"\n{setup.task}: {setup.train_steps} train steps, an eval every {setup.eval_every}; "
-            "configurations (resources from these steps):"
+            f"\n{setup.label}: {setup.budget_text()}; {setup.train_steps} train steps, an eval "
+            f"every {setup.eval_every}; configurations (resources from these steps):"
         )
         for config in wanted:
             print(f"  {config:<21}{describe_config(setup, config)}")
         untimed = sum(not r.timed for r in have.values())
         print(
-            f"{setup.task}: {len(todo)} runs to do, {len(have)} reused"
+            f"{setup.label}: {len(todo)} runs to do, {len(have)} reused"
             + (f" ({untimed} without trial wall times)" if untimed else "")
             + (f", {changed} stored runs left out (their definition changed)" if changed else "")
             + f"; {jobs} at a time ...",
@@ -1678,17 +1965,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     result = future.result()
                     runs.append(result)
                     _progress(result, len(runs) - len(have), len(todo), started)
+                    _keep(partial, result)
         else:
             for job in todo:
                 result = _run_job(job)
                 runs.append(result)
                 _progress(result, len(runs) - len(have), len(todo), started)
+                _keep(partial, result)
         if setup.task == pareto_task.TASK:
-            summaries[setup.task] = summarize_pareto(runs, wanted)
+            summaries[setup.label] = summarize_pareto(runs, wanted)
         else:
-            summaries[setup.task] = summarize(setup.task, runs, wanted)
-        if args.runs and summaries[setup.task]:
-            print_runs(runs, summaries[setup.task]["target"])
+            summaries[setup.label] = summarize(setup.label, runs, wanted)
+        if args.runs and summaries[setup.label]:
+            print_runs(runs, summaries[setup.label]["target"])
         all_runs += runs
     decision = decide(summaries) if tasks & set(TASKS) else {}
     if args.json:
@@ -1709,6 +1998,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(json.dumps(_finite(document), indent=1) + "\n")
         print(f"\nraw results: {args.json}")
     return 0
+
+
+def load_runs(path: Path) -> list[dict[str, Any]]:
+    """The stored runs of a `--json` file, or of its `.partial.jsonl` (one run a line)."""
+    text = path.read_text()
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return list(json.loads(text)["runs"])
+
+
+def _keep(partial: Path | None, result: RunResult) -> None:
+    if partial is None:
+        return
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with partial.open("a") as out:
+        out.write(json.dumps(_finite(asdict(result))) + "\n")
+
+
+def parse_amounts(items: Sequence[str]) -> dict[tuple[str, str], float]:
+    """`--budget-amount TASK:MODE=B` options, by (task, mode)."""
+    out: dict[tuple[str, str], float] = {}
+    for item in items:
+        where, _, value = item.partition("=")
+        task, _, mode = where.partition(":")
+        if task not in ALL_TASKS or mode not in BUDGET_KEYS or not value:
+            raise SystemExit(f"--budget-amount {item!r}: want TASK:MODE=B, e.g. curves:steps=40000")
+        out[(task, mode)] = float(value)
+    return out
 
 
 def code_version() -> dict[str, str]:
@@ -1753,8 +2070,9 @@ def _finite(value: Any) -> Any:
 def _progress(result: RunResult, done: int, total: int, started: float) -> None:
     pruned = sum(t.state == "PRUNED" for t in result.trials)
     score = "hypervolume" if result.task == pareto_task.TASK else "best"
+    budget = TaskSetup.from_json(result.setup).label
     print(
-        f"  [{done}/{total} {time.monotonic() - started:6.0f}s] {result.task} {result.config} "
+        f"  [{done}/{total} {time.monotonic() - started:6.0f}s] {budget} {result.config} "
         f"seed {result.seed}: {score} {result.score}, {result.total_steps:,} steps, "
         f"{fmt_seconds(result.total('seconds'))} of trials, {pruned} pruned, "
         f"{result.wall_seconds:.0f}s",
