@@ -713,8 +713,8 @@ class BudgetSpec(_Model):
 
     #: Total training steps: the sum of every trial's last global step.
     train_steps: int | None = Field(default=None, ge=1)
-    #: Total trial-seconds: each trainer process from start to exit, summed (parallel ones
-    #: count each).
+    #: Total trial-seconds: each trial from its claim to its recorded end, summed (parallel
+    #: ones count each): its trainer's run plus the tuner's start-up and upload.
     trial_seconds: float | None = Field(default=None, gt=0, le=MAX_SECONDS * 1000)
     #: Wall time from the study's creation.
     wall_seconds: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
