@@ -125,7 +125,7 @@ def _best_ranked(session: Session, study: Study) -> FrontCandidates:
     where = _ranked_runs(study)
     rank = TrialRunRow.objective_rank
     best = session.scalar(select(rank).where(*where).order_by(rank).limit(1))
-    ranked = int(session.scalar(select(func.count(TrialRunRow.id)).where(*where)) or 0)
+    ranked = int(session.scalar(select(func.count()).select_from(TrialRunRow).where(*where)) or 0)
     if best is None:
         return FrontCandidates(trials=[], ranked=ranked, infeasible=0)
     tied = session.scalars(
