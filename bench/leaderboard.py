@@ -975,15 +975,19 @@ def interleaved(
             return None
         return (time.perf_counter() - start) * 1000
 
+    def warmed(done: list[float]) -> float:
+        """The median warm-up time after the first call (which fills the caches)."""
+        return percentile(done[1:] or done, 50)
+
     warm: dict[str, list[float]] = {key: [] for key in calls}
     for _ in range(warmup):
         for key in calls:
+            if len(warm[key]) >= SLOW_REPEATS and warmed(warm[key]) > SLOW_MS:
+                continue  # known to be slow: no more warming up
             elapsed = attempt(key)
             if elapsed is not None:
                 warm[key].append(elapsed)
-            if len(warm[key]) >= 2 and percentile(warm[key], 50) > SLOW_MS:
-                break  # no more warming up a slow call
-    slow = {key for key, done in warm.items() if done and percentile(done, 50) > SLOW_MS}
+    slow = {key for key, done in warm.items() if done and warmed(done) > SLOW_MS}
     for index in range(rounds):
         for key in calls:
             if key in slow and index >= SLOW_REPEATS:

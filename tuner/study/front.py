@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING
 
 from tuner.domain.entities import ParetoFront, ParetoMember, Study
 from tuner.domain.errors import SeveralObjectivesError
-from tuner.domain.pareto import nondominated, to_minimize
 from tuner.domain.spec import Goal
 from tuner.persistence import repository as repo
 from tuner.persistence.kept import checkpoints, exports
-from tuner.persistence.ranked import ranked_trials
+from tuner.persistence.ranked import front_candidates
 
 if TYPE_CHECKING:  # operations asks this module why `best` has no answer
     from tuner.study.operations import Backend
@@ -22,13 +21,10 @@ def pareto_front(backend: Backend, ref: str | int) -> ParetoFront:
     has its best trial(s) as its front."""
     with backend.db.session() as session:
         study = repo.get_study(session, ref)
-        ranked = ranked_trials(session, study)
-        feasible = [t for t in ranked if t.feasible]
+        candidates = front_candidates(session, study)
         goals = [o.goal for o in study.spec.objectives]
         metrics = [o.metric for o in study.spec.objectives]
-        points = to_minimize([[t.objectives[m] for m in metrics] for t in feasible], goals)
-        mask = nondominated(points).tolist() if feasible else []
-        on_front = [t for t, keep in zip(feasible, mask, strict=True) if keep]
+        on_front = list(candidates.trials)
         first, sign = metrics[0], (1.0 if goals[0] is Goal.MINIMIZE else -1.0)
         on_front.sort(key=lambda t: (sign * t.objectives[first], t.number))
         members = []
@@ -42,7 +38,10 @@ def pareto_front(backend: Backend, ref: str | int) -> ParetoFront:
                 )
             )
     return ParetoFront(
-        study=study, members=members, ranked=len(ranked), infeasible=len(ranked) - len(feasible)
+        study=study,
+        members=members,
+        ranked=candidates.ranked,
+        infeasible=candidates.infeasible,
     )
 
 
