@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (Python 3.11) and install the project with TensorFlow, Ray and the dev tools.
+# Create .venv (Python 3.11) and install the project with TensorFlow, Ray, the analysis and
+# dataframe extras and the dev tools.
 # Idempotent: reinstalls only when pyproject.toml changed since the last install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ fi
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [[ ! -f "$stamp" ]]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[tf,ray,dev]'
+  .venv/bin/python -m pip install --quiet -e '.[tf,ray,dev,analysis,dataframe]'
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
