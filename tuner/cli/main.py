@@ -14,10 +14,10 @@ from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.live import Live
 
 from tuner.cli import studies as cli_studies
+from tuner.cli.output import fit, make_console
 from tuner.domain.config import Settings, get_settings
 from tuner.domain.errors import SpecError, StudyNotFoundError, TunerError
 from tuner.domain.spec import StudySpec, load_spec_file
@@ -102,8 +102,8 @@ RayAddressOpt = Annotated[
     ),
 ]
 
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+console = make_console()
+err = make_console(stderr=True)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -331,7 +331,7 @@ def _run_manager(
                     rows = {r.number: r for r in service.list_trials(backend, study_name).data}
                     for row in service.list_trials(backend, study_name, states=["RUNNING"]).data:
                         rows[row.number] = row
-                    live.update(study_view(study, list(rows.values())))
+                    live.update(fit(study_view(study, list(rows.values())), console))
                     return stop()
 
                 manager.run(should_stop=refresh)

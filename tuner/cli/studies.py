@@ -14,8 +14,8 @@ from typing import Annotated, Any
 import httpx
 import typer
 from pydantic import BaseModel
-from rich.console import Console
 
+from tuner.cli.output import fit, make_console
 from tuner.cli.sources import Source, open_source
 from tuner.cli.view import (
     best_view,
@@ -31,8 +31,8 @@ from tuner.client.rest import ApiError
 from tuner.domain.config import get_settings
 from tuner.domain.errors import StudyNotFoundError, TrialNotFoundError, TunerError
 
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+console = make_console()
+err = make_console(stderr=True)
 
 StudyArg = Annotated[str, typer.Argument(help="Study name or id.", show_default=False)]
 NumberArg = Annotated[int, typer.Argument(min=0, help="Trial number.", show_default=False)]
@@ -198,11 +198,14 @@ def draw_rows(draw: Callable[[], tuple[Any, Any]]) -> tuple[Any, Any]:
 def _redraw(render: Callable[[], Any], interval: float, source: Source, study: str) -> None:
     from rich.live import Live
 
-    with Live(render(), console=console, refresh_per_second=4) as live:
+    def fitted() -> Any:
+        return fit(render(), console)
+
+    with Live(fitted(), console=console, refresh_per_second=4) as live:
         while source.study(study).state == "RUNNING":
             time.sleep(interval)
-            live.update(render())
-        live.update(render())
+            live.update(fitted())
+        live.update(fitted())
 
 
 def trials(
