@@ -22,7 +22,7 @@ from pydantic import Field
 
 from api.deps import BackendDep, Credentials, SettingsDep
 from api.docs import STATIC_DIR
-from api.routes import importance
+from api.routes import charts, importance
 from api.routes.studies import ERRORS
 from tuner.persistence.tokens import scope_of
 from tuner.public.schemas import Public
@@ -56,6 +56,7 @@ CSP = (
 router = APIRouter(include_in_schema=False)
 api_router = APIRouter(responses=ERRORS)
 api_router.include_router(importance.router)
+api_router.include_router(charts.router)
 
 
 @dataclass(frozen=True)

@@ -371,6 +371,21 @@ def list_trials(
     return rows, total
 
 
+def matching(session: Session, study: Study, query: TrialQuery) -> list[ColumnElement[bool]]:
+    """The conditions selecting the study's trials that `query`'s states and filters keep (its
+    sort aside): what the charts of the study page read, the same trials as the leaderboard."""
+    sql = _Expressions(session, study)
+    where = [TrialRunRow.study_id == study.id, TrialRunRow.number.is_not(None)]
+    if query.states:
+        where.append(TrialRunRow.state.in_(query.states))
+    return where + [sql.condition(f) for f in query.filters]
+
+
+def count_matching(session: Session, where: Sequence[ColumnElement[bool]]) -> int:
+    """How many trial rows `where` selects."""
+    return _count(session, where)
+
+
 def _ranking_vectors(
     session: Session, study: Study, runs: Sequence[TrialRunRow]
 ) -> dict[int, dict[str, Any]]:

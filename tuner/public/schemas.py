@@ -578,6 +578,47 @@ class MetricHistoryPublic(Public):
         )
 
 
+ChartKind = Literal["parallel", "slice", "rank", "contour", "edf", "timeline"]
+
+
+class ChartPointPublic(Public):
+    number: int
+    state: str
+    params: dict[str, Any]
+    objective: float | None = Field(description="The first objective (null: none, or not finite).")
+    rank: float | None = Field(
+        description="Place among the chart's eligible trials, 0 = best, 1 = worst (null on the "
+        "timeline)."
+    )
+    started_at: datetime
+    ended_at: datetime | None
+
+
+class EdfPointPublic(Public):
+    value: float = Field(description="An objective value.")
+    share: float = Field(description="The share of the eligible trials at or below it, 0-1.")
+
+
+class ChartDataPublic(Public):
+    """What one analysis chart draws: a bounded, deterministic sample of the trials the
+    leaderboard's states and filters select (the best ones always in it), or, for the EDF,
+    quantiles of all of them."""
+
+    chart: ChartKind
+    metric: str = Field(description="The first objective's metric.")
+    goal: str
+    matched: int = Field(description="Trials the states and filters select, in any state.")
+    eligible: int = Field(
+        description="Of those, the ones the chart can draw: COMPLETED with a finite objective "
+        "(every matched trial on the timeline)."
+    )
+    sampled: int = Field(description="How many of the eligible trials `points` holds.")
+    points: list[ChartPointPublic] = Field(
+        description="Best first (by number on the timeline); empty for the EDF."
+    )
+    edf: list[EdfPointPublic] = Field(description="By value; only for the EDF.")
+
+
 class ParamImportancePublic(Public):
     param: str
     importance: float = Field(description="Share of the objective's variation, 0-1.")
