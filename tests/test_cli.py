@@ -168,7 +168,7 @@ def test_bad_spec_is_refused_before_anything_runs(tmp_path, sqlite_url):
         "scaleType: UNIT_LOG_SCALE}\n"
     )
     done = tuner(env, "run", str(spec), "--no-view")
-    assert done.returncode == 2
+    assert done.returncode == 4  # an invalid spec
     assert "hyperparameters.params[2].minValue: must be > 0 with UNIT_LOG_SCALE" in done.stderr
     assert not (tmp_path / "artifacts").exists()
 
@@ -178,7 +178,7 @@ def test_unknown_trainer_is_refused(tmp_path, sqlite_url):
     spec = write_spec(tmp_path, args="", max_trials=1)
     spec.write_text(spec.read_text().replace("trainer: synthetic", "trainer: rm -rf /"))
     done = tuner(env, "run", str(spec), "--no-view")
-    assert done.returncode == 2
+    assert done.returncode == 4  # an invalid spec
     assert "trainer: 'rm -rf /' is not a registered trainer" in done.stderr
     assert "synthetic" in done.stderr  # lists what is registered
 
@@ -191,5 +191,5 @@ def test_old_schema_fails_with_the_upgrade_command(tmp_path, sqlite_url):
         conn.exec_driver_sql("UPDATE tuner_alembic_version SET version_num = '0000'")
     db.dispose()
     done = tuner(env, "leaderboard", "x")
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert "run `tuner db upgrade`" in done.stderr

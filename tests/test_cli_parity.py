@@ -124,24 +124,24 @@ def test_write_commands_work_both_ways(server):
         while client.study("steered").counts.get("RUNNING") and time.monotonic() < deadline:
             time.sleep(0.2)
     refused = tuner(server, "retry", "steered", "--failed", remote=True)
-    assert refused.returncode == 2 and "no failed trials" in refused.stderr
+    assert refused.returncode == 1 and "no failed trials" in refused.stderr
     deleted = tuner(server, "delete", "steered", "--yes", remote=True)
     assert deleted.returncode == 0, deleted.stderr
     gone = tuner(server, "show", "steered", remote=False)
-    assert gone.returncode == 2 and "not found" in gone.stderr
+    assert gone.returncode == 3 and "not found" in gone.stderr
 
 
 def test_errors_say_what_to_type_next(server, tmp_path):
     for remote in (True, False):
         missing = tuner(server, "show", "nope", remote=remote)
-        assert missing.returncode == 2
+        assert missing.returncode == 3
         assert "study 'nope' not found" in missing.stderr and "tuner studies" in missing.stderr
         no_trial = tuner(server, "trial", "parity", "99", remote=remote)
-        assert no_trial.returncode == 2 and "tuner trials parity" in no_trial.stderr
+        assert no_trial.returncode == 3 and "tuner trials parity" in no_trial.stderr
     unauthenticated = tuner(server, "studies", remote=True, extra_env={"TUNER_TOKEN": ""})
-    assert unauthenticated.returncode == 2 and "tuner token create" in unauthenticated.stderr
+    assert unauthenticated.returncode == 1 and "tuner token create" in unauthenticated.stderr
     down = tuner(server, "studies", remote=True, extra_env={"TUNER_SERVER": "http://127.0.0.1:9"})
-    assert down.returncode == 2 and "tuner serve" in down.stderr
+    assert down.returncode == 5 and "tuner serve" in down.stderr
     # only TUNER_SERVER set: no local database is created or read
     nowhere = tmp_path / "absent.db"
     only_server = tuner(
@@ -155,5 +155,5 @@ def test_errors_say_what_to_type_next(server, tmp_path):
     local_missing = tuner(
         server, "studies", remote=False, extra_env={"TUNER_DATABASE_URL": f"sqlite:///{nowhere}"}
     )
-    assert local_missing.returncode == 2 and "--server" in local_missing.stderr
+    assert local_missing.returncode == 3 and "--server" in local_missing.stderr
     assert not nowhere.exists()

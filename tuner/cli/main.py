@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import typer
 from rich.live import Live
 
 from tuner.cli import studies as cli_studies
+from tuner.cli.exits import EPILOG, ExitCode, exit_code, unreachable
 from tuner.cli.output import fit, make_console
 from tuner.domain.config import Settings, get_settings
 from tuner.domain.errors import SpecError, StudyNotFoundError, TunerError
@@ -39,7 +41,9 @@ if TYPE_CHECKING:
     from tuner.study.operations import Backend
 
 app = typer.Typer(
-    help="Hyperparameter tuning for TensorFlow Estimator trainers.", no_args_is_help=True
+    help="Hyperparameter tuning for TensorFlow Estimator trainers.",
+    epilog=EPILOG,
+    no_args_is_help=True,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -48,7 +52,12 @@ app.add_typer(token_app, name="token")
 cli_studies.register(app)
 
 ServerOpt = Annotated[
-    str, typer.Option("--server", envvar="TUNER_SERVER", help="Base URL of a tuner server.")
+    str,
+    typer.Option(
+        "--server",
+        envvar="TUNER_SERVER",
+        help="Base URL of the tuner server (default: `tuner serve`'s on this machine).",
+    ),
 ]
 TokenOpt = Annotated[
     str | None, typer.Option("--token", envvar="TUNER_TOKEN", help="Bearer token.")
@@ -124,7 +133,7 @@ def _log_trials() -> None:
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
+def _fail(message: str, code: int = ExitCode.USAGE) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
     return typer.Exit(code)
 
@@ -169,7 +178,7 @@ def _capacity(gpus: str | None, cpus: float | None) -> Capacity:
     try:
         capacity = capacity_from_options(gpus, cpus)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc), exit_code(exc)) from None
     note = gpus_note(capacity)
     if note is not None:
         err.print(f"warning: {note}", highlight=False)
@@ -221,14 +230,14 @@ def run(
         spec = load_spec_file(spec_file, name=name, trainer=trainer)
         registry.get(spec.trainer)
     except TunerError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc), exit_code(exc)) from None
     refusal = capacity.refusal(Need.of(spec)) if settings.executor == "local" else None
     if refusal is not None:
         raise _fail(f"study {spec.name!r} cannot run here: it {refusal}")
     try:
         backend = _backend(settings, manager=True)
     except TunerError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc), exit_code(exc)) from None
     try:
         study = _submit_or_resume(backend, spec, registry)
         _run_manager(
@@ -242,7 +251,7 @@ def run(
         )
         _print_outcome(backend, settings, study.id)
     except TunerError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc), exit_code(exc)) from None
     finally:
         backend.close()
 
@@ -271,9 +280,9 @@ def _print_outcome(backend: Backend, settings: Settings, study_id: int) -> None:
     except StudyNotFoundError as exc:
         console.print(str(exc), style="yellow")
     if final.state == "FAILED":
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
     if final.state != "COMPLETED":
-        raise typer.Exit(130)
+        raise typer.Exit(ExitCode.INTERRUPTED)
 
 
 def _submit_or_resume(backend: Backend, spec: StudySpec, registry: TrainerRegistry) -> Study:
@@ -338,11 +347,31 @@ def _run_manager(
         else:
             manager.run(should_stop=stop)
     if stop.received:
+        name = signal.Signals(stop.received).name
+        _pause_interrupted(backend, study_name, name)
         err.print(
-            f"interrupted ({signal.Signals(stop.received).name}); running trials stopped. "
-            "Run the same command again to resume."
+            f"interrupted ({name}); running trials stopped, study {study_name!r} paused "
+            f"(STOPPED). Run the same command again to resume (or `tuner resume {study_name}` "
+            "for `tuner serve` or `tuner worker` to run it)."
         )
-        raise typer.Exit(130)
+        raise typer.Exit(ExitCode.INTERRUPTED)
+
+
+def _pause_interrupted(backend: Backend, study_name: str, signal_name: str) -> None:
+    """An interrupted `tuner run` leaves its study STOPPED, saying how to resume it: nothing
+    runs it any more, and a later `tuner serve` or `tuner worker` on the same database must not
+    pick it up unasked. Its stopped trials were recorded to run again first."""
+    from tuner.persistence import repository as repo
+
+    reason = (
+        f"paused: `tuner run` was interrupted ({signal_name}); its running trials were "
+        "stopped and run again first on resume. Resume it with the same `tuner run SPEC`, or "
+        f"`tuner resume {study_name}` for `tuner serve` or `tuner worker` to run it"
+    )
+    with backend.db.session() as session:
+        study = repo.get_study(session, study_name)
+        if study.state == "RUNNING":
+            repo.set_study_state(session, study.id, "STOPPED", reason)
 
 
 class _SignalStop:
@@ -390,7 +419,10 @@ def export(
     try:
         found = study_ops.best_model(backend, study)
         if found.export is None:
-            raise _fail(str(best_view(BestPublic.build(found), settings.artifact_location)))
+            raise _fail(
+                str(best_view(BestPublic.build(found), settings.artifact_location)),
+                ExitCode.NOT_FOUND,
+            )
         store = ArtifactStore.from_settings(settings)
         name = model_name or found.study.name
         seconds = settings.download_pin_seconds
@@ -407,7 +439,7 @@ def export(
             else:
                 target = copy_for_serving(store.resolve(found.export.path), to, model_name=name)
     except TunerError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc), exit_code(exc)) from None
     finally:
         backend.close()
     console.print(f"exported trial {found.run.number} step {found.step} to {target}")
@@ -463,7 +495,7 @@ def serve(
         try:
             import_ray()  # said now, not by the manager's thread once the API is up
         except TunerError as exc:
-            raise _fail(str(exc)) from None
+            raise _fail(str(exc), exit_code(exc)) from None
     _log_trials()
     if public_reads is not None:
         settings = settings.model_copy(update={"public_reads": public_reads})
@@ -472,7 +504,7 @@ def serve(
             settings, host=host, port=port, slots=slots, root_path=root_path, capacity=capacity
         )
     except TunerError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc), exit_code(exc)) from None
 
 
 @app.command()
@@ -507,7 +539,7 @@ def worker(
         )
     except TunerError as exc:
         backend.close()
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc), exit_code(exc)) from None
     manager.alive_file = settings.work_dir / ALIVE_FILE
     _log_trials()
     err.print(
@@ -594,7 +626,7 @@ def token_revoke(
 
     with _session(get_settings()) as session:
         if not repo.revoke_token(session, token_id):
-            raise _fail(f"no active token with id {token_id}")
+            raise _fail(f"no active token with id {token_id}", ExitCode.NOT_FOUND)
     console.print(f"token {token_id} revoked")
 
 
@@ -610,37 +642,32 @@ def submit(
     try:
         text = spec_file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise _fail(f"{spec_file}: {exc.strerror}") from None
+        raise _fail(f"{spec_file}: {exc.strerror}", ExitCode.INVALID_SPEC) from None
     try:
         with Client(server, token=token) as client:
             study = client.submit(text)
     except (TunerError, httpx_errors()) as exc:
-        raise _fail(f"{spec_file}: {exc}") from None
+        raise _server_fail(
+            server, exc, f"{spec_file}: ", "to run it here without a server: `tuner run SPEC`"
+        ) from None
     for warning in study.warnings:
         err.print(f"warning: {warning}")
+    named = "" if os.environ.get("TUNER_SERVER") == server else f" --server {server}"
     console.print(
         f"submitted study {study.name} (id {study.id}, {study.state}); "
-        f"follow it with `tuner watch {study.name}`"
+        f"follow it with `tuner watch {study.name}{named}`"
     )
 
 
-@app.command()
-def watch(
-    study: Annotated[str, typer.Argument(help="Study name or id.")],
-    server: ServerOpt = "http://127.0.0.1:8000",
-    token: TokenOpt = None,
-) -> None:
-    """Live leaderboard of a study on a server, fed by its event stream."""
-    from tuner.cli.remote_view import watch_study
-    from tuner.client.rest import Client
+def _server_fail(server: str, exc: Exception, prefix: str = "", instead: str = "") -> typer.Exit:
+    """A client call's error: an unreachable server is named, with what to do."""
+    import httpx
 
-    try:
-        with Client(server, token=token) as client:
-            final = watch_study(client, study, console)
-    except (TunerError, httpx_errors()) as exc:
-        raise _fail(str(exc)) from None
-    if final not in ("COMPLETED", "RUNNING"):
-        raise typer.Exit(1)
+    if isinstance(exc, httpx.TransportError):
+        message = unreachable(server, exc) + (f"; {instead}" if instead else "")
+    else:
+        message = f"{prefix}{exc}"
+    return _fail(message, exit_code(exc))
 
 
 @app.command()
@@ -683,13 +710,15 @@ def pull(
                     resumed=resumed,
                 )
     except (TunerError, httpx_errors()) as exc:
-        raise _fail(str(exc)) from None
+        raise _server_fail(
+            server, exc, instead="a study in the local database: `tuner export STUDY --to DIR`"
+        ) from None
     console.print(f"saved model: {target}")
     if check:
         try:
             console.print(describe_signatures(target), highlight=False)
         except TunerError as exc:
-            raise _fail(str(exc)) from None
+            raise _fail(str(exc), exit_code(exc)) from None
 
 
 @contextmanager
@@ -745,7 +774,7 @@ def db_upgrade() -> None:
         database.upgrade()
         Backend.connect(settings.database_url, auto_init=False).close()
     except TunerError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc), exit_code(exc)) from None
     console.print(f"database at revision {database.current_revision()}")
 
 
@@ -765,7 +794,7 @@ def _connect(settings: Settings, *, manager: bool = False) -> Backend:
     try:
         return _backend(settings, manager=manager)
     except TunerError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc), exit_code(exc)) from None
 
 
 @contextmanager
@@ -776,7 +805,7 @@ def _session(settings: Settings) -> Iterator[Session]:
         with backend.db.session() as session:
             yield session
     except TunerError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc), exit_code(exc)) from None
     finally:
         backend.close()
 

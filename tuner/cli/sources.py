@@ -11,18 +11,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from tuner.client.rest import Client
+from tuner.client.rest import Client, Event
 from tuner.domain.config import Settings
 from tuner.domain.errors import TunerError
 from tuner.public.schemas import (
     BestPublic,
     GcReportPublic,
+    NotePublic,
     Page,
     ParetoPage,
     StudyPublic,
     TrialDetailPublic,
     TrialRowPublic,
 )
+
+
+class NoDatabaseError(TunerError):
+    """No local database to read (and no server named)."""
 
 
 class Source(Protocol):
@@ -50,6 +55,8 @@ class Source(Protocol):
 
     def trial(self, ref: str, number: int) -> TrialDetailPublic: ...
 
+    def events(self, ref: str) -> Iterator[Event]: ...
+
     def best(self, ref: str) -> BestPublic: ...
 
     def pareto(self, ref: str) -> ParetoPage: ...
@@ -67,6 +74,19 @@ class Source(Protocol):
     def gc(
         self, ref: str, *, keep_best_trials: int | None = None, dry_run: bool = False
     ) -> GcReportPublic: ...
+
+    def set_note(self, ref: str, number: int | None, text: str) -> NotePublic: ...
+
+    def stop_trial(self, ref: str, number: int) -> TrialDetailPublic: ...
+
+    def trials_csv(
+        self,
+        ref: str,
+        *,
+        states: Sequence[str] = (),
+        sort: str | None = None,
+        filters: Sequence[str] = (),
+    ) -> Iterator[bytes]: ...
 
 
 class RemoteSource:
@@ -102,6 +122,9 @@ class RemoteSource:
     def trial(self, ref: str, number: int) -> TrialDetailPublic:
         return self.client.trial(ref, number)
 
+    def events(self, ref: str) -> Iterator[Event]:
+        return self.client.events(ref)
+
     def best(self, ref: str) -> BestPublic:
         return self.client.best(ref)
 
@@ -128,6 +151,24 @@ class RemoteSource:
     ) -> GcReportPublic:
         return self.client.gc(ref, keep_best_trials=keep_best_trials, dry_run=dry_run)
 
+    def set_note(self, ref: str, number: int | None, text: str) -> NotePublic:
+        if number is None:
+            return self.client.set_study_note(ref, text)
+        return self.client.set_trial_note(ref, number, text)
+
+    def stop_trial(self, ref: str, number: int) -> TrialDetailPublic:
+        return self.client.stop_trial(ref, number)
+
+    def trials_csv(
+        self,
+        ref: str,
+        *,
+        states: Sequence[str] = (),
+        sort: str | None = None,
+        filters: Sequence[str] = (),
+    ) -> Iterator[bytes]:
+        return self.client.trials_csv(ref, state=states, sort=sort, filters=filters)
+
 
 @contextmanager
 def open_source(settings: Settings, server: str | None, token: str | None) -> Iterator[Source]:
@@ -143,7 +184,7 @@ def open_source(settings: Settings, server: str | None, token: str | None) -> It
 
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
-        raise TunerError(
+        raise NoDatabaseError(
             f"no database at {url.database}: run a study first (`tuner run SPEC`), set "
             "TUNER_DATABASE_URL, or read a server with --server URL (or TUNER_SERVER)"
         )

@@ -15,6 +15,7 @@ import httpx
 import typer
 from pydantic import BaseModel
 
+from tuner.cli.exits import ExitCode, exit_code, unreachable
 from tuner.cli.output import fit, make_console
 from tuner.cli.sources import Source, open_source
 from tuner.cli.view import (
@@ -53,7 +54,7 @@ StateOpt = Annotated[
 ]
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
+def _fail(message: str, code: int = ExitCode.USAGE) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
     return typer.Exit(code)
 
@@ -72,18 +73,18 @@ def _hint(exc: Exception, study: str | None) -> str:
 
 @contextmanager
 def _source(server: str | None, token: str | None, study: str | None = None) -> Iterator[Source]:
-    """The source, with its errors turned into a clear message and exit code 2."""
+    """The source, with its errors turned into a clear message and their exit code."""
     try:
         with open_source(get_settings(), server, token) as source:
             yield source
     except ApiError as exc:
-        raise _fail(f"{exc.detail}{_hint(exc, study)}") from None
+        raise _fail(f"{exc.detail}{_hint(exc, study)}", exit_code(exc)) from None
     except TunerError as exc:
-        raise _fail(f"{exc}{_hint(exc, study)}") from None
+        raise _fail(f"{exc}{_hint(exc, study)}", exit_code(exc)) from None
+    except httpx.TransportError as exc:
+        raise _fail(unreachable(str(server), exc), exit_code(exc)) from None
     except httpx.HTTPError as exc:
-        raise _fail(
-            f"cannot reach the server at {server}: {exc}; is `tuner serve` running there?"
-        ) from None
+        raise _fail(f"the server at {server}: {exc}", exit_code(exc)) from None
 
 
 def _print_json(value: BaseModel | list[BaseModel] | dict[str, Any]) -> None:
@@ -208,14 +209,47 @@ def _redraw(render: Callable[[], Any], interval: float, source: Source, study: s
         live.update(fitted())
 
 
+def watch(
+    study: StudyArg,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Follow a study live until it ends: its leaderboard on a terminal, a line per change
+    otherwise. Exits 1 if it ends FAILED or STOPPED."""
+    from tuner.cli.watch import watch_study
+
+    try:
+        with _source(server, token, study) as source:
+            final = watch_study(source, study, console)
+    except KeyboardInterrupt:
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
+    if final not in ("COMPLETED", "RUNNING"):
+        raise typer.Exit(ExitCode.FAILED)
+
+
 def trials(
     study: StudyArg,
     state: StateOpt = None,
     as_json: JsonOpt = False,
+    as_csv: Annotated[
+        bool,
+        typer.Option(
+            "--csv",
+            help="Print CSV (as GET .../trials.csv): a column per param, objective and metric.",
+        ),
+    ] = False,
     server: ServerOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Every trial in the order it started, with its failure reason and problems."""
+    if as_csv and as_json:
+        raise _fail("--csv and --json: choose one")
+    if as_csv:
+        with _source(server, token, study) as source:
+            for chunk in source.trials_csv(study, states=state or (), sort="number"):
+                sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+        return
     with _source(server, token, study) as source:
         found = source.study(study)
         rows = _all_trials(source, study, state or [])
@@ -321,11 +355,90 @@ def pareto(
         )
 
 
-def stop(study: StudyArg, server: ServerOpt = None, token: TokenOpt = None) -> None:
-    """Stop a study: its running trials get SIGTERM (SIGKILL after the grace period)."""
+def stop(
+    study: StudyArg,
+    trial: Annotated[
+        int | None,
+        typer.Option(
+            "--trial",
+            min=0,
+            help="Stop only this running trial: it ends PRUNED (counted, not run again) and "
+            "the study goes on.",
+        ),
+    ] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Stop a study: its running trials get SIGTERM (SIGKILL after the grace period); or,
+    with --trial N, that one trial."""
+    if trial is not None:
+        with _source(server, token, study) as source:
+            detail = source.stop_trial(study, trial)
+        asked = detail.stop_requested_at
+        who = f" by {detail.stop_requested_by}" if detail.stop_requested_by else ""
+        when = f" at {asked:%Y-%m-%d %H:%M:%S %Z}" if asked else ""
+        console.print(
+            f"study {study} trial {trial}: stop asked for{who}{when}; it ends PRUNED "
+            f"(see `tuner trial {study} {trial}`)",
+            highlight=False,
+        )
+        return
     with _source(server, token, study) as source:
         found = source.stop(study)
     console.print(f"study {found.name}: {found.state}; resume it with `tuner resume {study}`")
+
+
+def note(
+    study: StudyArg,
+    text: Annotated[
+        str | None,
+        typer.Argument(help="The note (markdown); omit it to print the note.", show_default=False),
+    ] = None,
+    trial: Annotated[
+        int | None, typer.Option("--trial", min=0, help="The note of this trial.")
+    ] = None,
+    file: Annotated[
+        str | None,
+        typer.Option("--file", metavar="FILE", help="Read the note from FILE ('-': stdin)."),
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Delete the note.")] = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Print, set or clear the note (markdown) of a study, or of one of its trials."""
+    given = [name for name, v in (("TEXT", text), ("--file", file), ("--clear", clear)) if v]
+    if len(given) > 1:
+        raise _fail(f"{' and '.join(given)}: give one of TEXT, --file or --clear")
+    if file is not None:
+        text = _read_note(file)
+    with _source(server, token, study) as source:
+        if text is None and not clear:
+            found = source.study(study) if trial is None else source.trial(study, trial)
+            if found.note is None:
+                where = f"trial {trial} of study {study}" if trial is not None else study
+                flag = f" --trial {trial}" if trial is not None else ""
+                console.print(
+                    f"no note on {where}; write one with `tuner note {study}{flag} TEXT`",
+                    style="dim",
+                    highlight=False,
+                )
+            else:
+                sys.stdout.write(found.note if found.note.endswith("\n") else found.note + "\n")
+            return
+        saved = source.set_note(study, trial, text or "")
+    what = f"study {study} trial {trial}" if trial is not None else f"study {study}"
+    done = "note cleared" if not saved.note else f"note saved ({len(saved.note)} characters)"
+    console.print(f"{what}: {done}", highlight=False)
+
+
+def _read_note(file: str) -> str:
+    try:
+        if file == "-":
+            return sys.stdin.read()
+        with open(file, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(f"--file {file}: cannot read it ({exc})") from None
 
 
 def resume(
@@ -407,12 +520,14 @@ COMMANDS: list[Callable[..., None]] = [
     studies,
     show,
     leaderboard,
+    watch,
     trials,
     trial,
     logs,
     best,
     pareto,
     stop,
+    note,
     resume,
     delete,
     retry,

@@ -1,4 +1,5 @@
-"""`tuner watch`: a live leaderboard in the terminal, fed by a server's event stream."""
+"""`tuner watch`: a live leaderboard in the terminal, fed by a study's events: a server's event
+stream, or the local database's journal (the same events, read where the server reads them)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import Any
 from rich.console import Console, RenderableType
 from rich.live import Live
 
+from tuner.cli.output import fit
+from tuner.cli.sources import Source
 from tuner.cli.view import FINISHED, fmt_params, fmt_value, study_view
-from tuner.client.rest import Client
 from tuner.public.schemas import StudyPublic, TrialRowPublic
 
 
@@ -74,6 +76,15 @@ class Board:
             return True
         return a > b if self.maximize else a < b
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """Trials by state, as the events told them (the study's own counts are its first
+        read's)."""
+        counts: dict[str, int] = {}
+        for row in self.rows.values():
+            counts[row.state] = counts.get(row.state, 0) + 1
+        return counts
+
     def render(self, limit: int = 30) -> RenderableType:
         def key(row: TrialRowPublic) -> tuple[int, float, int]:
             if row.objective is None or math.isnan(row.objective):
@@ -81,10 +92,7 @@ class Board:
             return (0, -row.objective if self.maximize else row.objective, row.number)
 
         ordered = sorted(self.rows.values(), key=key)
-        counts: dict[str, int] = {}
-        for row in self.rows.values():
-            counts[row.state] = counts.get(row.state, 0) + 1
-        study = self.study.model_copy(update={"counts": counts})
+        study = self.study.model_copy(update={"counts": self.counts})
         return study_view(study, ordered[:limit], datetime.now(UTC))
 
 
@@ -104,24 +112,34 @@ def _row(data: dict[str, Any]) -> TrialRowPublic:
     )
 
 
-def watch_study(client: Client, study: str, console: Console) -> str:
-    """Follow a study until its stream ends; return its final state."""
-    board = Board(client.study(study))
-    for row in client.iter_trials(study):
+def watch_study(source: Source, study: str, console: Console) -> str:
+    """Follow a study until its events end; return its final state."""
+    events = source.events(study)  # from now: what the trials read next may repeat, harmlessly
+    board = Board(source.study(study))
+    for row in _all_trials(source, study):
         board.rows[row.number] = row
     if console.is_terminal:
-        with Live(board.render(), console=console, refresh_per_second=4) as live:
-            for event in client.events(study):
+        with Live(fit(board.render(), console), console=console, refresh_per_second=4) as live:
+            for event in events:
                 board.apply(event.kind, event.data)
-                live.update(board.render())
+                live.update(fit(board.render(), console))
         return board.state
-    for event in client.events(study):  # a log, not a screen: one line per change
+    for event in events:  # a log, not a screen: one line per change
         board.apply(event.kind, event.data)
         line = _log_line(board, event.kind, event.data)
         if line:
             console.print(line, highlight=False)
     console.print(board.render())
     return board.state
+
+
+def _all_trials(source: Source, study: str) -> list[TrialRowPublic]:
+    rows: list[TrialRowPublic] = []
+    while True:
+        page = source.trials(study, sort="number", limit=500, offset=len(rows))
+        rows += page.data
+        if not page.data or len(rows) >= page.count:
+            return rows
 
 
 def _log_line(board: Board, kind: str, data: dict[str, Any]) -> str | None:
@@ -139,6 +157,6 @@ def _log_line(board: Board, kind: str, data: dict[str, Any]) -> str | None:
     if kind == "study":
         return f"study {board.study.name} {data['state']}: {data.get('reason') or ''}"
     if kind == "end":
-        finished = sum(board.study.counts.get(s, 0) for s in FINISHED)
+        finished = sum(board.counts.get(s, 0) for s in FINISHED)
         return f"study {board.study.name} ended {data['state']} ({finished} trials finished)"
     return None
