@@ -57,7 +57,7 @@ def partial_files(destination: Path, path: str) -> PartialFiles:
 def download_archive(
     http: httpx.Client,
     path: str,
-    destination: Path,
+    destination: str | os.PathLike[str],
     *,
     error: ErrorFactory,
     progress: ProgressCallback | None = None,
@@ -69,6 +69,7 @@ def download_archive(
     An error answer raises `error(response)`. A short download raises `DownloadError` and
     keeps its partial file, to resume on the next call; a corrupt one is discarded.
     """
+    destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     files = partial_files(destination, path)
     etag = _fetch(http, path, files, error, progress, resumed)
@@ -200,9 +201,10 @@ def _unpack(files: PartialFiles, destination: Path) -> Path:
         raise
 
 
-def unpack_archive(archive: Path, destination: Path) -> Path:
+def unpack_archive(archive: str | os.PathLike[str], destination: str | os.PathLike[str]) -> Path:
     """Unpack a `.tar.gz` of one top-level dir into `destination` (tarfile's `data` filter:
     no absolute paths, no links out, no devices); return that dir."""
+    destination = Path(destination)
     try:
         with tarfile.open(archive, "r:gz") as tar:
             top = {m.name.split("/", 1)[0] for m in tar.getmembers()}

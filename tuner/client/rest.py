@@ -9,11 +9,12 @@ repeated across a reconnect.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -21,6 +22,7 @@ from httpx_sse import SSEError, connect_sse
 from pydantic import BaseModel
 
 from tuner.client.downloads import ProgressCallback, ResumeCallback, download_archive
+from tuner.client.frames import trials_frame
 from tuner.domain.errors import TunerError
 from tuner.public.schemas import (
     BestPublic,
@@ -33,7 +35,14 @@ from tuner.public.schemas import (
     TrialRowPublic,
 )
 
+if TYPE_CHECKING:
+    import pandas
+
 API_PREFIX = "/api/v1"
+#: Where a client without a URL (and without `TUNER_SERVER`) looks: `tuner serve`'s default.
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+#: States a study stays in while its trials run (`wait` returns once it has left them).
+ACTIVE_STATES = frozenset({"RUNNING"})
 #: Statuses worth retrying an idempotent call on: the server is briefly unable to answer.
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 Model = TypeVar("Model", bound=BaseModel)
@@ -91,19 +100,24 @@ class Event:
 class Client:
     """`Client("http://127.0.0.1:8000", token="tnr_...")`; every method raises `ApiError`.
 
+    Without `base_url`, the server is `TUNER_SERVER` (else `http://127.0.0.1:8000`); without
+    `token`, `TUNER_TOKEN` (`token=""` sends none), as for the `tuner` command.
     `retries` is how many more times an idempotent call (GET, HEAD, DELETE, stop) is tried
     after a connection error or a 502/503/504, waiting `Retry-After` or a growing back-off.
     """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | None = None,
         *,
         token: str | None = None,
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.5,
     ) -> None:
+        base_url = base_url or os.environ.get("TUNER_SERVER") or DEFAULT_SERVER
+        if token is None:
+            token = os.environ.get("TUNER_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
         self.retries = retries
@@ -234,6 +248,37 @@ class Client:
     def best(self, study: str | int) -> BestPublic:
         return _parse(BestPublic, self._get(f"{_study_path(study)}/best"))
 
+    def wait(
+        self, study: str | int, timeout: float | None = None, *, poll: float = 2.0
+    ) -> StudyPublic:
+        """Wait until the study has finished (it is no longer RUNNING and none of its trials
+        is) and return it; after `timeout` seconds, raise `TimeoutError` naming the study and
+        where it is."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            found = self.study(study)
+            if found.state not in ACTIVE_STATES and not found.counts.get("RUNNING"):
+                return found
+            if deadline is not None and time.monotonic() >= deadline:
+                finished = sum(n for s, n in found.counts.items() if s != "RUNNING")
+                raise TimeoutError(
+                    f"study {found.name!r} is still {found.state} after {timeout:g} s "
+                    f"({finished} trial(s) ended, {found.counts.get('RUNNING', 0)} running, "
+                    f"budget {found.max_trials})"
+                )
+            left = poll if deadline is None else min(poll, max(0.0, deadline - time.monotonic()))
+            time.sleep(left)
+
+    def trials_dataframe(
+        self, study: str | int, *, state: str | Sequence[str] | None = None
+    ) -> pandas.DataFrame:
+        """Every trial (or those in `state`) as a pandas DataFrame, with Optuna's
+        `trials_dataframe()` columns: number, value (values_<metric> with several
+        objectives), datetime_start, datetime_complete, duration, params_<name>, state, and
+        best_step, last_step, failure_reason. Needs pandas (the `dataframe` extra)."""
+        found = self.study(study)
+        return trials_frame(found, self.iter_trials(study, state=state, sort="number"))
+
     def pareto(self, study: str | int) -> ParetoPage:
         """The study's Pareto front (its best trial(s) with one objective)."""
         return _parse(ParetoPage, self._get(f"{_study_path(study)}/pareto"))
@@ -323,7 +368,7 @@ class Client:
     def download_model(
         self,
         study: str | int,
-        destination: Path,
+        destination: str | os.PathLike[str],
         *,
         number: int | None = None,
         export: str | None = None,
@@ -339,9 +384,9 @@ class Client:
         if export is not None and number is None:
             raise ValueError("export= names an export of one trial: give number= too")
         path = (
-            f"/studies/{study}/best/model"
+            f"{_study_path(study)}/best/model"
             if number is None
-            else (f"/studies/{study}/trials/{number}/model")
+            else f"{_study_path(study)}/trials/{number}/model"
         )
         if export is not None:
             path += f"?export={quote(export, safe='/')}"
@@ -350,7 +395,7 @@ class Client:
     def download_checkpoint(
         self,
         study: str | int,
-        destination: Path,
+        destination: str | os.PathLike[str],
         *,
         number: int | None = None,
         progress: ProgressCallback | None = None,
@@ -358,16 +403,16 @@ class Client:
     ) -> Path:
         """Download and unpack the kept checkpoint to `destination/checkpoint/`; resumable."""
         path = (
-            f"/studies/{study}/best/checkpoint"
+            f"{_study_path(study)}/best/checkpoint"
             if number is None
-            else (f"/studies/{study}/trials/{number}/checkpoint")
+            else f"{_study_path(study)}/trials/{number}/checkpoint"
         )
         return self._download(path, destination, progress=progress, resumed=resumed)
 
     def _download(
         self,
         path: str,
-        destination: Path,
+        destination: str | os.PathLike[str],
         *,
         progress: ProgressCallback | None = None,
         resumed: ResumeCallback | None = None,
@@ -375,7 +420,7 @@ class Client:
         return download_archive(
             self._http,
             path,
-            destination,
+            Path(destination),
             error=ApiError.from_response,
             progress=progress,
             resumed=resumed,
