@@ -17,7 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from tuner.artifacts.store import ArtifactStore
 from tuner.domain.config import Settings
 from tuner.domain.trainers import TrainerRegistry
-from tuner.persistence.tokens import allows, scope_of
+from tuner.persistence.tokens import allows, identity_of, scope_of
 from tuner.study.operations import Backend
 
 bearer = HTTPBearer(auto_error=False, description="A token from `tuner token create`.")
@@ -91,5 +91,16 @@ def require_write(backend: BackendDep, credentials: Credentials) -> None:
     _check(backend, credentials, "write")
 
 
+def writer_name(backend: BackendDep, credentials: Credentials) -> str:
+    """Check write access, and name who writes: the token's name (`tuner token create
+    --name`), for what the write leaves behind (a trial stopped by hand says who asked)."""
+    _check(backend, credentials, "write")
+    assert credentials is not None
+    identity = identity_of(backend.db, credentials.credentials)
+    return identity[1] if identity is not None else "a revoked token"
+
+
 ReadAccess = Depends(require_read)
 WriteAccess = Depends(require_write)
+#: Write access, and the writing token's name.
+Writer = Annotated[str, Depends(writer_name)]

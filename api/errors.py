@@ -34,6 +34,7 @@ from tuner.domain.errors import (
     StudyStateError,
     TrainerNotFoundError,
     TrialNotFoundError,
+    TrialStateError,
     TunerError,
     UnsafePathError,
 )
@@ -48,6 +49,7 @@ TUNER_ERRORS: list[tuple[type[TunerError], int, ErrorCode]] = [
     (QueryError, 422, "REQUEST_INVALID"),
     (DuplicateStudyError, 409, "STUDY_EXISTS"),
     (StudyStateError, 409, "STUDY_STATE_CONFLICT"),
+    (TrialStateError, 409, "TRIAL_STATE_CONFLICT"),
     (SeveralObjectivesError, 409, "SEVERAL_OBJECTIVES"),
     (StudyNotFoundError, 404, "STUDY_NOT_FOUND"),
     (TrialNotFoundError, 404, "TRIAL_NOT_FOUND"),

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 
 from api.deps import (
     BackendDep,
@@ -19,14 +20,23 @@ from api.deps import (
 )
 from api.errors import safe_text
 from api.limits import too_deep, yaml_problem
+from api.query_params import FiltersQuery, SortQuery, StatesQuery
 from tuner.domain.errors import SpecError, StudyNotFoundError
 from tuner.domain.spec import StudySpec, load_spec_text
 from tuner.domain.trainers import TrainerRegistry
 from tuner.persistence import repository as repo
-from tuner.public.schemas import ErrorResponse, Page, ResumeRequest, StudyPublic
+from tuner.public.schemas import (
+    ErrorResponse,
+    NotePublic,
+    NoteRequest,
+    Page,
+    ResumeRequest,
+    StudyPublic,
+)
 from tuner.study import answers as service
 from tuner.study import operations as study_ops
 from tuner.study.answers import overview
+from tuner.study.trials_csv import trials_csv
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
@@ -238,6 +248,42 @@ def resume_study(
 def retry_failed_trials(study_id: StudyPath, backend: BackendDep) -> StudyPublic:
     """Enqueue the params of every failed trial as new trials (and extend the budget)."""
     return overview(backend, study_ops.retry_failed(backend, _ref(study_id)))
+
+
+@router.put(
+    "/{study}/note", response_model=NotePublic, dependencies=[WriteAccess], responses=ERRORS
+)
+def set_study_note(study_id: StudyPath, backend: BackendDep, request: NoteRequest) -> NotePublic:
+    """Replace the study's note (markdown); an empty `note` clears it. It is `note` in the
+    study's body."""
+    return service.set_study_note(backend, _ref(study_id), request.note)
+
+
+@router.get(
+    "/{study}/trials.csv",
+    response_class=StreamingResponse,
+    dependencies=[ReadAccess],
+    tags=["trials"],
+    responses={**ERRORS, 200: {"content": {"text/csv": {}}}},
+)
+def download_trials_csv(
+    study_id: StudyPath,
+    backend: BackendDep,
+    sort: SortQuery = None,
+    state: StatesQuery = None,
+    filters: FiltersQuery = None,
+) -> StreamingResponse:
+    """Every trial the same query of `GET .../trials` lists, in its order, as CSV: number,
+    state, reason, times, steps, one column per parameter (`param:<name>`), the objective(s)
+    and each metric at the trial's best step (`metric:<tag>`); streamed a page at a time."""
+    table = trials_csv(
+        backend, _ref(study_id), sort=sort, states=state or (), filters=filters or ()
+    )
+    return StreamingResponse(
+        table.chunks(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{table.filename}"'},
+    )
 
 
 @router.delete(

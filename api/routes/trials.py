@@ -1,10 +1,10 @@
-"""Trials: the sorted and filtered list, one trial in full, its log."""
+"""Trials: the sorted and filtered list, one trial in full, its log, its note, stopping it."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, status
 from fastapi.responses import StreamingResponse
 
 from api.deps import (
@@ -14,47 +14,26 @@ from api.deps import (
     StoreDep,
     StudyPath,
     TrialNumber,
+    WriteAccess,
+    Writer,
 )
+from api.query_params import FiltersQuery, SortQuery, StatesQuery, TrialState
 from api.routes.studies import ERRORS, _ref
-from tuner.public.schemas import Page, TrialDetailPublic, TrialRowPublic
+from tuner.public.schemas import NotePublic, NoteRequest, Page, TrialDetailPublic, TrialRowPublic
 from tuner.study import answers as service
 
 router = APIRouter(prefix="/studies/{study}/trials", tags=["trials"], responses=ERRORS)
 
-
-#: A trial state, as the `state` query parameter takes it (repeatable).
-TrialState = Literal["RUNNING", "COMPLETED", "PRUNED", "FAILED", "STOPPED"]
-StatesQuery = Annotated[
-    list[TrialState] | None,
-    Query(description="Only trials in these states; repeat for several (OR)."),
-]
+__all__ = ["StatesQuery", "TrialState", "router"]
 
 
 @router.get("", response_model=Page[TrialRowPublic], dependencies=[ReadAccess])
 def list_trials(
     study_id: StudyPath,
     backend: BackendDep,
-    sort: Annotated[
-        str | None,
-        Query(
-            max_length=300,
-            description="One key, '-' first for descending: objective (the default: best "
-            "first), number, startedAt, endedAt, duration, state, bestStep, lastStep, "
-            "metric:<tag> (its value at the trial's best step), param:<name>. Ties go by trial "
-            "number; trials without the value come last in either direction.",
-        ),
-    ] = None,
+    sort: SortQuery = None,
     state: StatesQuery = None,
-    filters: Annotated[
-        list[str] | None,
-        Query(
-            alias="filter",
-            description="<subject><op><value>, subject metric:<tag>, param:<name> or "
-            "objective, op one of <, <=, >, >=, =, != (e.g. metric:rmse<0.5, "
-            "param:optimizer=adam); repeat for several (AND). A trial without the value "
-            "passes none.",
-        ),
-    ] = None,
+    filters: FiltersQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Page[TrialRowPublic]:
@@ -109,4 +88,36 @@ def get_trial_log(
         log.chunks(offset),
         media_type="text/plain; charset=utf-8",
         headers={"X-Log-Size": str(log.size)},
+    )
+
+
+@router.put("/{number}/note", response_model=NotePublic, dependencies=[WriteAccess])
+def set_trial_note(
+    study_id: StudyPath, number: TrialNumber, backend: BackendDep, request: NoteRequest
+) -> NotePublic:
+    """Replace the trial's note (markdown), whatever its state; an empty `note` clears it. It
+    is `note` in the trial's body."""
+    return service.set_trial_note(backend, _ref(study_id), number, request.note)
+
+
+@router.post(
+    "/{number}/stop",
+    response_model=TrialDetailPublic,
+    status_code=status.HTTP_202_ACCEPTED,
+)
+def stop_trial(
+    study_id: StudyPath,
+    number: TrialNumber,
+    backend: BackendDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    writer: Writer,
+) -> TrialDetailPublic:
+    """Stop one running trial: whoever supervises it sends SIGTERM (SIGKILL after the grace)
+    within a second, and it ends PRUNED ("stopped by hand at step N (request from <token> at
+    <time>)"): told to Optuna as pruned, its best step's checkpoint and exports kept, counted
+    toward the budget, not run again. 202 with the trial as it is now (`stopRequestedAt`); a
+    repeated request changes nothing; 409 `TRIAL_STATE_CONFLICT` once it has ended."""
+    return service.stop_trial(
+        backend, store, _ref(study_id), number, by=writer, tail=settings.log_tail_lines
     )

@@ -28,6 +28,7 @@ from tuner.public.schemas import (
     BestPublic,
     GcReportPublic,
     MetricHistoryPublic,
+    NotePublic,
     Page,
     ParetoPage,
     StudyPublic,
@@ -310,6 +311,45 @@ class Client:
         response = self._call("DELETE", _study_path(study), params=params)
         if response.status_code != 204:
             raise ApiError.from_response(response)
+
+    # -- notes, stopping one trial, the trial table -------------------------------------------
+
+    def set_study_note(self, study: str | int, note: str) -> NotePublic:
+        """Replace the study's note (markdown; "" clears it). Retried: it is idempotent."""
+        response = self._call("PUT", f"{_study_path(study)}/note", json={"note": note})
+        return _parse(NotePublic, response)
+
+    def set_trial_note(self, study: str | int, number: int, note: str) -> NotePublic:
+        """Replace trial `number`'s note (markdown; "" clears it)."""
+        path = f"{_study_path(study)}/trials/{number}/note"
+        return _parse(NotePublic, self._call("PUT", path, json={"note": note}))
+
+    def stop_trial(self, study: str | int, number: int) -> TrialDetailPublic:
+        """Stop one running trial; it ends PRUNED (see docs/api.md). Asking again is harmless."""
+        path = f"{_study_path(study)}/trials/{number}/stop"
+        return _parse(TrialDetailPublic, self._call("POST", path))
+
+    def trials_csv(
+        self,
+        study: str | int,
+        *,
+        state: str | Sequence[str] | None = None,
+        sort: str | None = None,
+        filters: Sequence[str] = (),
+    ) -> Iterator[bytes]:
+        """The trials `trials()` would list, every one, as CSV bytes, streamed."""
+        params: list[tuple[str, Any]] = []
+        states = [state] if isinstance(state, str) else list(state or [])
+        params += [("state", s) for s in states]
+        if sort:
+            params.append(("sort", sort))
+        params += [("filter", f) for f in filters]
+        path = f"{_study_path(study)}/trials.csv"
+        with self._http.stream("GET", path, params=params, timeout=None) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise ApiError.from_response(response)
+            yield from response.iter_bytes()
 
     # -- streams --------------------------------------------------------------------------------
 

@@ -54,6 +54,37 @@ class TrialRun:
     objective_step_id: int | None
     lease_epoch: int = 0
     executor: Placement = field(default_factory=Placement)
+    #: A stop asked for by hand and not yet carried out (or carried out: the run ended PRUNED).
+    stop_by_hand: StopByHand | None = None
+
+
+@dataclass(frozen=True)
+class Note:
+    """A note people wrote on a study or a trial (markdown); `text` None: there is none."""
+
+    text: str | None
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StopByHand:
+    """A stop of one running trial asked for by hand: when, and by whom (a token's name, or
+    `user@host` from the local command line)."""
+
+    requested_at: datetime
+    requested_by: str
+
+    def reason(self, step: int | None, *, started: bool = True) -> str:
+        """The trial's end reason: `stopped by hand at step 40 (request from alice at
+        2026-12-07 10:22:01 UTC)`."""
+        if not started:
+            where = "before it started"
+        elif step is None:
+            where = "before its first eval"
+        else:
+            where = f"at step {step}"
+        when = f"{self.requested_at:%Y-%m-%d %H:%M:%S %Z}".strip()
+        return f"stopped by hand {where} (request from {self.requested_by} at {when})"
 
 
 @dataclass(frozen=True)
@@ -220,6 +251,8 @@ class TrialDetail:
     best_step: int | None
     #: What retention deleted of it (None: nothing).
     deleted: Deletion | None = None
+    #: The note people wrote on it.
+    note: Note = field(default_factory=lambda: Note(None, None))
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,10 @@ class TrialNotFoundError(TunerError):
     """No trial of the study has the given number."""
 
 
+class TrialStateError(TunerError):
+    """The operation does not fit the trial's state (e.g. stopping a trial that has ended)."""
+
+
 class DuplicateStudyError(TunerError):
     """A study with the same name already exists."""
 

@@ -191,8 +191,9 @@ def end_unstarted(
     reason: str,
 ) -> bool:
     """Record the end of a claimed run whose trainer never ran: STOPPED (the machine's or the
-    cluster's fault: its params run again) or FAILED (the trainer's); the viewers updated and
-    Optuna told. False when the run's lease was lost meanwhile (nothing recorded)."""
+    cluster's fault: its params run again), FAILED (the trainer's) or PRUNED (stopped by hand
+    before it started); the viewers updated and Optuna told. False when the run's lease was
+    lost meanwhile (nothing recorded)."""
     try:
         backend.db.run(
             lambda s: finish_run(s, lease.run_id, state=state, reason=reason, lease=lease)
@@ -204,6 +205,8 @@ def end_unstarted(
         return True
     if state is RunState.STOPPED:
         optuna_link.fail_and_requeue(study, number, optuna_params)
+    elif state is RunState.PRUNED:
+        optuna_link.tell(study, number, Decision(RunState.PRUNED, reason))
     else:
         optuna_link.fail(study, number)
     return True

@@ -36,6 +36,7 @@ from tuner.domain.errors import LeaseLostError, first_line
 from tuner.domain.trainers import TrainerRegistry
 from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.fencing import Fencing
+from tuner.engine.hand_stops import HandStops
 from tuner.engine.launcher import Launcher
 from tuner.engine.leases import new_worker_id
 from tuner.engine.liveness import Liveness
@@ -159,6 +160,7 @@ class StudyManager:
             back_off=self._back_off,
             end_study=self.scheduler.end_study,
         )
+        self.hand_stops = HandStops(self.db)
         self.retention = RetentionPass(
             self.backend, self.settings, worker_id=self.worker_id, studies=self.study_names
         )
@@ -244,6 +246,10 @@ class StudyManager:
             self.launcher.clean_abandoned()
             for trial in list(self.active.values()):
                 self._supervise(trial)
+            self._isolated(
+                "reading the stops asked for by hand",
+                lambda: self.hand_stops.apply(list(self.active.values())),
+            )
             if self.remote is not None:
                 remote = self.remote
                 self._isolated(

@@ -40,6 +40,7 @@ from tuner.domain.trainers import Trainer
 from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.fencing import Fencing, watchdog_for
 from tuner.engine.finisher import end_unstarted
+from tuner.engine.hand_stops import HandStops
 from tuner.engine.leases import new_worker_id
 from tuner.engine.optuna_link import OptunaLink
 from tuner.engine.outcome import Decision, RunState, Step
@@ -49,7 +50,7 @@ from tuner.engine.writes import LeaseWrites
 from tuner.outputs.reader import TrialOutputs
 from tuner.persistence import is_unavailable
 from tuner.persistence.leases import hand_over, stop_signal
-from tuner.persistence.runs import set_pid
+from tuner.persistence.runs import set_pid, stops_by_hand
 from tuner.study import viewers
 from tuner.study.operations import Backend, OptunaStudyMissingError
 from tuner.trial.execution import TrialProcess, build_command, wait_for_exit
@@ -180,6 +181,7 @@ class NodeSupervisor:
             back_off=self._back_off,
         )
         self._stop_checked = 0.0
+        self.hand_stops = HandStops(self.db, every=STOP_POLL)
 
     def _back_off(self, study: Study, why: str) -> None:
         logger.warning("study %s: %s (on this node)", study.name, why)
@@ -201,6 +203,8 @@ class NodeSupervisor:
         # The hand-over renewed the lease and read no stop: the next of each is due later.
         self.fencing.last_renewal = self._stop_checked = time.monotonic()
         try:
+            if self._stopped_by_hand_before_start(lease):
+                return NodeOutcome("PRUNED", "stopped by hand before it started", self.worker_id)
             trial = self._start(lease, gpu_ids)
             if trial is None:
                 return NodeOutcome("FAILED", "could not start", self.worker_id)
@@ -211,6 +215,26 @@ class NodeSupervisor:
             self.store_sync.close()
 
     # -- starting --------------------------------------------------------------------------------
+
+    def _stopped_by_hand_before_start(self, lease: Lease) -> bool:
+        """A trial stopped by hand while its task waited for a node: ended PRUNED here, its
+        trainer never started."""
+        request = self.db.run(lambda s: stops_by_hand(s, [lease.run_id])).get(lease.run_id)
+        if request is None:
+            return False
+        job = self.job
+        end_unstarted(
+            self.backend,
+            self.store,
+            self.optuna,
+            job.study,
+            lease,
+            number=job.number,
+            optuna_params={},
+            state=RunState.PRUNED,
+            reason=request.reason(None, started=False),
+        )
+        return True
 
     def _start(self, lease: Lease, gpu_ids: Sequence[str] | None) -> ActiveTrial | None:
         job, study = self.job, self.job.study
@@ -321,6 +345,8 @@ class NodeSupervisor:
         why = self.db.run(lambda s: stop_signal(s, trial.run_id))
         if why is not None:
             trial.stop_with(RunState.STOPPED, why, level=logging.INFO)
+        else:
+            self.hand_stops.apply([trial])
 
     def _end_on_error(self, trial: ActiveTrial, exc: Exception) -> None:
         if self.optuna.gone(trial.study):

@@ -29,6 +29,16 @@ def token_scope(session: Session, token_hash: str) -> str | None:
     )
 
 
+def token_identity(session: Session, token_hash: str) -> tuple[str, str] | None:
+    """The scope and name of a live token with this hash, or None."""
+    row = session.execute(
+        select(ApiTokenRow.scope, ApiTokenRow.name).where(
+            ApiTokenRow.token_hash == token_hash, ApiTokenRow.revoked_at.is_(None)
+        )
+    ).one_or_none()
+    return None if row is None else (row.scope, row.name)
+
+
 def revoke_token(session: Session, token_id: int) -> bool:
     result = session.execute(
         update(ApiTokenRow)

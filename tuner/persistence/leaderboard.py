@@ -18,6 +18,7 @@ from tuner.persistence.models import (
     EvalMetricRow,
     TrialRunRow,
 )
+from tuner.persistence.notes import trial_note
 from tuner.persistence.retention import deletion_of
 from tuner.persistence.rows import to_run
 from tuner.persistence.runs import get_run_by_number
@@ -79,4 +80,5 @@ def trial_detail(session: Session, study: Study, number: int) -> TrialDetail:
         exports=exports(session, run.id),
         best_step=best_step,
         deleted=deletion_of(session, run.id),
+        note=trial_note(session, run.id),
     )

@@ -62,6 +62,9 @@ class StudyRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     #: The `seq` of the study's newest event (see `StudyEventRow`).
     event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: A note on the study (markdown), written by people; loaded only when asked for.
+    note: Mapped[str | None] = mapped_column(Text, deferred=True)
+    note_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     runs: Mapped[list[TrialRunRow]] = relationship(
         back_populates="study", cascade="all, delete-orphan", passive_deletes=True
@@ -122,6 +125,13 @@ class TrialRunRow(Base):
     executor_task: Mapped[str | None] = mapped_column(String(255))
     #: Why its manager asks it to stop (read by a supervisor on another machine).
     stop_request: Mapped[str | None] = mapped_column(Text)
+    #: A stop asked for by hand (`POST .../trials/{n}/stop`): when, and who asked (the token's
+    #: name). Its supervisor, wherever it runs, ends the trial PRUNED.
+    stop_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stop_requested_by: Mapped[str | None] = mapped_column(String(255))
+    #: A note on the trial (markdown), written by people; loaded only when asked for.
+    note: Mapped[str | None] = mapped_column(Text, deferred=True)
+    note_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     study: Mapped[StudyRow] = relationship(back_populates="runs")
 

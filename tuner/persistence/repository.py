@@ -11,6 +11,7 @@ from tuner.persistence.api_tokens import (
     create_token,
     list_tokens,
     revoke_token,
+    token_identity,
     token_scope,
 )
 from tuner.persistence.evals import (
@@ -53,6 +54,12 @@ from tuner.persistence.leases import (
     renew_leases,
     take_over,
 )
+from tuner.persistence.notes import (
+    set_study_note,
+    set_trial_note,
+    study_note,
+    trial_note,
+)
 from tuner.persistence.pins import (
     pin_run,
     purge_pins,
@@ -80,10 +87,12 @@ from tuner.persistence.runs import (
     finish_run,
     get_run,
     get_run_by_number,
+    request_stop_by_hand,
     reserve_run,
     reserve_run_with_ordinal,
     runs,
     set_pid,
+    stops_by_hand,
 )
 from tuner.persistence.studies import (
     create_study,
@@ -144,6 +153,7 @@ __all__ = [
     "remove_checkpoints_except",
     "renew_leases",
     "renew_pin",
+    "request_stop_by_hand",
     "reserve_run",
     "reserve_run_with_ordinal",
     "revoke_token",
@@ -155,13 +165,19 @@ __all__ = [
     "set_export_kept",
     "set_objective_steps",
     "set_pid",
+    "set_study_note",
     "set_study_state",
+    "set_trial_note",
+    "stops_by_hand",
+    "study_note",
     "tags_seen",
     "take_over",
+    "token_identity",
     "token_scope",
     "trial_artifacts",
     "trial_counts",
     "trial_detail",
+    "trial_note",
     "unfinished_deletions",
     "unmatched_exports",
     "update_study_spec",

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from tuner.domain.entities import (
     Checkpoint,
     Placement,
+    StopByHand,
     StoredArchive,
     Study,
     TrialRun,
@@ -104,6 +105,11 @@ def to_run(row: TrialRunRow) -> TrialRun:
         objective_step_id=row.objective_step_id,
         lease_epoch=row.lease_epoch or 0,
         executor=Placement(row.executor or "local", row.executor_node, row.executor_task),
+        stop_by_hand=(
+            StopByHand(aware(row.stop_requested_at), row.stop_requested_by or "")
+            if row.stop_requested_at is not None
+            else None
+        ),
     )
 
 

@@ -13,11 +13,13 @@ from sqlalchemy.orm import Session
 from tuner.domain.budget import no_progress, no_room
 from tuner.domain.entities import (
     Lease,
+    StopByHand,
     TrialRun,
 )
 from tuner.domain.errors import (
     LeaseLostError,
     TrialNotFoundError,
+    TrialStateError,
     TrialTakenError,
 )
 from tuner.persistence.budget import spent
@@ -217,3 +219,41 @@ def attached_trial_ids(session: Session, optuna_trial_ids: Sequence[int]) -> set
         )
     )
     return {i for i in found if i is not None}
+
+
+def request_stop_by_hand(session: Session, study_id: int, number: int, *, by: str) -> TrialRun:
+    """Ask whoever supervises the study's running trial `number` to stop it (it ends PRUNED);
+    the first request stands, a repeated one changes nothing. `TrialNotFoundError` for an
+    unknown trial, `TrialStateError` for one that is not running."""
+    session.execute(
+        update(TrialRunRow)
+        .where(
+            TrialRunRow.study_id == study_id,
+            TrialRunRow.number == number,
+            TrialRunRow.state == ACTIVE_STATE,
+            TrialRunRow.stop_requested_at.is_(None),
+        )
+        .values(stop_requested_at=now(), stop_requested_by=by[:255])
+    )
+    run = get_run_by_number(session, study_id, number)
+    if run.state != ACTIVE_STATE:
+        name = session.scalar(select(StudyRow.name).where(StudyRow.id == study_id))
+        how = f": {run.failure_reason.splitlines()[0]}" if run.failure_reason else ""
+        raise TrialStateError(
+            f"study {name!r} trial {number} is not running: it ended {run.state}{how}"
+        )
+    return run
+
+
+def stops_by_hand(session: Session, run_ids: Sequence[int]) -> dict[int, StopByHand]:
+    """The stops asked for by hand of those runs that are still running."""
+    if not run_ids:
+        return {}
+    rows = session.execute(
+        select(TrialRunRow.id, TrialRunRow.stop_requested_at, TrialRunRow.stop_requested_by).where(
+            TrialRunRow.id.in_(list(run_ids)),
+            TrialRunRow.state == ACTIVE_STATE,
+            TrialRunRow.stop_requested_at.is_not(None),
+        )
+    ).all()
+    return {run_id: StopByHand(aware(at), by or "") for run_id, at, by in rows if at is not None}

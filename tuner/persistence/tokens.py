@@ -34,6 +34,14 @@ def scope_of(db: Database, token: str) -> str | None:
         return repo.token_scope(session, hash_token(token))
 
 
+def identity_of(db: Database, token: str) -> tuple[str, str] | None:
+    """The scope and name of a valid token, or None for an unknown or revoked one."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    with db.session() as session:
+        return repo.token_identity(session, hash_token(token))
+
+
 def allows(scope: str | None, needed: str) -> bool:
     """A write token may also read."""
     if scope is None:

@@ -698,3 +698,34 @@ def thin(points: list[MetricPoint], cap: int) -> list[MetricPoint]:
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def best_step_tags(session: Session, study_id: int) -> list[str]:
+    """Every metric tag written at a best step of the study's trials, sorted: the columns of a
+    table of trials with each metric at its best step (one probe of the unique (eval step, tag)
+    index per trial)."""
+    best_steps = select(TrialRunRow.best_step_id).where(
+        TrialRunRow.study_id == study_id, TrialRunRow.best_step_id.is_not(None)
+    )
+    tags = session.scalars(
+        select(EvalMetricRow.tag).where(EvalMetricRow.eval_step_id.in_(best_steps)).distinct()
+    )
+    return sorted(tags)
+
+
+def best_step_metrics(
+    session: Session, study_id: int, numbers: Sequence[int]
+) -> dict[int, dict[str, float | None]]:
+    """Each of those trials' metrics at its best step, by trial number (null: NaN)."""
+    if not numbers:
+        return {}
+    rows = session.execute(
+        select(TrialRunRow.number, EvalMetricRow.tag, EvalMetricRow.value)
+        .join(EvalMetricRow, EvalMetricRow.eval_step_id == TrialRunRow.best_step_id)
+        .where(TrialRunRow.study_id == study_id, TrialRunRow.number.in_(list(numbers)))
+    ).all()
+    found: dict[int, dict[str, float | None]] = {}
+    for number, tag, value in rows:
+        if number is not None:
+            found.setdefault(number, {})[tag] = value
+    return found

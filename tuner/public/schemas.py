@@ -20,6 +20,7 @@ from tuner.domain.entities import (
     GcTrial,
     LeaderboardRow,
     MetricHistory,
+    Note,
     ParetoFront,
     ParetoMember,
     Placement,
@@ -54,6 +55,7 @@ ErrorCode = Literal[
     "TIMEOUT",
     "STUDY_EXISTS",
     "STUDY_STATE_CONFLICT",
+    "TRIAL_STATE_CONFLICT",
     "SEVERAL_OBJECTIVES",
     "BODY_TOO_LARGE",
     "RANGE_NOT_SATISFIABLE",
@@ -165,6 +167,9 @@ class StudyPublic(Public):
     created_at: datetime
     updated_at: datetime
     warnings: list[str] = Field(default_factory=list)
+    note: str | None = Field(
+        default=None, description="The study's note (markdown); null: none. `PUT .../note`."
+    )
 
     @classmethod
     def build(
@@ -174,6 +179,7 @@ class StudyPublic(Public):
         best: LeaderboardRow | None,
         warnings: list[str] | None = None,
         budget: BudgetPublic | None = None,
+        note: Note | None = None,
     ) -> StudyPublic:
         return cls(
             id=study.id,
@@ -199,6 +205,7 @@ class StudyPublic(Public):
             created_at=study.created_at,
             updated_at=study.updated_at,
             warnings=warnings or [],
+            note=note.text if note is not None else None,
         )
 
 
@@ -384,6 +391,18 @@ class TrialDetailPublic(TrialRowPublic):
         description="What retention deleted of it (its checkpoint, exports and archives; "
         "its metrics and log stay); null: nothing.",
     )
+    note: str | None = Field(
+        default=None,
+        description="The trial's note (markdown); null: none. `PUT .../trials/{n}/note`.",
+    )
+    stop_requested_at: datetime | None = Field(
+        default=None,
+        description="When a stop by hand was asked for (`POST .../trials/{n}/stop`): the "
+        "trial ends PRUNED soon after, if it was still running; null: none was.",
+    )
+    stop_requested_by: str | None = Field(
+        default=None, description="Who asked for it: the token's name (or user@host)."
+    )
 
     @classmethod
     def from_detail(
@@ -428,6 +447,9 @@ class TrialDetailPublic(TrialRowPublic):
             objectives=objectives,
             feasible=feasible,
             deleted=DeletionPublic.build(detail.deleted) if detail.deleted else None,
+            note=detail.note.text,
+            stop_requested_at=run.stop_by_hand.requested_at if run.stop_by_hand else None,
+            stop_requested_by=run.stop_by_hand.requested_by if run.stop_by_hand else None,
         )
 
 
@@ -464,6 +486,34 @@ class ResumeRequest(Public):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
     max_trials: int | None = Field(default=None, ge=1, le=100_000)
+
+
+#: The longest note, in characters (a page of markdown, not a file store).
+MAX_NOTE_CHARS = 32_768
+
+
+class NoteRequest(Public):
+    """A note to set: `PUT /studies/{study}/note`, `PUT /studies/{study}/trials/{n}/note`."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    note: str = Field(
+        max_length=MAX_NOTE_CHARS,
+        description=f"Markdown text, at most {MAX_NOTE_CHARS:,} characters; an empty string "
+        "clears the note.",
+    )
+
+
+class NotePublic(Public):
+    """A note as set."""
+
+    note: str = Field(description="The note's text (empty: cleared).")
+    updated_at: datetime
+
+    @classmethod
+    def build(cls, note: Note) -> NotePublic:
+        assert note.updated_at is not None
+        return cls(note=note.text or "", updated_at=note.updated_at)
 
 
 class GcRequest(Public):

@@ -26,6 +26,7 @@ from tuner.public.schemas import (
     BudgetPublic,
     BudgetUsePublic,
     GcReportPublic,
+    NotePublic,
     Page,
     ParetoPage,
     StudyPublic,
@@ -45,8 +46,9 @@ def overview(backend: Backend, study: Study, warnings: list[str] | None = None) 
         counts = repo.trial_counts(session, study.id)
         rows, _ = repo.leaderboard(session, study, state="COMPLETED", limit=1)
         used = spent(session, study) if study.spec.budget is not None else None
+        note = repo.study_note(session, study.id)
     best = rows[0] if rows and rows[0].objective is not None else None
-    return StudyPublic.build(study, counts, best, warnings, budget_public(study, used))
+    return StudyPublic.build(study, counts, best, warnings, budget_public(study, used), note)
 
 
 def budget_public(study: Study, used: Spent | None) -> BudgetPublic | None:
@@ -115,6 +117,33 @@ def _open_log_quietly(store: ArtifactStore, relative: str) -> TrialLog | None:
     except (OSError, ObjectStoreError) as exc:
         logger.warning("log %s not read: %s", relative, exc)
         return None
+
+
+def set_study_note(backend: Backend, ref: str | int, text: str) -> NotePublic:
+    """`PUT .../note` and `tuner note STUDY TEXT`: replace the study's note ("" clears it)."""
+    with backend.db.session() as session:
+        study = repo.get_study(session, ref)
+        note = repo.set_study_note(session, study.id, text)
+    return NotePublic.build(note)
+
+
+def set_trial_note(backend: Backend, ref: str | int, number: int, text: str) -> NotePublic:
+    """`PUT .../trials/{n}/note` and `tuner note STUDY --trial N TEXT`."""
+    with backend.db.session() as session:
+        study = repo.get_study(session, ref)
+        note = repo.set_trial_note(session, study.id, number, text)
+    return NotePublic.build(note)
+
+
+def stop_trial(
+    backend: Backend, store: ArtifactStore, ref: str | int, number: int, *, by: str, tail: int
+) -> TrialDetailPublic:
+    """`POST .../trials/{n}/stop` and `tuner stop STUDY --trial N`: ask whoever supervises the
+    running trial to stop it; it ends PRUNED with `by` and the time in its reason."""
+    with backend.db.session() as session:
+        study = repo.get_study(session, ref)
+        repo.request_stop_by_hand(session, study.id, number, by=by)
+    return get_trial(backend, store, ref, number, tail=tail)
 
 
 def delete_study(
