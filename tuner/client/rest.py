@@ -22,7 +22,7 @@ from httpx_sse import SSEError, connect_sse
 from pydantic import BaseModel
 
 from tuner.client.downloads import ProgressCallback, ResumeCallback, download_archive
-from tuner.client.frames import trials_frame
+from tuner.client.frames import import_pandas, trials_frame
 from tuner.domain.errors import TunerError
 from tuner.public.schemas import (
     BestPublic,
@@ -277,6 +277,7 @@ class Client:
         `trials_dataframe()` columns: number, value (values_<metric> with several
         objectives), datetime_start, datetime_complete, duration, params_<name>, state, and
         best_step, last_step, failure_reason. Needs pandas (the `dataframe` extra)."""
+        import_pandas()  # said before anything is fetched
         found = self.study(study)
         return trials_frame(found, self.iter_trials(study, state=state, sort="number"))
 
