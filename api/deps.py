@@ -91,6 +91,14 @@ def require_write(backend: BackendDep, credentials: Credentials) -> None:
     _check(backend, credentials, "write")
 
 
+def require_metrics_read(
+    settings: SettingsDep, backend: BackendDep, credentials: Credentials
+) -> None:
+    """`GET /metrics`: a read token, unless metrics (or every read) are public."""
+    if not (settings.metrics_public or settings.public_reads):
+        _check(backend, credentials, "read")
+
+
 def writer_name(backend: BackendDep, credentials: Credentials) -> str:
     """Check write access, and name who writes: the token's name (`tuner token create
     --name`), for what the write leaves behind (a trial stopped by hand says who asked)."""
@@ -104,3 +112,4 @@ ReadAccess = Depends(require_read)
 WriteAccess = Depends(require_write)
 #: Write access, and the writing token's name.
 Writer = Annotated[str, Depends(writer_name)]
+MetricsAccess = Depends(require_metrics_read)

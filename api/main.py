@@ -16,7 +16,18 @@ from pydantic.alias_generators import to_camel
 from api import docs, errors
 from api.event_hub import EventHub
 from api.limits import BodySizeLimit, NestingLimit, StripRootPath
-from api.routes import events, health, metrics, models, retention, studies, trials, web
+from api.request_metrics import RequestMetrics
+from api.routes import (
+    events,
+    health,
+    metrics,
+    models,
+    prometheus,
+    retention,
+    studies,
+    trials,
+    web,
+)
 from api.routes.health import ManagerProblem
 from api.routes.studies import ERRORS
 from api.timeouts import BodyDeadline, ClientGone
@@ -91,6 +102,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(BodyDeadline, seconds=settings.body_timeout_seconds)
     app.add_middleware(ClientGone)
+    app.add_middleware(RequestMetrics)  # inside StripRootPath, whose scope is a copy
     if root_path:
         app.add_middleware(StripRootPath, root_path=root_path)
 
@@ -100,5 +112,6 @@ def create_app(
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(health.router)
+    prometheus.install(app)
     web.install(app, API_PREFIX)
     return app

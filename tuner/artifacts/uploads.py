@@ -31,6 +31,7 @@ from tuner.artifacts.object_store import ObjectStore, ObjectStoreError
 from tuner.artifacts.store import ArtifactStore, checkpoint_files
 from tuner.domain.entities import StoredArchive
 from tuner.domain.errors import ArtifactNotFoundError, LocalDiskFullError
+from tuner.domain.telemetry import UPLOAD_BYTES
 from tuner.outputs.hparams import HPARAMS_DIR
 from tuner.outputs.layout import EVENT_FILE_PREFIX
 
@@ -105,6 +106,7 @@ def upload_trial(store: ObjectStore, local: ArtifactStore, kept: KeptArtifacts) 
         stored = store.upload_file(path, local.relative(path))
         report.objects += 1
         report.bytes += stored.size
+        UPLOAD_BYTES.inc(stored.size)
         return stored.sha256
 
     if kept.checkpoint is not None:
@@ -163,7 +165,7 @@ def _upload_archive(
 def upload_session_files(store: ObjectStore, local: ArtifactStore, output_dir: Path) -> None:
     """Upload a trial's HParams session files again (its end is written after its outcome)."""
     for path in _files_under(output_dir / HPARAMS_DIR):
-        store.upload_file(path, local.relative(path))
+        UPLOAD_BYTES.inc(store.upload_file(path, local.relative(path)).size)
 
 
 def clean_local_copy(local: ArtifactStore, study: str, number: int) -> None:
@@ -304,7 +306,9 @@ class Uploader:
 
     def _upload_quietly(self, path: Path) -> object:
         try:
-            return self._probe_store.upload_file(path, self.local.relative(path))
+            stored = self._probe_store.upload_file(path, self.local.relative(path))
+            UPLOAD_BYTES.inc(stored.size)
+            return stored
         except ObjectStoreError as exc:
             logger.info("log %s not uploaded yet: %s", path.name, exc)
             self._problem = f"the object store {self.store.url} failed ({exc})"

@@ -517,6 +517,19 @@ def worker(
     cpus: CpusOpt = None,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            envvar="TUNER_METRICS_PORT",
+            help="Serve this worker's Prometheus metrics (claims, ingest lag, prune decisions, "
+            "uploads) at http://HOST:PORT/metrics (docs/metrics.md).",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="With --metrics-port: the address to listen on.")
+    ] = "0.0.0.0",
 ) -> None:
     """Run a study manager alone: claim and run trials of every running study.
 
@@ -524,6 +537,16 @@ def worker(
     --executor ray, free on the Ray cluster.
     """
     from tuner.engine.manager import StudyManager
+
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(metrics_port, addr=metrics_host)
+        except OSError as exc:
+            raise _fail(
+                f"--metrics-port: cannot listen on {metrics_host}:{metrics_port}: {exc}"
+            ) from None
 
     settings = _with_executor(get_settings(), executor, ray_address)
     capacity = _capacity_for(settings, gpus, cpus)

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     public_reads: bool = Field(
         default=False, description="Serve GET endpoints without a token (writes still need one)."
     )
+    metrics_public: bool = Field(
+        default=False,
+        description="Serve `GET /metrics` without a token (Prometheus on a trusted network).",
+    )
     max_body_bytes: int = Field(
         default=1024 * 1024, gt=0, description="Largest request body the API accepts."
     )

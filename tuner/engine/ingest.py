@@ -16,6 +16,7 @@ import optuna
 
 from tuner.domain.entities import Observation, Study
 from tuner.domain.spec import Check, ObjectiveMode
+from tuner.domain.telemetry import INGEST_LAG, PRUNE_LATENCY
 from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.dominance import DominanceRule
 from tuner.engine.keeper import Keeper
@@ -99,6 +100,13 @@ class Ingestor:
                 number=trial.number,
             ),
         )
+        stored_at = time.time()
+        step_times: dict[tuple[str, int], float] = {}
+        for value in trial.pending_values:
+            key = (value.eval_name, value.step)
+            step_times[key] = min(step_times.get(key, value.wall_time), value.wall_time)
+        for wall_time in step_times.values():
+            INGEST_LAG.observe(max(0.0, stored_at - wall_time))
         trial.pending_values = []
         trial.pending_offsets = {}
         return observations
@@ -184,6 +192,7 @@ class Ingestor:
             prune = self.optuna.should_prune(trial.study, trial.optuna_trial_id)
         latency = max(0.0, time.time() - obs.wall_time)
         self.prune_latencies.append(latency)
+        PRUNE_LATENCY.observe(latency)
         trial.log.debug("step %d: prune decision %.3fs after the eval", obs.step, latency)
         if prune and (last := self._last_step(trial)) is not None and obs.step >= last[0]:
             trial.log.info("not pruned at step %d: its last eval (%s)", obs.step, last[1])

@@ -23,6 +23,7 @@ from tuner.artifacts.store import ArtifactStore, TrialPaths
 from tuner.domain.config import Settings
 from tuner.domain.entities import Lease, Study
 from tuner.domain.errors import LeaseLostError, TrialTakenError, first_line
+from tuner.domain.telemetry import TRIAL_CLAIMS
 from tuner.domain.trainers import Trainer, TrainerRegistry
 from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.fencing import Fencing
@@ -226,6 +227,7 @@ class Launcher:
             return None
         params = sampling.trainer_values(study.spec, proposal.params)
         paths = self.store.trial_paths(study.name, proposal.number)
+        TRIAL_CLAIMS.inc()
         return Claim(study, Lease(run_id, self.worker_id, 0), proposal, params, paths)
 
     def _command(

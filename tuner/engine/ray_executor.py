@@ -34,6 +34,7 @@ from tuner.artifacts.store import ArtifactStore
 from tuner.domain.config import Settings
 from tuner.domain.entities import Lease, Study
 from tuner.domain.errors import ConfigError, first_line
+from tuner.domain.telemetry import PRUNE_LATENCY
 from tuner.domain.trainers import Trainer
 from tuner.engine.finisher import end_unstarted
 from tuner.engine.optuna_link import OptunaLink
@@ -297,6 +298,8 @@ class RayExecutor:
                 )
         else:
             self.prune_latencies.extend(outcome.prune_latencies)
+            for latency in outcome.prune_latencies:
+                PRUNE_LATENCY.observe(latency)
             if outcome.state is None and trial.node_lease is None and self._still_ours(trial):
                 self._end_unstarted(trial, outcome.reason or "its node could not take it")
         self.trials.pop(trial.run_id, None)
