@@ -113,24 +113,37 @@ def _row(data: dict[str, Any]) -> TrialRowPublic:
 
 
 def watch_study(source: Source, study: str, console: Console) -> str:
-    """Follow a study until its events end; return its final state."""
+    """Follow a study until its events end; return its final state.
+
+    The board is built from the study and its trials, then moved on by the events; a trial
+    that started and ended between the two reads would be missed, so the final board (and
+    its count) is read again once the events end.
+    """
     events = source.events(study)  # from now: what the trials read next may repeat, harmlessly
     board = Board(source.study(study))
-    for row in _all_trials(source, study):
-        board.rows[row.number] = row
+    _reread(board, source, study)
     if console.is_terminal:
         with Live(fit(board.render(), console), console=console, refresh_per_second=4) as live:
             for event in events:
+                if event.kind == "end":
+                    _reread(board, source, study)
                 board.apply(event.kind, event.data)
                 live.update(fit(board.render(), console))
         return board.state
     for event in events:  # a log, not a screen: one line per change
+        if event.kind == "end":
+            _reread(board, source, study)
         board.apply(event.kind, event.data)
         line = _log_line(board, event.kind, event.data)
         if line:
             console.print(line, highlight=False)
     console.print(board.render())
     return board.state
+
+
+def _reread(board: Board, source: Source, study: str) -> None:
+    board.study = source.study(study)
+    board.rows = {row.number: row for row in _all_trials(source, study)}
 
 
 def _all_trials(source: Source, study: str) -> list[TrialRowPublic]:
