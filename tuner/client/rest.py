@@ -64,9 +64,11 @@ class ApiError(TunerError):
         self.code = code
         self.message = message
         self.details = details or []
+        # A problem of the whole body (no field) is often the message itself: said once.
         lines = [
             f"{d.get('field')}: {d.get('message')}" if d.get("field") else str(d.get("message"))
             for d in self.details
+            if d.get("field") or str(d.get("message")) not in message
         ]
         self.detail = message + "".join(f"\n  {line}" for line in lines)
         super().__init__(f"HTTP {status}{f' {code}' if code else ''}: {self.detail}")
