@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fetch the web assets the server ships (Swagger UI, ReDoc, and uPlot for the web UI's charts)
+# Fetch the web assets the server ships (Swagger UI, ReDoc, and for the web UI uPlot for its
+# charts, marked and DOMPurify for notes in markdown)
 # from npm at pinned versions into api/static/vendor/, and check them against
 # api/static/vendor/SHA256SUMS.
 # The files are committed, so installing the package never needs Node or the network; this
@@ -18,6 +19,10 @@ assets=(
   "uplot@1.6.32 dist/uPlot.iife.min.js uPlot.iife.min.js"
   "uplot@1.6.32 dist/uPlot.min.css uPlot.min.css"
   "uplot@1.6.32 LICENSE uPlot.LICENSE"
+  "marked@18.3.0 lib/marked.esm.js marked.esm.js"
+  "marked@18.3.0 LICENSE marked.LICENSE"
+  "dompurify@3.5.0 dist/purify.es.mjs purify.es.js"
+  "dompurify@3.5.0 LICENSE dompurify.LICENSE"
 )
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

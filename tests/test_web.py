@@ -182,6 +182,7 @@ def test_a_pruned_trial_is_shown_as_pruned_and_the_pages_are_photographed(browse
         "Optimization history",
         "Parameters against the objective",
         "Hyperparameter importances",
+        "Analysis",
     ):
         page.get_by_role("heading", name=section).scroll_into_view_if_needed()
     expect(page.get_by_role("list", name="Importances").locator("li").first).to_be_visible(
@@ -254,7 +255,7 @@ def test_keyboard_sorting_and_a_narrow_window(browser, server, study):
 
 def test_stop_from_the_page(browser, server, study):
     page = open_page(browser, f"{server.url}/#/studies/{study}", server.write_token)
-    page.get_by_role("button", name="Stop").click()
+    page.get_by_role("button", name="Stop", exact=True).click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("STOPPED")
     expect(page.get_by_role("button", name="Resume")).to_be_visible()
     with Client(server.url, token=server.read_token) as client:

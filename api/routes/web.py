@@ -1,7 +1,8 @@
 """The browser UI: the page at `/`, its assets under `/ui/`, and `GET /api/v1/whoami`.
 
-The page is static files from the package (`api/web/`, plus uPlot from `static/vendor/`, both
-checked in: nothing is built or fetched at install or run time, and nothing comes from a CDN).
+The page is static files from the package (`api/web/`, plus uPlot, marked and DOMPurify from
+`static/vendor/`, all checked in: nothing is built or fetched at install or run time, and
+nothing comes from a CDN).
 Assets are served gzipped when the browser accepts it, with a strong ETag and `no-cache`, so a
 repeat visit costs a 304 per file and an upgraded server is picked up at once. The page learns
 the `--root-path` from a meta tag, so it works behind a proxy at a prefix.
@@ -38,6 +39,8 @@ ASSETS: dict[str, Path] = {
     },
     "vendor/uPlot.iife.min.js": STATIC_DIR / "vendor" / "uPlot.iife.min.js",
     "vendor/uPlot.min.css": STATIC_DIR / "vendor" / "uPlot.min.css",
+    "vendor/marked.esm.js": STATIC_DIR / "vendor" / "marked.esm.js",
+    "vendor/purify.es.js": STATIC_DIR / "vendor" / "purify.es.js",
 }
 CONTENT_TYPES = {
     ".js": "text/javascript; charset=utf-8",

@@ -94,6 +94,9 @@ export const post = (path, json) =>
     type: json === undefined ? undefined : "application/json",
   });
 
+export const put = (path, json) =>
+  call(path, { method: "PUT", body: JSON.stringify(json), type: "application/json" });
+
 /** What the token may do (`GET /api/v1/whoami`); a rejected token is dropped. */
 export async function probe() {
   try {

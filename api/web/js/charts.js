@@ -1,5 +1,5 @@
-// Charts: eval curves and the optimization history with uPlot (vendored), and parallel
-// coordinates drawn on a canvas here (uPlot has none; about a hundred lines).
+// Charts: eval curves and the optimization history with uPlot (vendored), and the colour ramp
+// of ranks (the analysis plots, drawn as SVG, are in analysis.js).
 
 import { ROOT } from "./api.js";
 import { h, num } from "./dom.js";
@@ -191,110 +191,6 @@ export function historyData(rows, { metric, goal }) {
     axes: [{ label: "trial number", incrs: INCRS }, { label: metric, size: 60, values: (_u, ticks) => ticks.map(num) }],
   };
   return { opts, data: [xs, completed, other, bestSoFar], key: "history" };
-}
-
-/**
- * Parallel coordinates: one vertical axis per parameter and the objective last, one line per
- * trial coloured by its rank (darkest = best, drawn last, on top).
- */
-export function drawParallel(canvas, { params, rows, metric, goal }) {
-  const width = Math.max(300, canvas.parentElement.clientWidth - 4);
-  const height = 300;
-  const ratio = window.devicePixelRatio || 1;
-  canvas.width = width * ratio;
-  canvas.height = height * ratio;
-  canvas.style.width = `${width}px`;
-  canvas.style.height = `${height}px`;
-  const ctx = canvas.getContext("2d");
-  ctx.scale(ratio, ratio);
-  ctx.clearRect(0, 0, width, height);
-  const ranked = rows.filter((r) => r.objective !== null);
-  const axes = [
-    ...params.map((p) => axisOf(p, ranked.map((r) => r.params[p.parameterName]))),
-    axisOf({ parameterName: metric, type: "DOUBLE" }, ranked.map((r) => r.objective)),
-  ];
-  const top = 40;
-  const bottom = height - 28;
-  const left = 56;
-  const right = width - 56;
-  const step = axes.length > 1 ? (right - left) / (axes.length - 1) : 0;
-  const xOf = (i) => left + i * step;
-  const yOf = (axis, value) => {
-    const t = axis.scale(value);
-    return t === null ? null : bottom - t * (bottom - top);
-  };
-  const order = [...ranked].sort((a, b) => (goal === "MAXIMIZE" ? a.objective - b.objective : b.objective - a.objective));
-  order.forEach((row, index) => {
-    const t = order.length > 1 ? index / (order.length - 1) : 1; // 1 = best
-    ctx.strokeStyle = ramp(t);
-    ctx.globalAlpha = 0.35 + 0.65 * t;
-    ctx.lineWidth = t > 0.97 ? 2.5 : 1.2;
-    ctx.beginPath();
-    let drawing = false;
-    axes.forEach((axis, i) => {
-      const value = i === axes.length - 1 ? row.objective : row.params[axis.name];
-      const y = yOf(axis, value);
-      if (y === null) {
-        drawing = false;
-        return;
-      }
-      if (drawing) ctx.lineTo(xOf(i), y);
-      else ctx.moveTo(xOf(i), y);
-      drawing = true;
-    });
-    ctx.stroke();
-  });
-  ctx.globalAlpha = 1;
-  ctx.font = "12px system-ui, sans-serif";
-  ctx.fillStyle = "#1f2937";
-  ctx.strokeStyle = "#374151";
-  ctx.lineWidth = 1;
-  axes.forEach((axis, i) => {
-    const x = xOf(i);
-    ctx.beginPath();
-    ctx.moveTo(x, top);
-    ctx.lineTo(x, bottom);
-    ctx.stroke();
-    ctx.textAlign = i === 0 ? "left" : i === axes.length - 1 ? "right" : "center";
-    ctx.font = "bold 12px system-ui, sans-serif";
-    ctx.fillText(clip(axis.name, Math.max(60, step - 8)), x, 16);
-    ctx.font = "11px system-ui, sans-serif";
-    for (const tick of axis.ticks) {
-      const y = yOf(axis, tick.value);
-      if (y === null) continue;
-      ctx.textAlign = i === axes.length - 1 ? "right" : "left";
-      ctx.fillText(clip(tick.label, 90), i === axes.length - 1 ? x - 5 : x + 5, Math.min(bottom + 14, Math.max(top - 4, y + 4)));
-    }
-  });
-  return axes.length;
-}
-
-function axisOf(param, values) {
-  const name = param.parameterName;
-  if (param.type === "CATEGORICAL") {
-    const cats = param.categoricalValues || [...new Set(values.map(String))];
-    const index = new Map(cats.map((c, i) => [String(c), i]));
-    const at = (v) => (index.has(String(v)) ? (cats.length === 1 ? 0.5 : index.get(String(v)) / (cats.length - 1)) : null);
-    return { name, scale: at, ticks: cats.map((c) => ({ value: c, label: String(c) })) };
-  }
-  const numbers = values.filter((v) => typeof v === "number" && Number.isFinite(v));
-  let lo = param.minValue ?? Math.min(...numbers);
-  let hi = param.maxValue ?? Math.max(...numbers);
-  if (param.type === "DISCRETE" && param.discreteValues) {
-    lo = Math.min(...param.discreteValues);
-    hi = Math.max(...param.discreteValues);
-  }
-  if (!Number.isFinite(lo) || !Number.isFinite(hi)) return { name, scale: () => null, ticks: [] };
-  const log = (param.scaleType === "UNIT_LOG_SCALE" || param.scaleType === "UNIT_REVERSE_LOG_SCALE") && lo > 0;
-  const f = log ? Math.log : (v) => v;
-  const span = f(hi) - f(lo);
-  const scale = (v) => (typeof v !== "number" || !Number.isFinite(v) ? null : span === 0 ? 0.5 : (f(v) - f(lo)) / span);
-  return { name, scale, ticks: [{ value: lo, label: num(lo) }, { value: hi, label: num(hi) }] };
-}
-
-function clip(text, pixels) {
-  const max = Math.max(4, Math.floor(pixels / 7));
-  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
 
 const RAMP = [

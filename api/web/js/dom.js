@@ -195,3 +195,32 @@ export function whenVisible(el, load) {
   observer.observe(el);
   return () => observer.disconnect();
 }
+
+/** Ask before an action: a modal dialog; resolves true when `confirm` is chosen. */
+export function confirmDialog({ title, text, confirm = "OK" }) {
+  return new Promise((resolve) => {
+    const id = `confirm-${Math.random().toString(36).slice(2, 8)}`;
+    const dialog = h(
+      "dialog",
+      { class: "confirm", "aria-labelledby": id },
+      h(
+        "form",
+        { method: "dialog" },
+        h("h2", { id, text: title }),
+        h("p", { text }),
+        h(
+          "div",
+          { class: "row" },
+          h("button", { value: "cancel", text: "Cancel", autofocus: true }),
+          h("button", { value: "confirm", class: "danger", text: confirm })
+        )
+      )
+    );
+    dialog.addEventListener("close", () => {
+      dialog.remove();
+      resolve(dialog.returnValue === "confirm");
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+  });
+}

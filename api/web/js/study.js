@@ -1,20 +1,36 @@
-// One study, live: the summary and actions, the server-sorted leaderboard, eval curves,
-// optimization history, parallel coordinates and importances (and, with several objectives, the
-// Pareto front and its plot), all kept current from the study's event stream (refetches are
-// throttled, so a busy study costs a few requests a second).
+// One study, live: the summary, its note and actions, the server-sorted leaderboard (with a CSV
+// of it, a Stop on each running trial, failure reasons in full), eval curves, optimization
+// history, parallel coordinates, the analysis plots and importances (and, with several
+// objectives, the Pareto front and its plot), all kept current from the study's event stream
+// (refetches are throttled, so a busy study costs a few requests a second). Every chart follows
+// the leaderboard's state and filter; brushing a parallel-coordinates axis sets that filter.
 
-import { auth, call, follow, get, post, query, studyPath } from "./api.js";
-import { Chart, curvesData, drawParallel, historyData } from "./charts.js";
+import { auth, call, download, follow, get, post, query, studyPath } from "./api.js";
+import { analysisPanel, parallelPanel } from "./analysis.js";
+import { Chart, curvesData, historyData } from "./charts.js";
 import {
-  age, alertBox, badge, duration, h, hide, num, paramShown, replace, scroller, showError, showInfo,
+  age, alertBox, badge, confirmDialog, duration, h, hide, num, paramShown, replace, scroller, showError, showInfo,
   specParams, throttle, whenVisible,
 } from "./dom.js";
+import { notesPanel } from "./notes.js";
 import { constraintText, objectivesOf, paretoPanel, severalObjectives } from "./pareto.js";
 
 const UNBOUNDED_TRIALS = 1000000; // a compute budget bounds the study instead of a count
 const BUDGET_UNITS = { trainSteps: "steps", trialSeconds: "trial-seconds", wallSeconds: "s of wall time" };
 const FINISHED = ["COMPLETED", "PRUNED", "FAILED"];
 const TRIAL_STATES = ["RUNNING", "COMPLETED", "PRUNED", "FAILED", "STOPPED"];
+
+/** The filter box's expressions: several are separated by commas, and all must hold (the
+ * API's repeated `filter`). */
+export function splitFilter(text) {
+  return String(text || "")
+    .split(/\s*,\s*(?=(?:param:|metric:|objective))/)
+    .map((e) => e.trim())
+    .filter(Boolean);
+}
+
+/** What an expression filters on: `param:lr` of `param:lr>=0.01`. */
+const subjectOf = (expression) => expression.split(/<=|>=|!=|<|>|=/)[0].trim();
 
 export function studyView(container, { study: name }) {
   const path = studyPath(name);
@@ -26,6 +42,8 @@ export function studyView(container, { study: name }) {
     stream: null,
     streamEnded: false,
     gone: false,
+    brushes: new Map(), // a brushed parallel-coordinates axis: subject -> [low, high]
+    openReasons: new Set(), // trials whose whole failure reason is shown
   };
   const cleanups = [];
   const onGone = (fn) => cleanups.push(fn);
@@ -39,6 +57,7 @@ export function studyView(container, { study: name }) {
   const actions = h("div", { class: "actions", "aria-label": "Actions", role: "group" });
   const specBox = h("pre", { class: "spec" });
   const pageBox = alertBox();
+  const studyNote = notesPanel({ id: "study-note", title: "Notes", path });
 
   async function loadStudy() {
     try {
@@ -48,6 +67,7 @@ export function studyView(container, { study: name }) {
       hide(pageBox);
       if (before !== null && (s.study.counts.COMPLETED || 0) !== before) {
         parallel.refresh();
+        analysis.refresh();
         importances.refresh();
         pareto.refresh();
       }
@@ -104,6 +124,7 @@ export function studyView(container, { study: name }) {
     reason.textContent = st.stateReason || "";
     reason.className = st.state === "FAILED" ? "reason bad" : "reason";
     specBox.textContent = JSON.stringify(st.spec, null, 2);
+    studyNote.show(st.note);
     renderActions();
     if (several) pareto.show();
   }
@@ -230,7 +251,18 @@ export function studyView(container, { study: name }) {
   );
   const boardControls = h(
     "form",
-    { class: "toolbar", onsubmit: (event) => { event.preventDefault(); s.board.filter = filterInput.value.trim(); s.board.offset = 0; loadBoard(); } },
+    {
+      class: "toolbar",
+      onsubmit: (event) => {
+        event.preventDefault();
+        s.board.filter = filterInput.value.trim();
+        s.board.offset = 0;
+        // A brushed axis whose expressions were taken out of the box is no longer brushed.
+        const subjects = new Set(splitFilter(s.board.filter).map(subjectOf));
+        for (const subject of [...s.brushes.keys()]) if (!subjects.has(subject)) s.brushes.delete(subject);
+        loadBoard();
+      },
+    },
     h("label", { for: "board-state", text: "State" }),
     stateSelect,
     h("label", { for: "board-filter", text: "Filter" }),
@@ -238,17 +270,54 @@ export function studyView(container, { study: name }) {
     h("button", { type: "submit", text: "Apply" }),
     h("label", { for: "board-size", text: "Rows" }),
     sizeSelect,
-    h("span", { id: "board-filter-help", class: "muted small", text: "e.g. param:lr>=0.001, metric:loss<2, objective<=0.3" })
+    h("button", { type: "button", text: "Download CSV", title: "Every trial the state and filter select, with every param and objective", onclick: downloadCsv }),
+    h("span", { id: "board-filter-help", class: "muted small", text: "e.g. param:lr>=0.001, metric:loss<2, objective<=0.3 (commas: all must hold); the charts below follow it" })
   );
+
+  /** The leaderboard's selection, as the trial list and the charts take it. */
+  function boardQuery() {
+    return { state: s.board.state, filter: splitFilter(s.board.filter) };
+  }
+  const filterListeners = [];
+  let filterKey = null;
+
+  /** A brushed parallel-coordinates axis: its range replaces the filter's terms on it. */
+  function brushed(subject, range, expressions) {
+    const kept = splitFilter(s.board.filter).filter((e) => subjectOf(e) !== subject);
+    if (range && expressions.length) s.brushes.set(subject, range);
+    else s.brushes.delete(subject);
+    s.board.filter = [...kept, ...expressions].join(", ");
+    filterInput.value = s.board.filter;
+    s.board.offset = 0;
+    loadBoard();
+  }
+
+  async function downloadCsv(event) {
+    const button = event.currentTarget;
+    button.disabled = true;
+    hide(boardBox);
+    try {
+      const q = { sort: s.board.sort, ...boardQuery() };
+      const saved = await download(`${path}/trials.csv${query(q)}`, `${name}-trials.csv`);
+      showInfo(boardBox, `Saved ${saved.name}: the ${num(s.board.count)} trials the leaderboard selects.`);
+    } catch (error) {
+      showError(boardBox, error);
+    } finally {
+      button.disabled = false;
+    }
+  }
 
   let boardRequest = 0;
   async function loadBoard() {
     const b = s.board;
     const mine = ++boardRequest;
     try {
-      const page = await get(`${path}/trials`, { sort: b.sort, state: b.state, filter: b.filter, limit: b.limit, offset: b.offset });
+      const page = await get(`${path}/trials`, { sort: b.sort, ...boardQuery(), limit: b.limit, offset: b.offset });
       if (s.gone || mine !== boardRequest) return;
       hide(boardBox);
+      const key = `${b.state}|${b.filter}`;
+      if (filterKey !== null && key !== filterKey) for (const fn of filterListeners) fn();
+      filterKey = key;
       b.rows = page.data;
       b.count = page.count;
       b.loaded = true;
@@ -355,7 +424,14 @@ export function studyView(container, { study: name }) {
               { "data-number": r.number, "data-state": r.state, "data-feasible": r.feasible === null || r.feasible === undefined ? null : String(r.feasible) },
               h("td", { class: "n muted", text: String(b.offset + i + 1) }),
               h("th", { scope: "row" }, h("a", { href: `#${path}/trials/${r.number}`, text: `#${r.number}` })),
-              h("td", {}, badge(r.state)),
+              h(
+                "td",
+                {},
+                badge(r.state),
+                r.state === "RUNNING" && auth.canWrite
+                  ? h("button", { type: "button", class: "danger inline-action", text: "Stop", "aria-label": `Stop trial #${r.number}`, onclick: () => confirmStopTrial(r.number) })
+                  : null
+              ),
               objectives.length
                 ? objectives.map((o) => h("td", { class: "n", text: num(r.objectives ? r.objectives[o.metric] ?? null : null) }))
                 : h("td", { class: "n", text: num(r.objective) }),
@@ -365,7 +441,7 @@ export function studyView(container, { study: name }) {
               h("td", { class: "n", text: num(r.lastStep) }),
               params.map((p) => paramCell(r, p)),
               h("td", { class: "n", text: r.state === "RUNNING" ? `${duration((Date.now() - Date.parse(r.startedAt)) / 1000)}…` : duration(r.durationSeconds) }),
-              h("td", { class: "reason-cell", title: r.failureReason || "", text: r.failureReason || "" })
+              reasonCell(r)
             )
           )
         : h("tr", {}, h("td", { colspan: columns, class: "muted", text: b.filter || b.state ? "No trial matches." : "No trial yet: the leaderboard fills as trials start." }))
@@ -384,11 +460,50 @@ export function studyView(container, { study: name }) {
     );
   }
 
+  /** A failure reason: its first line, the whole of it (the log's last lines) on a click. A
+   * live refresh keeps what was opened open. */
+  function reasonCell(r) {
+    const text = r.failureReason || "";
+    const lines = text.split("\n");
+    if (lines.length === 1 && text.length <= 90) return h("td", { class: "reason-cell", text });
+    const details = h(
+      "details",
+      { class: "reason-more", open: s.openReasons.has(r.number) },
+      h("summary", { title: "Show the whole reason", text: lines[0] || "(reason)" }),
+      h("pre", { class: "reason-full", text })
+    );
+    details.addEventListener("toggle", () => {
+      if (details.open) s.openReasons.add(r.number);
+      else s.openReasons.delete(r.number);
+    });
+    return h("td", { class: "reason-cell" }, details);
+  }
+
+  async function confirmStopTrial(number) {
+    const ok = await confirmDialog({
+      title: `Stop trial #${number}?`,
+      text: "Its trainer is stopped now. It ends PRUNED, with a reason saying it was stopped by hand: it is not run again, and it counts toward the study's budget like a pruned trial.",
+      confirm: "Stop trial",
+    });
+    if (!ok) return;
+    hide(boardBox);
+    try {
+      await post(`${path}/trials/${number}/stop`);
+      showInfo(boardBox, `Trial #${number}: stopping; it ends PRUNED, stopped by hand.`);
+      refreshBoard();
+    } catch (error) {
+      showError(boardBox, error);
+    }
+  }
+
   // -- charts -----------------------------------------------------------------------------
-  const curves = curvesPanel(s, path, onGone);
-  const history = historyPanel(s, path, onGone);
-  const parallel = parallelPanel(s, path, onGone);
+  const curves = curvesPanel(s, path, onGone, { query: boardQuery });
+  const history = historyPanel(s, path, onGone, { query: boardQuery });
+  const parallel = parallelPanel(s, path, onGone, { query: boardQuery, onBrush: brushed });
+  const analysis = analysisPanel(s, path, onGone, { query: boardQuery });
   const importances = importancePanel(s, path, onGone);
+  // A new state or filter on the leaderboard: every chart follows it.
+  filterListeners.push(curves.reload, history.reload, parallel.reload, analysis.reload);
   const pareto = paretoPanel(s, path, onGone);
 
   // -- the event stream -------------------------------------------------------------------
@@ -461,6 +576,7 @@ export function studyView(container, { study: name }) {
     h("div", { class: "title" }, heading, live),
     pageBox,
     summary,
+    studyNote.el,
     pareto.summaryEl,
     reason,
     actions,
@@ -475,7 +591,7 @@ export function studyView(container, { study: name }) {
       scroller("Leaderboard table", boardTable),
       boardPager
     ),
-    h("div", { class: "panels" }, pareto.el, curves.el, history.el, parallel.el, importances.el)
+    h("div", { class: "panels" }, pareto.el, curves.el, history.el, importances.el, parallel.el, analysis.el)
   );
   actions.hidden = true;
   const studyLoaded = loadStudy().then(() => {
@@ -492,13 +608,15 @@ export function studyView(container, { study: name }) {
     curves.arm();
     history.arm();
     parallel.arm();
+    analysis.arm();
     importances.arm();
   });
   return stopAll;
 }
 
-/** Curves of one metric by step: the best N trials (server-sorted) and the running ones. */
-function curvesPanel(s, path, onGone) {
+/** Curves of one metric by step: the best N trials (server-sorted) and the running ones, of
+ * those the leaderboard's state and filter select. */
+function curvesPanel(s, path, onGone, { query: boardQuery }) {
   const opt = { metric: null, pick: "best:10", running: true, log: false };
   const trials = new Map();
   const metricSelect = h("select", { id: "curve-metric", onchange: () => { opt.metric = metricSelect.value; reload(); } });
@@ -563,9 +681,16 @@ function curvesPanel(s, path, onGone) {
     const mine = ++request;
     try {
       const [how, n] = opt.pick.split(":");
-      const top = await get(`${path}/trials`, { sort: how === "latest" ? "-number" : "objective", limit: Number(n) });
+      const selected = boardQuery();
+      const top = await get(`${path}/trials`, { sort: how === "latest" ? "-number" : "objective", limit: Number(n), ...selected });
       const rows = new Map(top.data.map((r) => [r.number, r]));
-      if (opt.running) for (const n of s.running) if (!rows.has(n)) rows.set(n, { number: n, state: "RUNNING", bestStep: null });
+      if (opt.running && !filtered()) {
+        for (const n of s.running) if (!rows.has(n)) rows.set(n, { number: n, state: "RUNNING", bestStep: null });
+      } else if (opt.running && (!selected.state || selected.state === "RUNNING")) {
+        // Only the running trials the filter keeps.
+        const running = await get(`${path}/trials`, { sort: "number", state: "RUNNING", filter: selected.filter, limit: 100 });
+        for (const r of running.data) if (!rows.has(r.number)) rows.set(r.number, r);
+      }
       const numbers = [...rows.keys()];
       const found = numbers.length
         ? await get(`${path}/metrics/${encodeURIComponent(opt.metric)}/history`, { trials: numbers, limit: Math.min(500, numbers.length), maxPoints: 500 })
@@ -591,6 +716,7 @@ function curvesPanel(s, path, onGone) {
   }
   const refresh = throttle(reload, 3000);
   onGone(refresh.cancel);
+  const filtered = () => Boolean(s.board.state || s.board.filter);
   const redraw = throttle(draw, 250);
   onGone(redraw.cancel);
 
@@ -615,7 +741,7 @@ function curvesPanel(s, path, onGone) {
 
   function evaluated(data) {
     let t = trials.get(data.number);
-    if (!t && opt.running && started && s.running.has(data.number)) {
+    if (!t && opt.running && started && s.running.has(data.number) && !filtered()) {
       t = { number: data.number, state: "RUNNING", bestStep: null, evalName: null, points: new Map() };
       trials.set(data.number, t);
     }
@@ -633,6 +759,7 @@ function curvesPanel(s, path, onGone) {
     arm: () => onGone(whenVisible(el, start)),
     addTag,
     evaluated,
+    reload: () => { if (started) reload(); },
     created: () => {},
     runningChanged: () => { if (started) refresh(); },
     ended(data) {
@@ -656,8 +783,9 @@ function bestOf(trial, study) {
   return best ? best[0] : null;
 }
 
-/** Objective by trial number with the best so far: the first trials by number, a page at a time. */
-function historyPanel(s, path, onGone) {
+/** Objective by trial number with the best so far: the first finished trials by number that
+ * the leaderboard's state and filter select, a page at a time. */
+function historyPanel(s, path, onGone, { query: boardQuery }) {
   const PAGE = 500;
   let cap = PAGE;
   const rows = new Map();
@@ -678,11 +806,17 @@ function historyPanel(s, path, onGone) {
   onGone(() => chart.destroy());
   let loaded = false;
 
+  let request = 0;
   async function load() {
+    const mine = ++request;
+    const selected = boardQuery();
+    const states = selected.state ? [selected.state].filter((k) => ["COMPLETED", "PRUNED"].includes(k)) : ["COMPLETED", "PRUNED"];
+    rows.clear();
+    count = 0;
     try {
-      for (let offset = 0; offset < cap; offset += PAGE) {
-        const page = await get(`${path}/trials`, { sort: "number", state: ["COMPLETED", "PRUNED"], limit: PAGE, offset });
-        if (s.gone) return;
+      for (let offset = 0; states.length && offset < cap; offset += PAGE) {
+        const page = await get(`${path}/trials`, { sort: "number", state: states, filter: selected.filter, limit: PAGE, offset });
+        if (s.gone || mine !== request) return;
         count = page.count;
         for (const r of page.data) rows.set(r.number, r);
         if (offset + PAGE >= page.count) break;
@@ -714,11 +848,18 @@ function historyPanel(s, path, onGone) {
   const redraw = throttle(draw, 1000);
   onGone(redraw.cancel);
 
+  const reloadSoon = throttle(load, 2000);
+  onGone(reloadSoon.cancel);
   return {
     el,
     arm: () => onGone(whenVisible(el, load)),
+    reload: () => { if (loaded) { cap = PAGE; load(); } },
     async ended(data) {
       if (!loaded || !["COMPLETED", "PRUNED"].includes(data.state)) return;
+      if (s.board.state || s.board.filter) {
+        reloadSoon(); // whether it passes the filter is the server's to say
+        return;
+      }
       try {
         const detail = await get(`${path}/trials/${data.number}`);
         if (s.gone) return;
@@ -730,63 +871,6 @@ function historyPanel(s, path, onGone) {
       }
     },
   };
-}
-
-/** Parallel coordinates of the best K COMPLETED trials. */
-function parallelPanel(s, path, onGone) {
-  let top = 100;
-  let rows = [];
-  const box = alertBox();
-  const note = h("p", { class: "muted small" });
-  const canvas = h("canvas", { role: "img", "aria-label": "Parallel coordinates" });
-  const holder = h("div", { class: "chart-holder" }, canvas);
-  const select = h(
-    "select",
-    { id: "parallel-top", onchange: () => { top = Number(select.value); load(); } },
-    [50, 100, 200, 500].map((n) => h("option", { value: String(n), text: `best ${n}`, selected: n === top }))
-  );
-  const el = h(
-    "section",
-    { class: "panel", "aria-labelledby": "parallel-title" },
-    h("h2", { id: "parallel-title", text: "Parameters against the objective" }),
-    h("div", { class: "toolbar" }, h("label", { for: "parallel-top", text: "COMPLETED trials" }), select),
-    box,
-    holder,
-    note
-  );
-  let visible = false;
-
-  async function load() {
-    try {
-      const page = await get(`${path}/trials`, { sort: "objective", state: "COMPLETED", limit: top });
-      if (s.gone) return;
-      rows = page.data;
-      hide(box);
-      draw();
-    } catch (error) {
-      if (!s.gone) showError(box, error);
-    }
-  }
-
-  function draw() {
-    if (!s.study || !visible) return;
-    const params = specParams(s.study.spec.hyperparameters).map((p) => p.spec);
-    if (!rows.length) {
-      canvas.hidden = true;
-      note.textContent = "No COMPLETED trial yet.";
-      return;
-    }
-    canvas.hidden = false;
-    drawParallel(canvas, { params, rows, metric: s.study.metric, goal: s.study.goal });
-    canvas.setAttribute("aria-label", `Parallel coordinates: ${params.map((p) => p.parameterName).join(", ")} against ${s.study.metric} for the ${rows.length} best COMPLETED trials`);
-    note.textContent = `One line per trial, the ${rows.length} best; darker is better, the best is thickest.`;
-  }
-  const refresh = throttle(() => visible && load(), 5000);
-  onGone(refresh.cancel);
-  const resize = new ResizeObserver(() => draw());
-  resize.observe(holder);
-  onGone(() => resize.disconnect());
-  return { el, refresh, arm: () => onGone(whenVisible(el, () => { visible = true; load(); })) };
 }
 
 /** Importances from the server (Optuna's evaluators), asked again when trials finish. */

@@ -1,10 +1,12 @@
 // One trial: params as the trainer received them (and the conditional ones it did not get),
 // every metric of every eval step (curves and a table), its objectives where the study has
-// several, the kept checkpoint and exports with downloads, and the log followed while it runs.
+// several, its note, a Stop while it runs, the kept checkpoint and exports with downloads, and
+// the log followed while it runs.
 
-import { call, download, follow, get, query, studyPath } from "./api.js";
+import { auth, call, download, follow, get, post, query, studyPath } from "./api.js";
 import { Chart, curvesData } from "./charts.js";
-import { alertBox, badge, bytes, duration, h, hide, num, param, paramShown, replace, scroller, showError, showInfo, specParams, throttle, time } from "./dom.js";
+import { alertBox, badge, bytes, confirmDialog, duration, h, hide, num, param, paramShown, replace, scroller, showError, showInfo, specParams, throttle, time } from "./dom.js";
+import { notesPanel } from "./notes.js";
 import { constraintText, objectivesOf, severalObjectives } from "./pareto.js";
 
 const LOG_BYTES = 64 * 1024;
@@ -22,6 +24,9 @@ export function trialView(container, { study, number }) {
   const heading = h("h1", { tabindex: -1 }, `Trial #${number}`);
   const pageBox = alertBox();
   const summary = h("dl", { class: "summary" });
+  const actions = h("div", { class: "row", role: "group", "aria-label": "Actions" });
+  const actionBox = alertBox();
+  const note = notesPanel({ id: "trial-note", title: "Notes", path });
   const failure = h("section", { class: "failure", hidden: true, "aria-labelledby": "failure-title" });
   const params = h("section", { class: "panel", "aria-labelledby": "params-title" });
   const artifacts = h("section", { class: "panel", "aria-labelledby": "artifacts-title" });
@@ -78,6 +83,26 @@ export function trialView(container, { study, number }) {
     return item("Safe", feasible === null ? "—" : feasible ? `yes: ${text}` : `no: ${text}`);
   }
 
+  async function stopTrial(event) {
+    const button = event.currentTarget;
+    const ok = await confirmDialog({
+      title: `Stop trial #${number}?`,
+      text: "Its trainer is stopped now. It ends PRUNED, with a reason saying it was stopped by hand: it is not run again, and it counts toward the study's budget like a pruned trial.",
+      confirm: "Stop trial",
+    });
+    if (!ok) return;
+    button.disabled = true;
+    hide(actionBox);
+    try {
+      detail = await post(`${path}/stop`);
+      render();
+      showInfo(actionBox, `Stopping trial #${number}: it ends PRUNED, stopped by hand.`);
+    } catch (error) {
+      showError(actionBox, error);
+      button.disabled = false;
+    }
+  }
+
   function render() {
     const d = detail;
     document.title = `${study} #${number} · estimator-tuner`;
@@ -94,8 +119,16 @@ export function trialView(container, { study, number }) {
       item("Duration", d.state === "RUNNING" ? `${duration((Date.now() - Date.parse(d.startedAt)) / 1000)}…` : duration(d.durationSeconds)),
       item("Exit code", d.exitCode === null ? "—" : String(d.exitCode)),
       item("Worker", d.worker || "—"),
-      item("Ran on", executorText(d.executor))
+      item("Ran on", executorText(d.executor)),
+      d.stopRequestedAt ? item("Stop asked", time(d.stopRequestedAt), d.stopRequestedBy ? ` by ${d.stopRequestedBy}` : "") : null
     );
+    replace(
+      actions,
+      d.state === "RUNNING" && auth.canWrite && !d.stopRequestedAt
+        ? h("button", { type: "button", class: "danger", text: "Stop trial", onclick: stopTrial })
+        : null
+    );
+    note.show(d.note);
     failure.hidden = !d.failureReason && !d.problems.length;
     replace(
       failure,
@@ -295,7 +328,10 @@ export function trialView(container, { study, number }) {
     heading,
     pageBox,
     summary,
+    actions,
+    actionBox,
     failure,
+    note.el,
     h("div", { class: "panels" }, params, artifacts),
     h("section", { "aria-labelledby": "metrics-title" }, h("h2", { id: "metrics-title", text: "Metrics by eval step" }), curves, metricsTable),
     h("section", { "aria-labelledby": "log-title" }, h("h2", { id: "log-title", text: "Log" }), logNote, logBox)
