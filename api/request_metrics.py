@@ -33,7 +33,7 @@ def route_template(scope: Scope) -> str:
     if not isinstance(template, str) or not template:
         return UNMATCHED
     regex = getattr(route, "path_regex", None)
-    path = scope.get("path", "")
+    path: str = scope.get("path", "")
     if regex is not None and not regex.match(path):
         for at, char in enumerate(path):
             if char == "/" and at > 0 and regex.match(path[at:]):

@@ -167,7 +167,7 @@ def test_gpus_and_cpus_per_trial_are_read_and_stored() -> None:
         ("cpusPerTrial: -2", "cpusPerTrial", POSITIVE),
         ("cpusPerTrial: .inf", "cpusPerTrial", POSITIVE),
         ("cpusPerTrial: four", "cpusPerTrial", POSITIVE),
-        ("gpusPerTrail: 2", "gpusPerTrail", "unknown field (check its spelling)"),
+        ("gpusPerTrail: 2", "gpusPerTrail", "unknown field; did you mean 'gpusPerTrial'?"),
     ],
 )
 def test_bad_gpus_and_cpus_per_trial_are_refused_by_name(

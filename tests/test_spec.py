@@ -507,13 +507,13 @@ def test_log_scale_refusal_names_the_field_as_written(shape: Any, prefix: Any) -
 def test_unknown_field_typo(shape: Any, prefix: Any) -> None:
     text = shape("- {parameterName: lr, type: DOUBLE, minValue: 0.1, maxValue: 1}", "maxTrial: 5\n")
     assert problems_of(text, name="n", trainer="t") == [
-        (f"{prefix}maxTrial", "unknown field (check its spelling)")
+        (f"{prefix}maxTrial", "unknown field; did you mean 'maxTrials'?")
     ]
 
 
 def test_unknown_field_inside_a_param() -> None:
     text = with_params("- {parameterName: lr, type: DOUBLE, minValue: 0.1, maxValue: 1, scale: x}")
-    assert problems_of(text) == [("params[0].scale", "unknown field (check its spelling)")]
+    assert problems_of(text) == [("params[0].scale", "unknown field; did you mean 'scaleType'?")]
 
 
 REFUSALS = [
@@ -940,7 +940,7 @@ def test_several_problems_are_reported_together() -> None:
             (f"{p}params[0].minValue", "must be a whole number for INTEGER"),
             (f"{p}params[1].minValue", "must be > 0 with UNIT_LOG_SCALE"),
             (f"{p}params[2].categoricalValues", "required and non-empty for CATEGORICAL"),
-            (f"{p}maxTrial", "unknown field (check its spelling)"),
+            (f"{p}maxTrial", "unknown field; did you mean 'maxTrials'?"),
         ]
     )
     # The message lists every problem, one per line, after the file's name.

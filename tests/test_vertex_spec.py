@@ -548,7 +548,7 @@ REFUSALS = [
     pytest.param(
         vertex([LR], [{"metricId": "rmse", "goal": "MINIMISE"}]),
         "studySpec.metrics[0].goal",
-        "got 'MINIMISE', expected one of 'MAXIMIZE' or 'MINIMIZE'",
+        "got 'MINIMISE', expected one of 'MAXIMIZE' or 'MINIMIZE'; did you mean 'MINIMIZE'?",
         id="bad-goal",
     ),
     pytest.param(
@@ -611,11 +611,14 @@ def test_unknown_fields_are_named_by_their_path_and_reported_together() -> None:
     child["parameterSpec"]["doubleValueSpec"] = {"minValue": 0, "maxValue": 0.9, "mx": 1}
     unknown = "unknown field (check its spelling)"
     assert problems(document) == [
-        ("studySpec.metrcs", unknown),
+        ("studySpec.metrcs", "unknown field; did you mean 'metrics'?"),
         ("studySpec.searchSpace", unknown),
-        ("studySpec.parameters[0].parameterType", unknown),
+        ("studySpec.parameters[0].parameterType", "unknown field; did you mean 'parameterId'?"),
         ("studySpec.parameters[0].conditionalParameterSpecs[0].parent", unknown),
-        ("studySpec.parameters[0].conditionalParameterSpecs[0].parameterSpec.scale", unknown),
+        (
+            "studySpec.parameters[0].conditionalParameterSpecs[0].parameterSpec.scale",
+            "unknown field; did you mean 'scaleType'?",
+        ),
         (
             "studySpec.parameters[0].conditionalParameterSpecs[0].parameterSpec.doubleValueSpec.mx",
             unknown,
@@ -626,7 +629,7 @@ def test_unknown_fields_are_named_by_their_path_and_reported_together() -> None:
 
 def test_unknown_top_level_fields_of_a_vertex_job_are_named() -> None:
     assert problems(vertex([LR], maxTrialCnt=5)) == [
-        ("maxTrialCnt", "unknown field (check its spelling)")
+        ("maxTrialCnt", "unknown field; did you mean 'maxTrialCount'?")
     ]
 
 
@@ -741,7 +744,7 @@ def test_a_job_file_with_metrics_and_conditionals_keeps_its_args() -> None:
                 (
                     "hyperparameters.params[0].conditionalParameterSpecs[0].parameterSpec"
                     ".parameterId",
-                    "unknown field (check its spelling)",
+                    "unknown field; did you mean 'parameterName'?",
                 ),
             ],
         ),

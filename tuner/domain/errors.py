@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tuner.domain.hints import did_you_mean
+
 
 def first_line(exc: BaseException) -> str:
     """An error's first line, for a one-line reason (its type's name if it says nothing)."""
@@ -35,7 +37,10 @@ class TrainerNotFoundError(TunerError):
         self.name = name
         self.known = known
         choices = ", ".join(sorted(known)) or "none are registered"
-        super().__init__(f"trainer: {name!r} is not a registered trainer (registered: {choices})")
+        hint = did_you_mean(name, known)
+        super().__init__(
+            f"trainer: {name!r} is not a registered trainer (registered: {choices}){hint}"
+        )
 
 
 class TrainerRegistryError(TunerError):

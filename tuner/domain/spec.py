@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import re
+import typing
 from collections.abc import Collection
 from enum import StrEnum
 from pathlib import Path
@@ -32,7 +33,8 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from tuner.domain.errors import SpecError
-from tuner.domain.vertex import VertexPaths, from_vertex, is_vertex_job
+from tuner.domain.hints import did_you_mean, unknown_field
+from tuner.domain.vertex import JOB_FIELDS, VertexPaths, from_vertex, is_vertex_job
 
 logger = logging.getLogger(__name__)
 
@@ -980,10 +982,26 @@ def load_spec_text(
         if document is None:
             document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise SpecError([("", f"not valid YAML or JSON: {where}{exc}")], source=source) from None
+        problem = f"not valid YAML or JSON: {_yaml_problem(exc)}"
+        raise SpecError([("", problem)], source=source) from None
     return parse_spec(document, source=source, warnings=warnings, trainers=trainers, **overrides)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML error, its place said once: PyYAML's own text repeats each mark
+    with a quote of the line under it."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    mark, context_mark = exc.problem_mark, exc.context_mark
+    problem = exc.problem or exc.context or "invalid"
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    context = ""
+    if exc.context and exc.problem:
+        context = f" ({exc.context}"
+        if context_mark is not None and (mark is None or context_mark.line != mark.line):
+            context += f" at line {context_mark.line + 1}, column {context_mark.column + 1}"
+        context += ")"
+    return f"{where}{problem}{context}"
 
 
 def load_spec_file(path: Path, *, warnings: list[str] | None = None, **overrides: Any) -> StudySpec:
@@ -1032,7 +1050,10 @@ def parse_spec(
         problems = _problems(exc, prefix)
         if vertex_paths is not None:
             problems = [
-                (vertex_paths.translate(path), vertex_paths.translate_text(reason))
+                (
+                    vertex_paths.translate(path),
+                    _vertex_hint(path, vertex_paths.translate_text(reason)),
+                )
                 for path, reason in problems
             ]
         if unknown and not any(path == "trainer" for path, _ in problems):
@@ -1043,11 +1064,21 @@ def parse_spec(
     return spec
 
 
+def _vertex_hint(path: str, reason: str) -> str:
+    """An unknown top-level field of a Vertex job is compared with the job's fields (and
+    ours, which may stand beside them), not with AI Platform's."""
+    if not reason.startswith("unknown field") or "." in path or "[" in path:
+        return reason
+    ours = [f.alias or name for name, f in StudySpec.model_fields.items()]
+    return unknown_field(path, [*JOB_FIELDS, *ours])
+
+
 def _unknown_trainer(name: Any, trainers: Collection[str] | None) -> str | None:
     if trainers is None or not isinstance(name, str) or name in trainers:
         return None
     choices = ", ".join(sorted(trainers)) or "none are registered"
-    return f"{name!r} is not a registered trainer (registered: {choices})"
+    hint = did_you_mean(name, trainers)
+    return f"{name!r} is not a registered trainer (registered: {choices}){hint}"
 
 
 def _flatten(
@@ -1139,18 +1170,59 @@ def _path(loc: list[Any], *, as_written: bool = False) -> str:
     return out
 
 
+def _known_fields(loc: list[Any]) -> list[str]:
+    """The fields (as written, camelCase) of the model that holds the last key of `loc`; at
+    the top of a flat spec, the tuning config's fields too (they are written there)."""
+    model: type[BaseModel] | None = StudySpec
+    for part in loc[:-1]:
+        if model is None:
+            return []
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part)) or next(
+            (f for f in model.model_fields.values() if f.alias == part), None
+        )
+        model = _model_in(field.annotation) if field is not None else None
+    if model is None:
+        return []
+    known = [f.alias or name for name, f in model.model_fields.items()]
+    if model is StudySpec:
+        known += [f.alias or name for name, f in HyperparameterSpec.model_fields.items()]
+        known += ["trainingInput", "studySpec"]
+    return known
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds, itself or in a list, a tuple or an optional."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _expected_words(error: Any) -> list[str]:
+    """The quoted choices of an enum or literal error (`'MAXIMIZE' or 'MINIMIZE'`)."""
+    return re.findall(r"'([^']*)'", str((error.get("ctx") or {}).get("expected", "")))
+
+
 def _reason(error: Any) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        return "unknown field (check its spelling)"
+        return unknown_field(str(error["loc"][-1]), _known_fields(list(error["loc"])))
     if kind == "missing":
         if error["loc"] in (("name",), ("trainer",)):
             return "required (in the spec, or given with the command)"
         return "required"
     if kind == "enum":
         expected = (error.get("ctx") or {}).get("expected", "")
-        return f"got {error.get('input')!r}, expected one of {expected}"
+        hint = did_you_mean(error.get("input"), _expected_words(error))
+        return f"got {error.get('input')!r}, expected one of {expected}{hint}"
     message = str(error["msg"])
+    if kind == "literal_error":
+        message += did_you_mean(error.get("input"), _expected_words(error))
     return message.removeprefix("Value error, ")
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuner.domain.errors import SpecError
+from tuner.domain.hints import did_you_mean, unknown_field
 
 #: Vertex's value specs, and the AI Platform type each becomes.
 VALUE_SPECS = {
@@ -82,6 +83,8 @@ PARAM_FIELDS = frozenset(
 CONDITIONAL_FIELDS = frozenset(
     {"parameterSpec", "parentCategoricalValues", "parentDiscreteValues", "parentIntValues"}
 )
+#: The job's own top-level fields (beside the tuner's, e.g. `trainer`), for spelling hints.
+JOB_FIELDS = frozenset({"studySpec", "displayName", *COUNTS} | IGNORED_JOB_FIELDS)
 #: AI Platform's tuning fields, refused beside `studySpec` (naming where Vertex has them).
 AI_PLATFORM_KEYS = {
     "hyperparameters": "studySpec (with maxTrialCount, parallelTrialCount beside it)",
@@ -217,7 +220,7 @@ class _Converter:
                 self.paths.fields[ours] = vertex_key
         unknown = sorted(set(study) - STUDY_SPEC_FIELDS)
         for key in unknown:
-            self.problems.append((f"studySpec.{key}", "unknown field (check its spelling)"))
+            self.problems.append((f"studySpec.{key}", unknown_field(key, STUDY_SPEC_FIELDS)))
         for key in sorted(set(study) & IGNORED_STUDY_FIELDS):
             self.warnings.append(f"studySpec.{key}: ignored, the tuner does not apply it")
         if "metrics" in study:
@@ -257,7 +260,7 @@ class _Converter:
             self.problems.append((vertex, "must be a mapping"))
             return param
         for key in sorted(set(param) - PARAM_FIELDS):
-            self.problems.append((f"{vertex}.{key}", "unknown field (check its spelling)"))
+            self.problems.append((f"{vertex}.{key}", unknown_field(key, PARAM_FIELDS)))
         specs = [key for key in VALUE_SPECS if key in param]
         if len(specs) != 1:
             self.problems.append(
@@ -286,9 +289,7 @@ class _Converter:
             else {"values", "defaultValue"}
         )
         for key in sorted(set(values) - allowed):
-            self.problems.append(
-                (f"{vertex}.{value_spec}.{key}", "unknown field (check its spelling)")
-            )
+            self.problems.append((f"{vertex}.{value_spec}.{key}", unknown_field(key, allowed)))
         if "defaultValue" in values:
             self.warnings.append(
                 f"{vertex}.{value_spec}.defaultValue: ignored (the sampler chooses the first "
@@ -323,7 +324,7 @@ class _Converter:
                 self.problems.append((where, "must be a mapping"))
                 continue
             for key in sorted(set(child) - CONDITIONAL_FIELDS):
-                self.problems.append((f"{where}.{key}", "unknown field (check its spelling)"))
+                self.problems.append((f"{where}.{key}", unknown_field(key, CONDITIONAL_FIELDS)))
             converted = {k: v for k, v in child.items() if k != "parameterSpec"}
             if "parameterSpec" not in child:
                 self.problems.append((f"{where}.parameterSpec", "required"))
@@ -344,7 +345,8 @@ class _Converter:
             self.problems.append(
                 (
                     "studySpec.measurementSelectionType",
-                    f"got {selection!r}, expected one of {choices}",
+                    f"got {selection!r}, expected one of {choices}"
+                    + did_you_mean(selection, MEASUREMENT_SELECTION),
                 )
             )
         elif "objective" in doc and doc["objective"] != mode:
@@ -369,7 +371,7 @@ class _Converter:
             self.problems.append(("budget", f"give either budget or {where}, not both"))
             return
         for key in sorted(set(config) - STOPPING_CONFIG_FIELDS):
-            self.problems.append((f"{where}.{key}", "unknown field (check its spelling)"))
+            self.problems.append((f"{where}.{key}", unknown_field(key, STOPPING_CONFIG_FIELDS)))
         budget: dict[str, Any] = {}
         for vertex_key, ours in STOPPING_CONFIG.items():
             if vertex_key not in config:
