@@ -41,4 +41,5 @@ def get_param_importances(
         computed_at=found.computed_at,
         cached=found.cached,
         available_evaluators=list(importance.available_evaluators()),
+        unavailable_evaluators={str(k): v for k, v in importance.unavailable_evaluators().items()},
     )

@@ -690,6 +690,11 @@ class ImportancesPublic(Public):
     computed_at: datetime
     cached: bool = Field(description="Whether this is a kept evaluation.")
     available_evaluators: list[str] = Field(description="What `evaluator` this server runs.")
+    unavailable_evaluators: dict[str, str] = Field(
+        default_factory=dict,
+        description="The evaluators this server cannot run, each with why and what to "
+        "install (fANOVA and mean decrease impurity need the `analysis` extra).",
+    )
 
 
 class ParetoMemberPublic(Public):

@@ -8,6 +8,7 @@ changes, so a page that asks after every event costs one COUNT query, not a new 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import math
@@ -39,7 +40,7 @@ from tuner.study.operations import Backend
 Evaluator = Literal["PED_ANOVA", "FANOVA", "MEAN_DECREASE_IMPURITY"]
 EVALUATORS: tuple[Evaluator, ...] = ("PED_ANOVA", "FANOVA", "MEAN_DECREASE_IMPURITY")
 #: Evaluators that fit a random forest: scikit-learn, which the tuner does not depend on.
-NEEDS_SKLEARN = ("FANOVA", "MEAN_DECREASE_IMPURITY")
+NEEDS_SKLEARN: tuple[Evaluator, ...] = ("FANOVA", "MEAN_DECREASE_IMPURITY")
 #: Fewest COMPLETED trials with an objective an importance is computed from.
 MIN_TRIALS = 2
 #: Studies (times evaluators) whose last evaluation is kept.
@@ -61,23 +62,41 @@ class Importances:
     cached: bool = False
 
 
+#: What to install for the evaluators that need scikit-learn.
+ANALYSIS_EXTRA = "pip install 'estimator-tuner[analysis]'"
+
+
+@functools.cache
+def _sklearn_problem() -> str | None:
+    """Why scikit-learn cannot be used here (None if it imports): imported once, for real, so
+    a broken install counts as absent too."""
+    try:
+        importlib.import_module("sklearn")
+    except Exception as exc:  # ImportError, or anything a broken install raises
+        return f"scikit-learn cannot be imported on the server ({type(exc).__name__}: {exc})"
+    return None
+
+
+def unavailable_evaluators() -> dict[Evaluator, str]:
+    """The evaluators this server cannot run, each with why and what to install."""
+    problem = _sklearn_problem()
+    if problem is None:
+        return {}
+    reason = f"fits a random forest and needs scikit-learn: {problem}; {ANALYSIS_EXTRA}"
+    return {e: f"{e} {reason}" for e in NEEDS_SKLEARN}
+
+
 def available_evaluators() -> list[Evaluator]:
     """The evaluators this server can run (the forests need scikit-learn)."""
-    have_sklearn = importlib.util.find_spec("sklearn") is not None
-    return [e for e in EVALUATORS if have_sklearn or e not in NEEDS_SKLEARN]
+    missing = unavailable_evaluators()
+    return [e for e in EVALUATORS if e not in missing]
 
 
 def make_evaluator(name: Evaluator) -> BaseImportanceEvaluator:
-    if name not in available_evaluators():
-        raise QueryError(
-            [
-                (
-                    "evaluator",
-                    f"{name} fits a random forest and needs scikit-learn on the server "
-                    "(pip install scikit-learn); available: " + ", ".join(available_evaluators()),
-                )
-            ]
-        )
+    missing = unavailable_evaluators()
+    if name in missing:
+        available = ", ".join(available_evaluators())
+        raise QueryError([("evaluator", f"{missing[name]} (available: {available})")])
     if name == "FANOVA":
         return FanovaImportanceEvaluator(seed=0)
     if name == "MEAN_DECREASE_IMPURITY":

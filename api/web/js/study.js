@@ -879,6 +879,8 @@ function importancePanel(s, path, onGone) {
   const box = alertBox();
   const list = h("ol", { class: "bars", "aria-label": "Importances" });
   const note = h("p", { class: "muted small" });
+  // Evaluators this server cannot run, with why and what to install.
+  const unavailable = h("ul", { class: "muted small", "aria-label": "Unavailable evaluators" });
   const select = h(
     "select",
     { id: "importance-evaluator", onchange: () => { evaluator = select.value; load(); } },
@@ -891,7 +893,8 @@ function importancePanel(s, path, onGone) {
     h("div", { class: "toolbar" }, h("label", { for: "importance-evaluator", text: "Evaluator" }), select),
     box,
     list,
-    note
+    note,
+    unavailable
   );
   let visible = false;
   const NAMES = { PED_ANOVA: "PED-ANOVA", FANOVA: "fANOVA", MEAN_DECREASE_IMPURITY: "mean decrease impurity" };
@@ -906,7 +909,15 @@ function importancePanel(s, path, onGone) {
       const found = await get(`${path}/importances`, { evaluator });
       if (s.gone) return;
       hide(box);
-      replace(select, found.availableEvaluators.map((e) => h("option", { value: e, text: NAMES[e] || e, selected: e === evaluator })));
+      const missing = found.unavailableEvaluators || {};
+      replace(select, [
+        ...found.availableEvaluators.map((e) => h("option", { value: e, text: NAMES[e] || e, selected: e === evaluator })),
+        ...Object.keys(missing).map((e) => h("option", { value: e, text: `${NAMES[e] || e} (unavailable)`, disabled: true, title: missing[e] })),
+      ]);
+      replace(
+        unavailable,
+        Object.entries(missing).map(([e, why]) => h("li", { text: `${NAMES[e] || e}: ${why}` }))
+      );
       replace(
         list,
         found.importances.map((item) => {
