@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from tuner.domain.spec import StudySpec
@@ -83,7 +83,7 @@ class StopByHand:
             where = "before its first eval"
         else:
             where = f"at step {step}"
-        when = f"{self.requested_at:%Y-%m-%d %H:%M:%S %Z}".strip()
+        when = f"{self.requested_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
         return f"stopped by hand {where} (request from {self.requested_by} at {when})"
 
 
