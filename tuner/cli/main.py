@@ -177,8 +177,8 @@ def _capacity(gpus: str | None, cpus: float | None) -> Capacity:
     """`--gpus` and `--cpus`, checked before anything starts (exit 2 naming the option)."""
     try:
         capacity = capacity_from_options(gpus, cpus)
-    except ValueError as exc:
-        raise _fail(str(exc), exit_code(exc)) from None
+    except ValueError as exc:  # a bad option value: a usage error
+        raise _fail(str(exc)) from None
     note = gpus_note(capacity)
     if note is not None:
         err.print(f"warning: {note}", highlight=False)
