@@ -85,7 +85,9 @@ from tuner.persistence.models import (
     StudyEventRow,
     StudyRow,
     TrialRunRow,
+    TrialSortValueRow,
 )
+from tuner.persistence.sort_values import metric_key, param_sort_values
 from tuner.study import operations as study_ops
 from tuner.study import optuna_attrs, sampling
 from tuner.study.front import pareto_front
@@ -560,6 +562,30 @@ class BulkWriter:
                 for t in trials
                 for index in range(len(t.rmse))
                 for tag, value in t.metrics(index).items()
+            ],
+        )
+        # Each trial's sort values: its params (`attach_trial`) and its metrics at its best
+        # step (`set_objective_steps`), as `tuner.persistence.sort_values` derives them.
+        self.insert(
+            conn,
+            table(TrialSortValueRow),
+            [
+                {
+                    "run_id": run_ids[t.number],
+                    "key": key,
+                    "study_id": self.study_id,
+                    "value": value,
+                    "number": t.number,
+                }
+                for t in trials
+                for key, value in [
+                    *param_sort_values(self.spec, values[t.number]).items(),
+                    *(
+                        (metric_key(tag), value)
+                        for tag, value in t.metrics(t.best_index).items()
+                        if value is not None and not math.isnan(value)
+                    ),
+                ]
             ],
         )
         self.insert(

@@ -25,6 +25,7 @@ from tuner.persistence.models import (
     EventFileRow,
     TrialRunRow,
 )
+from tuner.persistence.sort_values import refresh_metric_values
 
 
 def event_offsets(session: Session, run_id: int) -> dict[str, int]:
@@ -231,6 +232,7 @@ def set_objective_steps(
             objective_rank=objective_rank,
         )
     )
+    refresh_metric_values(session, run_id)
 
 
 def tags_seen(session: Session, run_id: int, eval_name: str | None = None) -> list[str]:

@@ -136,6 +136,46 @@ class TrialRunRow(Base):
     study: Mapped[StudyRow] = relationship(back_populates="runs")
 
 
+class TrialSortValueRow(Base):
+    """A trial's value for one sort key other than its objective: each param (a categorical as
+    its place in the spec's list) and each metric at its best step, finite values only.
+
+    Kept beside the run and indexed with the study and the key, so that a page sorted by a
+    param or a metric reads its rows in index order instead of computing the key for every
+    trial of the study (a pass over 100,000 trials for 50 rows). A trial without a value for
+    the key (an inactive conditional param, a metric never written, NaN) has no row.
+    """
+
+    __tablename__ = "tuner_trial_sort_values"
+    __table_args__ = (
+        # With the run id: a page and a filter's trials come from the index alone.
+        Index("ix_tuner_trial_sort_values_order", "study_id", "key", "value", "number", "run_id"),
+    )
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("tuner_trial_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: `param:<name>` or `metric:<tag>`, as the trial list's `sort` names them.
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("tuner_studies.id", ondelete="CASCADE"))
+    value: Mapped[float] = mapped_column(Float)
+    #: The trial's number: ties go by it, from the index.
+    number: Mapped[int] = mapped_column(Integer)
+
+
+# Descending sorts keep ties in number order: read forwards from an index of their own
+# (backwards, each run of equal values would be sorted again: 75 ms in place of 2 ms for a page
+# 50,000 rows down on SQLite, many values being equal).
+Index(
+    "ix_tuner_trial_sort_values_order_desc",
+    TrialSortValueRow.study_id,
+    TrialSortValueRow.key,
+    TrialSortValueRow.value.desc(),
+    TrialSortValueRow.number,
+    TrialSortValueRow.run_id,
+)
+
+
 class EvalStepRow(Base):
     """One evaluation of one checkpoint, as read from an eval dir's event files."""
 

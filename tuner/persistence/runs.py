@@ -30,6 +30,7 @@ from tuner.persistence.models import (
     TrialRunRow,
 )
 from tuner.persistence.rows import ACTIVE_STATE, COUNTED_STATES, aware, now, parsed_spec, to_run
+from tuner.persistence.sort_values import refresh_metric_values, write_param_values
 from tuner.persistence.studies import get_study, trial_counts
 
 
@@ -122,6 +123,17 @@ def attach_trial(
         ).one()
     except IntegrityError:
         raise TrialTakenError(f"trial {number} is attached to another run") from None
+    spec_json, name = session.execute(
+        select(StudyRow.spec_json, StudyRow.name).where(StudyRow.id == study_id)
+    ).one()
+    write_param_values(
+        session,
+        run_id=run_id,
+        study_id=study_id,
+        number=number,
+        spec=parsed_spec(spec_json, name),
+        params=params,
+    )
     data = {
         "number": number,
         "state": state,
@@ -206,6 +218,7 @@ def finish_run(
             raise LeaseLostError(run_id)
         return
     study_id, number = ended
+    refresh_metric_values(session, run_id)  # tags of its best step read after the last eval
     journal_end(session, study_id, number, state, reason, exit_code, values["ended_at"])
 
 

@@ -23,24 +23,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     ColumnElement,
     Select,
     SQLColumnExpression,
     and_,
-    case,
-    cast,
     extract,
     func,
     select,
-    type_coerce,
 )
 from sqlalchemy.orm import Session, aliased
 
 from tuner.domain.entities import LeaderboardRow, MetricHistory, MetricPoint, Study
 from tuner.domain.errors import QueryError
 from tuner.domain.spec import Goal, ParameterSpec, ParamType, StudySpec
-from tuner.persistence.models import EvalMetricRow, EvalStepRow, TrialRunRow
+from tuner.persistence.counts import counted
+from tuner.persistence.models import EvalMetricRow, EvalStepRow, TrialRunRow, TrialSortValueRow
 
 #: Sort keys without a name; `metric:<tag>` and `param:<name>` come on top.
 PLAIN_SORT_KEYS = (
@@ -225,8 +222,7 @@ class _Expressions:
     def __init__(self, session: Session, study: Study) -> None:
         self.sqlite = session.get_bind().dialect.name == "sqlite"
         self.spec = study.spec
-        #: Whether a filter reads another table (then counting costs a pass of its own).
-        self.costly_filters = False
+        self.study_id = study.id
 
     def sort_key(self, key: SortKey) -> SQLColumnExpression[Any]:
         row = TrialRunRow
@@ -254,60 +250,48 @@ class _Expressions:
             )
         if key.key == "lastStep":
             return last_step_of_run()
-        assert key.name is not None
-        if key.key == "metric":
-            return metric_at_best_step(key.name)
-        if key.key == "objectiveMetric":
-            # Better first, like the objective sort: MAXIMIZE values are negated.
-            value = metric_at_step(key.name, TrialRunRow.objective_step_id)
-            goal = next(o.goal for o in self.spec.objectives if o.metric == key.name)
-            return -value if goal is Goal.MAXIMIZE else value
-        param = self._param(key.name)
-        if param.type is ParamType.CATEGORICAL:
-            # In the order the spec lists the values (an ordinal "small, medium, large" stays
-            # in order); a value the spec no longer lists sorts with the missing ones.
-            values = {v: i for i, v in enumerate(param.categorical_values or [])}
-            return case(values, value=self._param_value(param), else_=None)
-        return self._param_value(param)
+        assert key.key == "objectiveMetric" and key.name is not None, key  # param, metric: no
+        # Better first, like the objective sort: MAXIMIZE values are negated.
+        value = metric_at_step(key.name, TrialRunRow.objective_step_id)
+        goal = next(o.goal for o in self.spec.objectives if o.metric == key.name)
+        return -value if goal is Goal.MAXIMIZE else value
 
     def condition(self, flt: Filter) -> ColumnElement[bool]:
-        """The filter as SQL; a missing value (NULL) makes every comparison false, `!=` too."""
+        """The filter as SQL; a missing value (NULL) makes every comparison false, `!=` too.
+
+        A param or metric filter is a range of the sort values' (study_id, key, value) index,
+        which holds exactly the trials that have a value (no JSON parsed, no metric looked up
+        per trial of the study).
+        """
         if flt.subject == "objective":
             rank = TrialRunRow.objective_rank
             value: SQLColumnExpression[Any] = -rank if self.spec.goal is Goal.MAXIMIZE else rank
-        elif flt.subject == "metric":
-            assert flt.name is not None
-            value = metric_at_best_step(flt.name)
-            self.costly_filters = True
-        else:
-            assert flt.name is not None
-            value = self._param_value(self._param(flt.name))
-        condition: ColumnElement[bool] = OPERATORS[flt.op](value, flt.value)
-        return condition
+            condition: ColumnElement[bool] = OPERATORS[flt.op](value, flt.value)
+            return condition
+        return self.sort_value_condition(flt, TrialRunRow.id)
+
+    def sort_value_condition(
+        self, flt: Filter, run_id: SQLColumnExpression[int]
+    ) -> ColumnElement[bool]:
+        """A param or metric filter on the run whose id is `run_id`."""
+        assert flt.subject in ("param", "metric") and flt.name is not None
+        bound = flt.value
+        if flt.subject == "param":
+            param = self._param(flt.name)
+            if param.type is ParamType.CATEGORICAL:  # = or != a listed value: its place
+                bound = float((param.categorical_values or []).index(str(flt.value)))
+        values = TrialSortValueRow
+        within = select(values.run_id).where(
+            values.study_id == self.study_id,
+            values.key == f"{flt.subject}:{flt.name}",
+            OPERATORS[flt.op](values.value, bound),
+        )
+        return run_id.in_(within)
 
     def _param(self, name: str) -> ParameterSpec:
         found = _param(self.spec, name)
         assert not isinstance(found, str), found
         return found
-
-    def _param_value(self, param: ParameterSpec) -> ColumnElement[Any]:
-        # PostgreSQL: `json` (parsed per use) is faster than `jsonb` (converted first) for one
-        # key of a small document.
-        document = (
-            type_coerce(TrialRunRow.params_json, JSON)
-            if self.sqlite
-            else cast(TrialRunRow.params_json, JSON)
-        )
-        item = document[param.parameter_name]
-        value: ColumnElement[Any] = (
-            item.as_string() if param.type is ParamType.CATEGORICAL else item.as_float()
-        )
-        return value
-
-
-def metric_at_best_step(tag: str) -> ColumnElement[float | None]:
-    """The tag's value at the trial's best step (null: no best step, no such tag, NaN)."""
-    return metric_at_step(tag, TrialRunRow.best_step_id)
 
 
 def metric_at_step(tag: str, step_id: Any) -> ColumnElement[float | None]:
@@ -341,15 +325,27 @@ def list_trials(
     total. Ties go by trial number; trials without the sort value come last either way."""
     query = query or TrialQuery()
     sql = _Expressions(session, study)
-    key = sql.sort_key(query.sort)
     where = [TrialRunRow.study_id == study.id, TrialRunRow.number.is_not(None)]
     if query.states:
         where.append(TrialRunRow.state.in_(query.states))
     where += [sql.condition(f) for f in query.filters]
-    if query.sort.key == "objective":
-        found, total = _in_index_order(session, study, key, where, query, limit, offset)
+    total = counted(
+        session,
+        study,
+        ("trials", query.states, query.filters),
+        lambda: _count(session, where),
+        reads_values=any(f.subject != "param" for f in query.filters),
+    )
+    if offset >= total:
+        found: list[Any] = []
+    elif query.sort.key in ("param", "metric"):
+        found = _in_sort_value_order(session, study, sql, where, query, total, limit, offset)
+    elif query.sort.key == "objective":
+        key = sql.sort_key(query.sort)
+        found = _in_index_order(session, study, key, where, query, total, limit, offset)
     else:
-        found, total = _sorted_narrow(session, study, sql, key, where, query, limit, offset)
+        key = sql.sort_key(query.sort)
+        found = _sorted_narrow(session, study, key, where, query, limit, offset)
     last_values = _last_objectives(session, [run.id for run, *_ in found], study.spec.metric_tag)
     vectors = _ranking_vectors(session, study, [run for run, *_ in found])
     rows = [
@@ -475,21 +471,17 @@ def _in_index_order(
     key: SQLColumnExpression[Any],
     where: list[ColumnElement[bool]],
     query: TrialQuery,
+    total: int,
     limit: int,
     offset: int,
-) -> tuple[list[Any], int]:
+) -> list[Any]:
     """The objective sort: ranked trials straight from the (study_id, objective_rank, number)
     index, then the unranked ones by number; a page reads its own rows, whatever the study's
     size (a descending page reads the index backwards).
 
-    The total is a plain count (the narrowest index that has the study's trials: on 100,000
-    trials, counting the ranked ones too, which reads each entry's rank, cost several times
-    more). How many are ranked is only needed when a page runs past them: it is where the
-    ranked rows ended on this page, or, for a page wholly past them, a count of its own.
+    How many are ranked is only needed when a page runs past them: it is where the ranked
+    rows ended on this page, or, for a page wholly past them, a count of its own.
     """
-    total = _count(session, where)
-    if offset >= total:
-        return [], total
     page = _details(study).where(*where)
     order = key.desc() if query.sort.descending else key.asc()
     found: list[Any] = list(
@@ -509,45 +501,88 @@ def _in_index_order(
             .limit(limit - len(found))
             .offset(max(0, offset - keyed))
         ).all()
-    return found, total
+    return found
+
+
+def _in_sort_value_order(
+    session: Session,
+    study: Study,
+    sql: _Expressions,
+    where: list[ColumnElement[bool]],
+    query: TrialQuery,
+    total: int,
+    limit: int,
+    offset: int,
+) -> list[Any]:
+    """A param or metric sort: the trials that have a value, in the order of the
+    (study_id, key, value, number) index of their sort values, then those without one by
+    number; a page reads its own rows and the ones it skips, not the study's (equal values
+    go by number, also in a descending sort: an incremental sort of each run of equals).
+    """
+    values = TrialSortValueRow
+    assert query.sort.name is not None
+    sort_key = f"{query.sort.key}:{query.sort.name}"
+    order = values.value.desc() if query.sort.descending else values.value.asc()
+    keyed = [values.study_id == study.id, values.key == sort_key]
+    page = select(values.run_id).where(*keyed)
+    if query.states or any(f.subject == "objective" for f in query.filters):
+        page = page.join(TrialRunRow, TrialRunRow.id == values.run_id).where(*where)
+    else:
+        # Only attached trials have sort values, and param and metric filters are ranges of
+        # the same index: the page is read from it alone, run rows untouched.
+        page = page.where(*(sql.sort_value_condition(f, values.run_id) for f in query.filters))
+    ids: list[int] = list(
+        session.scalars(page.order_by(order, values.number).limit(limit).offset(offset))
+    )
+    if len(ids) < limit and offset + len(ids) < total:
+        # Where the keyed rows ended on this page, or a count for a page wholly past them.
+        before = (
+            offset + len(ids)
+            if ids
+            else int(session.scalar(select(func.count()).select_from(page.subquery())) or 0)
+        )
+        has_value = (
+            select(values.run_id)
+            .where(values.run_id == TrialRunRow.id, values.key == sort_key)
+            .exists()
+        )
+        ids += session.scalars(
+            select(TrialRunRow.id)
+            .where(*where, ~has_value)
+            .order_by(TrialRunRow.number)
+            .limit(limit - len(ids))
+            .offset(max(0, offset - before))
+        ).all()
+    by_id = {
+        row[0].id: row for row in session.execute(_details(study).where(TrialRunRow.id.in_(ids)))
+    }
+    return [by_id[i] for i in ids if i in by_id]
 
 
 def _sorted_narrow(
     session: Session,
     study: Study,
-    sql: _Expressions,
     key: SQLColumnExpression[Any],
     where: list[ColumnElement[bool]],
     query: TrialQuery,
     limit: int,
     offset: int,
-) -> tuple[list[Any], int]:
-    """Any other key: no index has its order, so the filtered trials are sorted as narrow
-    rows (id, key, number) and only the page's rows are read in full: sorting whole rows
-    would compute every trial's details (its last step, its objective) first.
-
-    The total is a count of its own when the filters read only the run rows (a cheap pass),
-    and a window over the sorted rows when they read metrics (one pass instead of two).
-    """
+) -> list[Any]:
+    """Any other key (a time, a duration, a state, a step): no index has its order, so the
+    filtered trials are sorted as narrow rows (id, key, number) and only the page's rows are
+    read in full: sorting whole rows would compute every trial's details first."""
     order = (key.desc() if query.sort.descending else key.asc()).nulls_last()
-    total: int | None = None
-    if not sql.costly_filters:
-        total = _count(session, where)
-        if offset >= total:
-            return [], total
-    narrow = select(TrialRunRow.id, *([func.count().over()] if total is None else []))
-    picked: Sequence[Any] = session.execute(
-        narrow.where(*where).order_by(order, TrialRunRow.number).limit(limit).offset(offset)
+    ids = session.scalars(
+        select(TrialRunRow.id)
+        .where(*where)
+        .order_by(order, TrialRunRow.number)
+        .limit(limit)
+        .offset(offset)
     ).all()
-    if total is None:
-        if not picked:  # past the end: the window had no row to count on
-            return [], _count(session, where)
-        total = int(picked[0][1])
-    ids = [row[0] for row in picked]
     by_id = {
         row[0].id: row for row in session.execute(_details(study).where(TrialRunRow.id.in_(ids)))
     }
-    return [by_id[i] for i in ids if i in by_id], total
+    return [by_id[i] for i in ids if i in by_id]
 
 
 # -- metric history ------------------------------------------------------------------------------
