@@ -286,7 +286,11 @@ def test_two_workers_upload_and_the_api_serves_the_best_model_from_the_store(
             keys = store.keys("house-prices-demo")
             assert any("/eval/events.out.tfevents." in k for k in keys), keys
             assert any(k.endswith("trial-0000.log") for k in keys)
-            assert any("/hparams/" in k for k in keys)
+            assert any("/hparams/" in k for k in keys)  # the study's experiment
+            sessions = [k for k in keys if k.endswith(".tuner-hparams") and "/trial-" in k]
+            assert {k.split("/")[-2] for k in sessions} == {
+                f"trial-{r['number']:04d}" for r in runs
+            }
 
             for worker in workers:
                 _stop(worker)

@@ -24,6 +24,7 @@ import httpx
 import optuna
 import pytest
 from tensorboard.compat.proto import event_pb2
+from tensorboard.plugins.hparams import api_pb2, metadata
 
 from tuner.domain.config import Settings
 from tuner.domain.entities import JournalEntry
@@ -296,6 +297,23 @@ print(json.dumps(out))
 """
 
 
+def pretty_print(value: Any) -> str:
+    """A value as TensorBoard's HParams dashboard prints it (its `prettyPrint`: a number with
+    `toPrecision(5)`, 5 significant digits kept, anything else as its text)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:#.5g}"
+    return str(value)
+
+
+def time_series_session(run: str, sessions: list[str]) -> str | None:
+    """The session whose hparams TensorBoard's Time Series run table gives a run: the longest
+    session name that the run's name starts with (as its front end matches them in 2.15)."""
+    for name in sorted(sessions, key=len, reverse=True):
+        if run.startswith(name):
+            return name
+    return None
+
+
 def read_with_tensorboard(logdir: Path, sessions: int) -> dict[str, Any]:
     """What each of TensorBoard's loaders makes of `logdir`, which holds `sessions` sessions."""
     done = subprocess.run(
@@ -323,27 +341,43 @@ def test_tensorboard_hparams_show_each_trial_its_status_and_objective(
     _, runs = world.runs("viewed")
     seen = tensorboard_tables[loader]
     trial_runs = [f"trial-{r.number:04d}" for r in runs]
-    completed = [f"trial-{r.number:04d}" for r in runs if r.state == "COMPLETED"]
-    hparams_runs = {r for r in seen["runs"] if not r.endswith("/eval")}
-    assert hparams_runs == {"hparams", *(f"{t}/hparams" for t in trial_runs)}
-    assert {f"{t}/eval" for t in completed} <= set(seen["runs"])
+    # One run per trial, its session's, and the runs the trainer wrote below it (the stopped
+    # trial's eval dir, if it got that far); the study's experiment is the tuner's one run.
+    evals = {f"trial-{r.number:04d}/eval" for r in runs if r.state == "COMPLETED"}
+    assert evals <= set(seen["runs"])
+    assert set(seen["runs"]) - {"trial-0002/eval"} == {"hparams", *trial_runs, *evals}
     experiment = seen["experiment"]
     assert [i["name"] for i in experiment["hparamInfos"]] == ["layers", "optimizer", "x", "y"]
     domains = {i["name"]: i for i in experiment["hparamInfos"]}
     assert domains["optimizer"]["domainDiscrete"] == ["adam", "sgd", "with space"]
     assert domains["y"]["domainInterval"] == {"minValue": 0.001, "maxValue": 0.1}
+    # The INTEGER param: text, listed in numeric order (TensorBoard shows numbers as 2.0000).
+    assert domains["layers"]["type"] == "DATA_TYPE_STRING"
+    assert domains["layers"]["domainDiscrete"] == ["1", "2", "3", "4"]
     (metric,) = experiment["metricInfos"]
     assert metric["name"] == {"tag": "objective/rmse", "group": ""}
 
     groups = {g["name"]: g for g in seen["groups"]["sessionGroups"]}
     assert set(groups) == {f"viewed/{t}" for t in trial_runs}
+    sessions = [s["name"] for g in groups.values() for s in g["sessions"]]
     with world.backend.db.session() as s:
         objectives = {r.number: repo.objective_value(s, r, "rmse") for r in runs}
     for run in runs:
         group = groups[f"viewed/trial-{run.number:04d}"]
-        assert group["hparams"] == run.params  # the trainer's values
+        # The trainer's values; the INTEGER one as on its command line.
+        assert group["hparams"] == {**run.params, "layers": str(run.params["layers"])}
+        assert isinstance(run.params["layers"], int)
+        shown = {name: pretty_print(value) for name, value in group["hparams"].items()}
+        assert shown["layers"] == str(run.params["layers"])
+        assert pretty_print(float(run.params["layers"])) == f"{run.params['layers']}.0000"
+        assert shown["x"] == f"{run.params['x']:#.5g}"
         (session,) = group["sessions"]
-        assert session["name"] == f"trial-{run.number:04d}/hparams"
+        assert session["name"] == f"trial-{run.number:04d}"
+        # Each run of the trial gets this session's hparams in TensorBoard's Time Series run
+        # table, which links a run to the session whose name prefixes it (the longest one).
+        linked = {r for r in seen["runs"] if time_series_session(r, sessions) == session["name"]}
+        assert linked == {r for r in seen["runs"] if r.split("/")[0] == session["name"]}
+        assert f"{session['name']}/eval" in linked or run.state != "COMPLETED"
         values = {m["name"]["tag"]: m["value"] for m in session["metricValues"]}
         if run.state == "COMPLETED":
             assert session["status"] == "STATUS_SUCCESS"
@@ -354,11 +388,14 @@ def test_tensorboard_hparams_show_each_trial_its_status_and_objective(
         assert session["endTimeSecs"] >= session["startTimeSecs"] > 0
 
 
-def test_hparams_dir_is_neither_a_model_dir_nor_an_eval_dir(world: World, viewed: StudySpec):
+def test_session_files_are_neither_a_model_dir_nor_eval_data(world: World, viewed: StudySpec):
     _, runs = world.runs("viewed")
     study_dir = world.settings.artifact_root / "viewed"
     for run in runs:
-        assert (study_dir / f"trial-{run.number:04d}" / hparams.HPARAMS_DIR).is_dir()
+        trial_dir = study_dir / f"trial-{run.number:04d}"
+        start, end = hparams.session_files(trial_dir)  # in the trial dir itself
+        assert start.parent == end.parent == trial_dir
+        assert not (trial_dir / hparams.HPARAMS_DIR).exists()
         if run.state == "COMPLETED":
             (found,) = find_model_dirs(study_dir / f"trial-{run.number:04d}")
             assert (found.path, found.eval_dirs) == (".", ("eval",))
@@ -371,18 +408,21 @@ def test_session_start_is_written_again_when_the_trainer_wiped_it(tmp_path: Path
     spec = make_spec("wiped", args=[], max_trials=1)
     trial_dir = tmp_path / "trial-0000"
     params = {"x": 0.5, "y": 0.01, "layers": 2, "optimizer": "sgd"}
-    first = hparams.write_session_start(trial_dir, group="g", params=params, start_time=100.0)
+    first = hparams.write_session_start(
+        trial_dir, spec=spec, group="g", params=params, start_time=100.0
+    )
     first.unlink()  # e.g. `shutil.rmtree(job_dir)` at the trainer's start
     path = hparams.write_session_end(
         trial_dir,
+        spec=spec,
         group="g",
         params=params,
         start_time=100.0,
         state="COMPLETED",
         end_time=160.0,
-        tag=hparams.objective_tag(spec),
         objective=hparams.Objective(step=40, value=0.25),
     )
+    assert hparams.session_files(trial_dir) == [path]
     records = EventFileReader(path).read_records()  # every record's CRC is checked
     tags = []
     for record in records[1:]:
@@ -393,6 +433,122 @@ def test_session_start_is_written_again_when_the_trainer_wiped_it(tmp_path: Path
         (40, "objective/rmse"),
         (0, "_hparams_/session_end_info"),
     ]
+
+
+# A trainer whose model dir is its trial dir (an Estimator's training summaries there, its
+# evals in eval/), written while TensorBoard's Python loader reloads the logdir as a running
+# `tensorboard --load_fast=false` does: that loader reads a run's files in name order and, once
+# on a file, never goes back to an earlier one. The trainer's files are written by TensorBoard's
+# own writer (on its TensorFlow stub), the session by the tuner.
+LIVE_READ = """
+import json, sys, time, types
+from pathlib import Path
+sys.modules["tensorboard.compat.notf"] = types.ModuleType("tensorboard.compat.notf")
+from tensorboard.backend.event_processing import plugin_event_multiplexer
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tuner.domain.spec import parse_spec
+from tuner.outputs import hparams
+
+logdir, spec = Path(sys.argv[1]), parse_spec(json.loads(sys.argv[2]))
+trial = logdir / "trial-0000"
+params = {"x": 0.5, "y": 0.01, "layers": 3, "optimizer": "adam"}
+multiplexer = plugin_event_multiplexer.EventMultiplexer()
+
+def scalar(writer, tag, step, value):
+    value = summary_pb2.Summary.Value(tag=tag, simple_value=value)
+    event = event_pb2.Event(wall_time=time.time(), step=step)
+    event.summary.value.append(value)
+    writer.add_event(event)
+    writer.flush()
+
+def reload():
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+
+started = time.time()
+hparams.write_session_start(trial, spec=spec, group="g", params=params, start_time=started)
+train, evals = EventFileWriter(str(trial)), EventFileWriter(str(trial / "eval"))
+scalar(train, "loss", 1, 1.0)
+scalar(evals, "rmse", 1, 0.5)
+reload()
+scalar(train, "loss", 2, 0.8)  # after the loader read the trial dir's files once
+scalar(evals, "rmse", 2, 0.4)
+train.close()
+evals.close()
+reload()
+hparams.write_session_end(
+    trial, spec=spec, group="g", params=params, start_time=started, state="COMPLETED",
+    end_time=time.time(), objective=hparams.Objective(step=2, value=0.4),
+)
+reload()
+tags = multiplexer.GetAccumulator("trial-0000").Tags()["tensors"]
+print(json.dumps({
+    "runs": sorted(multiplexer.Runs()),
+    "loss": [e.step for e in multiplexer.Tensors("trial-0000", "loss")],
+    "tags": sorted(tags),
+    "tensorflow": "tensorflow" in sys.modules,
+}))
+"""
+
+
+def test_the_session_is_the_trial_run_read_live_beside_an_estimators_summaries(tmp_path: Path):
+    spec = make_spec("live", args=[], max_trials=1)
+    document = json.dumps(spec.to_document())
+    done = subprocess.run(
+        [sys.executable, "-c", LIVE_READ, str(tmp_path), document],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert not seen["tensorflow"]
+    # No run of the tuner's own: the session is in the run of the trainer's training summaries.
+    assert seen["runs"] == ["trial-0000", "trial-0000/eval"]
+    # Training summaries written after the session start are read, and so is the session's end
+    # written after the trainer's last file.
+    assert seen["loss"] == [1, 2]
+    assert seen["tags"] == [
+        "_hparams_/session_end_info",
+        "_hparams_/session_start_info",
+        "loss",
+        "objective/rmse",
+    ]
+    start, _train, end = sorted(p.name for p in (tmp_path / "trial-0000").iterdir() if p.is_file())
+    assert start.startswith("events.out.tfevents.0000000000.")
+    assert start.endswith(hparams.FILE_SUFFIX) and end.endswith(hparams.FILE_SUFFIX)
+
+
+def test_integer_valued_params_are_text_listed_in_order_when_few(tmp_path: Path):
+    spec = make_spec(
+        "kinds",
+        args=[],
+        max_trials=1,
+        params=[
+            {"parameterName": "units", "type": "INTEGER", "minValue": 8, "maxValue": 1024},
+            {"parameterName": "batch", "type": "DISCRETE", "discreteValues": [16, 32, 128]},
+            {"parameterName": "rate", "type": "DISCRETE", "discreteValues": [0.5, 1, 2]},
+        ],
+    )
+    summary = hparams.experiment_summary(spec, created=1.0)
+    content = summary.value[0].metadata.plugin_data.content
+    infos = {i.name: i for i in metadata.parse_experiment_plugin_data(content).hparam_infos}
+    assert infos["units"].type == api_pb2.DATA_TYPE_STRING  # too many values to list
+    assert not infos["units"].HasField("domain_discrete")
+    assert infos["batch"].type == api_pb2.DATA_TYPE_STRING
+    assert [v.string_value for v in infos["batch"].domain_discrete.values] == ["16", "32", "128"]
+    assert infos["rate"].type == api_pb2.DATA_TYPE_FLOAT64  # 0.5 is no integer: numbers
+    assert [v.number_value for v in infos["rate"].domain_discrete.values] == [0.5, 1.0, 2.0]
+
+    values = {"units": 96, "batch": 32, "rate": 1}
+    start = hparams.session_start_summary(spec, "g", values, 1.0)
+    content = start.value[0].metadata.plugin_data.content
+    info = metadata.parse_session_start_info_plugin_data(content)
+    assert info.hparams["units"].string_value == "96"
+    assert info.hparams["batch"].string_value == "32"
+    assert info.hparams["rate"].number_value == 1.0
 
 
 def _slow(name: str) -> StudySpec:
@@ -424,8 +580,7 @@ def test_study_deleted_in_the_dashboard_is_paused_with_the_reason(world: World):
     assert run.state == "STOPPED"
     assert "deleted outside the tuner" in (run.failure_reason or "")
     # TensorBoard still gets the session's end.
-    session = world.settings.artifact_root / "deleted/trial-0000/hparams"
-    (path,) = session.iterdir()
+    *_, path = hparams.session_files(world.settings.artifact_root / "deleted/trial-0000")
     last = event_pb2.Event.FromString(EventFileReader(path).read_records()[-1])
     assert last.summary.value[0].tag == "_hparams_/session_end_info"
     # Resumed, it is paused again at once, with the same reason, and starts no trial.

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tensorboard.compat.proto import event_pb2
 
+from tuner.outputs import hparams
 from tuner.outputs.events import EventFileReader, ScalarValue, parse_event
 from tuner.persistence import Database
 from tuner.persistence import repository as repo
@@ -394,6 +396,15 @@ def test_a_trainer_that_fails_only_warm_falls_back_to_cold(tmp_path):
     assert "used across a fork, refusing" in log and "starting it again cold" in log
     assert "probe written" in log
     assert not probe(env, "fallback", 0)["forked_from_importer"]
+    # The cold start emptied the trial dir but for its TensorBoard session's start: the session
+    # is that start and the end written after the retry, not a start written again.
+    trial_dir = Path(env["TUNER_ARTIFACT_ROOT"]) / "fallback/trial-0000"
+    start, end = hparams.session_files(trial_dir)
+    assert start.name.startswith("events.out.tfevents.0000000000.")
+    events = [event_pb2.Event.FromString(r) for r in EventFileReader(end).read_records()[1:]]
+    tags = [v.tag for e in events for v in e.summary.value]
+    assert tags[-1] == "_hparams_/session_end_info"
+    assert "_hparams_/session_start_info" not in tags
 
 
 def test_a_local_trainer_module_starts_warm_with_preload(tmp_path):

@@ -4,7 +4,8 @@ A worker with an object-store artifact root keeps each trial's output dir on its
 its events there, and at the end uploads, under the same relative paths:
     <study>/trial-<n>.kept/...          the kept best checkpoint and the best step's exports
     <study>/.archives/...               their `.tar.gz` downloads (built here, served as is)
-    <study>/trial-<n>/<eval dirs>/...   the eval event files, and the trial's HParams session
+    <study>/trial-<n>/<eval dirs>/...   the eval event files
+    <study>/trial-<n>/events.out.tfevents.*.tuner-hparams   the trial's HParams session
     <study>/hparams/...                 the study's HParams experiment (once per study)
     <study>/trial-<n>.log               its stdout and stderr
 so that TensorBoard (with a filesystem for the store) reads the study from the bucket, and the
@@ -32,7 +33,7 @@ from tuner.artifacts.store import ArtifactStore, checkpoint_files
 from tuner.domain.entities import StoredArchive
 from tuner.domain.errors import ArtifactNotFoundError, LocalDiskFullError
 from tuner.domain.telemetry import UPLOAD_BYTES
-from tuner.outputs.hparams import HPARAMS_DIR
+from tuner.outputs.hparams import HPARAMS_DIR, session_files
 from tuner.outputs.layout import EVENT_FILE_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def _event_files(output_dir: Path, patterns: Iterable[str]) -> list[Path]:
             for path in _files_under(directory):
                 if path.name.startswith(EVENT_FILE_PREFIX):
                     found[path] = None
-    for path in _files_under(output_dir / HPARAMS_DIR):
+    for path in session_files(output_dir):
         found[path] = None
     return list(found)
 
@@ -164,7 +165,7 @@ def _upload_archive(
 
 def upload_session_files(store: ObjectStore, local: ArtifactStore, output_dir: Path) -> None:
     """Upload a trial's HParams session files again (its end is written after its outcome)."""
-    for path in _files_under(output_dir / HPARAMS_DIR):
+    for path in session_files(output_dir):
         UPLOAD_BYTES.inc(store.upload_file(path, local.relative(path)).size)
 
 

@@ -12,7 +12,7 @@ import shutil
 from tuner.engine.active_trial import ActiveTrial
 from tuner.engine.fencing import Fencing
 from tuner.engine.writes import LeaseWrites
-from tuner.outputs.hparams import HPARAMS_DIR
+from tuner.outputs.hparams import HPARAMS_DIR, session_files
 from tuner.outputs.reader import TrialOutputs
 from tuner.persistence.runs import set_pid
 from tuner.trial.execution import TrialProcess, describe_exit
@@ -41,8 +41,9 @@ class ColdRetries:
             return False
         trial.warm_failure = f"warm start {describe_exit(code)} before any eval"
         trial.log.warning("%s; running it again cold", trial.warm_failure)
+        session = set(session_files(trial.paths.output_dir))  # the HParams session stays
         for entry in trial.paths.output_dir.iterdir():
-            if entry.name != HPARAMS_DIR:
+            if entry.name != HPARAMS_DIR and entry not in session:
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry)
                 else:

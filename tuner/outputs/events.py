@@ -25,6 +25,7 @@ from tuner.domain.errors import EventFileError
 __all__ = [
     "CHECKPOINT_PATH_TAG",
     "EVENT_FILE_GLOB",
+    "TUNER_EVENT_SUFFIX",
     "CheckpointPathValue",
     "EvalDirWatcher",
     "EventFileReader",
@@ -35,6 +36,9 @@ __all__ = [
 ]
 
 EVENT_FILE_GLOB: Final = "events.out.tfevents.*"
+#: How the event files the tuner writes itself end (`tuner.outputs.hparams`): TensorBoard reads
+#: them, the tuner's readers of a trainer's outputs leave them out.
+TUNER_EVENT_SUFFIX: Final = ".tuner-hparams"
 CHECKPOINT_PATH_TAG: Final = "checkpoint_path"
 
 # We frame TFRecords ourselves because no library exposes resumable byte offsets.
@@ -341,7 +345,7 @@ class EvalDirWatcher:
                 if not directory.is_dir():
                     continue
                 for file in directory.glob(EVENT_FILE_GLOB):
-                    if file.is_file():
+                    if file.is_file() and not file.name.endswith(TUNER_EVENT_SUFFIX):
                         found.add(file.relative_to(self._output_dir).as_posix())
         return sorted(found)
 

@@ -5,19 +5,29 @@
 
 - `<study dir>/hparams/`: the experiment (`hparams_config`): the search space, with the domains
   of the spec, and the objective as the metric column;
-- `<trial dir>/hparams/`: the session start (the values the trainer received) when the trial
+- `<trial dir>/` itself: the session start (the values the trainer received) when the trial
   starts, and, when it ends, its objective as the scalar `objective/<metric tag>` at the
   objective's step, then the session end with its status.
 
-TensorBoard takes a session's metric values from the scalars of the session's run (or runs
-below it), so the objective is written into the session's own run: that works wherever the
-trainer puts its model dir (`trial-<n>/eval`, `trial-<n>/3/eval`, `trial-<n>/model/eval`...),
-and it shows what ranks the trial (its best or final eval, per spec), not just the last eval.
+The session's run is the trial dir, the run an Estimator's training summaries are in when the
+trial dir is its model dir: the tuner adds no run of its own to a trial, and every run of the
+trial (`trial-<n>/eval`, `trial-<n>/3/eval`...) is below the session, which is how TensorBoard
+links runs to a session (its HParams dashboard takes metrics from the session's run and the
+runs below it; its Time Series run table gives a run the hparams of the session whose name
+prefixes it). The objective is written into the session's own run, so the metric column shows
+what ranks the trial (its best or final eval, per spec) wherever the model dir is.
 
-The `hparams/` dir holds no `checkpoint`, `eval*/` or `export/`, so `tuner.outputs.layout` never
-takes
-it for a model dir, and it is not an eval dir. Only the tuner writes there, so appending the end
-to the start's file is safe for TensorBoard's loader (which reads the newest file of a run on).
+TensorBoard's HParams dashboard prints every number with 5 significant digits (`2.0000`) and
+has no integer type (tensorboard#1998): values a trainer receives as integers (INTEGER params,
+DISCRETE ones of whole numbers) are written as their text, declared as strings listed in
+numeric order, so it shows `2`, as on the trainer's command line.
+
+TensorBoard's Python loader reads the files of a run in name order and, once on a file, only
+that file and later ones: so the start's file is named to sort before any file of the trainer
+(its name's timestamp is 0), and the end goes to a new file named one second after the end,
+after every file the trainer wrote. The tuner's own readers of a trainer's outputs leave these
+files out (`TUNER_EVENT_SUFFIX`), and they are no evidence of a model dir to
+`tuner.outputs.layout`.
 
 The protos come from the `tensorboard` package; its writers (`EventFileWriter`,
 `hparams.summary`) import TensorFlow when it is installed, so the records are framed here.
@@ -26,9 +36,10 @@ The protos come from the `tensorboard` package; its writers (`EventFileWriter`,
 from __future__ import annotations
 
 import os
+import random
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -39,24 +50,31 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2, summ
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from tuner.domain.spec import Goal, ObjectiveMode, ParameterSpec, ParamType, StudySpec
+from tuner.outputs.events import TUNER_EVENT_SUFFIX
 
 __all__ = [
     "HPARAMS_DIR",
     "STATUS",
     "Objective",
     "experiment_summary",
+    "integer_params",
     "objective_tag",
     "session_end_summary",
+    "session_files",
     "session_start_summary",
     "write_experiment",
     "write_session_end",
     "write_session_start",
 ]
 
-#: The subdir (of the study dir and of each trial dir) the summaries are written to.
+#: The subdir of the study dir the experiment is written to (and of a trial dir, the session
+#: of a trial that started before sessions were written into the trial dir itself).
 HPARAMS_DIR: Final = "hparams"
 #: Suffix of the event files written here (TensorBoard reads any name holding "tfevents").
-FILE_SUFFIX: Final = ".tuner-hparams"
+FILE_SUFFIX: Final = TUNER_EVENT_SUFFIX
+#: An INTEGER param with at most this many values has them listed as its domain (TensorBoard
+#: shows a checkbox per value); a wider one is a string column without a list.
+MAX_LISTED_INTEGERS: Final = 100
 #: A trial's state as an HParams session status. TensorBoard has no "pruned" or "stopped":
 #: a pruned trial ended as the tuner meant it to (as an early-stopped Keras run does), a
 #: stopped one did not end as planned (its params run again as another trial).
@@ -84,14 +102,54 @@ def objective_tag(spec: StudySpec) -> str:
     return f"objective/{spec.metric_tag}"
 
 
+class _IntegerText(summary_v2.Domain):  # type: ignore[misc]
+    """Integers as a string column: their texts listed in numeric order (`summary_v2.Discrete`
+    sorts them as strings: 128 before 16), or no list for a range too wide to list."""
+
+    def __init__(self, values: Iterable[float] | None) -> None:
+        self.values = None if values is None else [str(int(v)) for v in values]
+
+    @property
+    def dtype(self) -> type:
+        return str
+
+    def sample_uniform(self, rng: Any = random) -> str:
+        raise NotImplementedError("the tuner's samplers pick values, not TensorBoard")
+
+    def update_hparam_info(self, hparam_info: api_pb2.HParamInfo) -> None:
+        hparam_info.type = api_pb2.DATA_TYPE_STRING
+        if self.values is not None:
+            hparam_info.domain_discrete.extend(self.values)
+
+
+def _is_integer_valued(param: ParameterSpec) -> bool:
+    """Whether the trainer receives this param's values as integers."""
+    if param.type is ParamType.INTEGER:
+        return True
+    return param.type is ParamType.DISCRETE and all(
+        float(v).is_integer() for v in param.discrete_values or []
+    )
+
+
+def integer_params(spec: StudySpec) -> frozenset[str]:
+    """The params whose values are written as text (see the module's docstring)."""
+    return frozenset(
+        p.parameter_name for p in spec.hyperparameters.all_params if _is_integer_valued(p)
+    )
+
+
 def _domain(param: ParameterSpec) -> summary_v2.Domain:
     if param.type is ParamType.CATEGORICAL:
         return summary_v2.Discrete(list(param.categorical_values or []), dtype=str)
+    if _is_integer_valued(param):
+        if param.type is ParamType.INTEGER:
+            assert param.min_value is not None and param.max_value is not None
+            if param.max_value - param.min_value + 1 > MAX_LISTED_INTEGERS:
+                return _IntegerText(None)
+        return _IntegerText(param.grid_values())
     if param.type is ParamType.DISCRETE:
         return summary_v2.Discrete([float(v) for v in param.discrete_values or []], dtype=float)
     assert param.min_value is not None and param.max_value is not None
-    if param.type is ParamType.INTEGER:
-        return summary_v2.IntInterval(int(param.min_value), int(param.max_value))
     return summary_v2.RealInterval(float(param.min_value), float(param.max_value))
 
 
@@ -134,15 +192,19 @@ def experiment_summary(spec: StudySpec, *, created: float | None = None) -> summ
 
 
 def session_start_summary(
-    group: str, params: Mapping[str, Any], start_time: float
+    spec: StudySpec, group: str, params: Mapping[str, Any], start_time: float
 ) -> summary_pb2.Summary:
     """One trial's session start: the values its trainer received, under its own group name."""
-    values = {name: _hparam_value(value) for name, value in params.items()}
+    integers = integer_params(spec)
+    values = {name: _hparam_value(value, name in integers) for name, value in params.items()}
     return summary_v2.hparams_pb(values, trial_id=group, start_time_secs=start_time)
 
 
-def _hparam_value(value: Any) -> bool | float | int | str:
-    """A value as HParams accepts it (bool, int, float or str); anything else as its text."""
+def _hparam_value(value: Any, integer: bool) -> bool | float | str:
+    """A value as HParams accepts it (bool, float or str): an integer-valued param's as its
+    text (`2`), anything HParams cannot hold as its text."""
+    if integer and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(int(value)) if float(value).is_integer() else str(value)
     if isinstance(value, bool | int | float | str):
         return value
     return str(value)
@@ -189,17 +251,33 @@ def _record(event: event_pb2.Event) -> bytes:
 
 
 def _our_files(directory: Path) -> list[Path]:
-    """The event files the tuner wrote in `directory`, oldest first."""
+    """The event files the tuner wrote in `directory`, in name order."""
     try:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
         return []
-    return [directory / n for n in names if "tfevents" in n and n.endswith(FILE_SUFFIX)]
+    found = [directory / n for n in names if "tfevents" in n and n.endswith(FILE_SUFFIX)]
+    return [p for p in found if p.is_file() and not p.is_symlink()]
 
 
-def _new_file(directory: Path, wall_time: float) -> Path:
+def session_files(trial_dir: Path) -> list[Path]:
+    """A trial's HParams session files (in the trial dir, or in its `hparams/` subdir for a
+    trial that started before sessions were written into the trial dir)."""
+    return [*_our_files(trial_dir), *_our_files(trial_dir / HPARAMS_DIR)]
+
+
+def _session_dir(trial_dir: Path) -> Path:
+    """Where a trial's session is: its `hparams/` subdir if only that holds one."""
+    legacy = trial_dir / HPARAMS_DIR
+    if not _our_files(trial_dir) and _our_files(legacy):
+        return legacy
+    return trial_dir
+
+
+def _new_file(directory: Path, label: int) -> Path:
+    """A file for the tuner's events; `label` is the timestamp its name sorts by."""
     directory.mkdir(parents=True, exist_ok=True)
-    name = f"events.out.tfevents.{int(wall_time):010d}.{socket.gethostname()}{FILE_SUFFIX}"
+    name = f"events.out.tfevents.{label:010d}.{socket.gethostname()}{FILE_SUFFIX}"
     return directory / name
 
 
@@ -222,50 +300,57 @@ def write_experiment(study_dir: Path, spec: StudySpec) -> Path | None:
     if _our_files(directory):
         return None
     now = time.time()
-    path = _new_file(directory, now)
+    path = _new_file(directory, int(now))
     summary = experiment_summary(spec, created=now)
     _write(path, [event_pb2.Event(wall_time=now, step=0, summary=summary)], new=True)
     return path
 
 
-def _start_event(group: str, params: Mapping[str, Any], start_time: float) -> event_pb2.Event:
-    summary = session_start_summary(group, params, start_time)
+def _start_event(
+    spec: StudySpec, group: str, params: Mapping[str, Any], start_time: float
+) -> event_pb2.Event:
+    summary = session_start_summary(spec, group, params, start_time)
     return event_pb2.Event(wall_time=start_time, step=0, summary=summary)
 
 
 def write_session_start(
-    trial_dir: Path, *, group: str, params: Mapping[str, Any], start_time: float
+    trial_dir: Path,
+    *,
+    spec: StudySpec,
+    group: str,
+    params: Mapping[str, Any],
+    start_time: float,
 ) -> Path:
-    """Write a trial's session start (when it starts) into `<trial dir>/hparams/`."""
-    path = _new_file(trial_dir / HPARAMS_DIR, start_time)
-    _write(path, [_start_event(group, params, start_time)], new=not path.exists())
+    """Write a trial's session start (when it starts) into the trial dir, in a file whose name
+    sorts before the trainer's."""
+    path = _new_file(trial_dir, 0)
+    _write(path, [_start_event(spec, group, params, start_time)], new=not path.exists())
     return path
 
 
 def write_session_end(
     trial_dir: Path,
     *,
+    spec: StudySpec,
     group: str,
     params: Mapping[str, Any],
     start_time: float,
     state: str,
     end_time: float,
-    tag: str,
     objective: Objective | None,
 ) -> Path:
-    """Append a trial's objective and session end to its session file.
+    """Write a trial's objective and session end into a new file of its session's run, named
+    to sort after every file the trainer wrote.
 
-    A trainer that wiped its output dir at start took the session start with it: then a new
-    file gets the start again (from `params` and `start_time`) before the end.
+    A trainer that wiped its output dir at start took the session start with it: then the
+    start is written again (from `params` and `start_time`) before the end.
     """
-    directory = trial_dir / HPARAMS_DIR
-    existing = _our_files(directory)
+    directory = _session_dir(trial_dir)
     events: list[event_pb2.Event] = []
-    if existing:
-        path = existing[-1]
-    else:
-        path = _new_file(directory, start_time)
-        events.append(_start_event(group, params, start_time))
+    if not _our_files(directory):
+        events.append(_start_event(spec, group, params, start_time))
+    path = _new_file(directory, int(end_time) + 1)
+    tag = objective_tag(spec)
     if objective is not None:
         summary = _objective_summary(tag, objective.value)
         events.append(event_pb2.Event(wall_time=end_time, step=objective.step, summary=summary))
@@ -275,5 +360,5 @@ def write_session_end(
     events.append(
         event_pb2.Event(wall_time=end_time, step=0, summary=session_end_summary(state, end_time))
     )
-    _write(path, events, new=not existing)
+    _write(path, events, new=not path.exists())
     return path

@@ -21,6 +21,7 @@ from tuner.domain.errors import EventFileError
 from tuner.domain.spec import MetricSource, StudySpec
 from tuner.outputs.events import (
     EVENT_FILE_GLOB,
+    TUNER_EVENT_SUFFIX,
     CheckpointPathValue,
     EvalDirWatcher,
     EventFileReader,
@@ -140,7 +141,7 @@ def _event_files(output_dir: Path) -> Iterator[Path]:
     for root, dirs, files in os.walk(output_dir):
         dirs[:] = sorted(d for d in dirs if d not in ("variables", "assets"))
         for name in sorted(files):
-            if Path(name).match(EVENT_FILE_GLOB):
+            if Path(name).match(EVENT_FILE_GLOB) and not name.endswith(TUNER_EVENT_SUFFIX):
                 yield Path(root) / name
                 count += 1
                 if count >= SURVEY_MAX_FILES:

@@ -103,6 +103,7 @@ def trial_started(
         number,
         lambda: hparams.write_session_start(
             paths.output_dir,
+            spec=study.spec,
             group=session_group(name, number, store),
             params=trainer_values,
             start_time=time.time(),
@@ -163,12 +164,12 @@ def trial_finished(
         number,
         lambda: hparams.write_session_end(
             store.resolve(output_dir),
+            spec=study.spec,
             group=session_group(study.name, number, store),
             params=run.params,
             start_time=run.started_at.timestamp(),
             state=outcome.state,
             end_time=time.time(),
-            tag=hparams.objective_tag(study.spec),
             objective=outcome.objective,
         ),
     )
