@@ -1,9 +1,11 @@
 # Two images from one file (docker-compose.yml builds both):
 #
 #   api     `tuner serve`, `tuner db upgrade`, `tuner token ...`: no TensorFlow, which the API
-#           server and the study manager never import.
+#           server and the study manager never import; the `analysis` extra (scikit-learn),
+#           for the fANOVA and mean-decrease-impurity importances the API computes.
 #   worker  `tuner worker`: the same install plus the `tf` extra (tensorflow-cpu and
 #           tensorflow-estimator 2.15), the bundled trainers in examples/ and their registry.
+#           It can also serve the API alone (`tuner serve --slots N`), importances included.
 #
 #   docker build --target api -t estimator-tuner-api .
 #   docker build --target worker -t estimator-tuner-worker .
@@ -30,10 +32,11 @@ RUN groupadd --system --gid 10001 tuner \
         --shell /usr/sbin/nologin tuner \
  && install -d -o tuner -g tuner -m 0750 /var/lib/tuner /var/lib/tuner/work /var/lib/tuner/artifacts
 WORKDIR /opt/estimator-tuner/src
-# The dependencies, from pyproject.toml alone: this layer is rebuilt only when they change, not
-# at every change of the code. The `pip install .` of each target installs the same set.
+# The dependencies and the `analysis` extra, from pyproject.toml alone: this layer is rebuilt
+# only when they change, not at every change of the code. The `pip install '.[analysis]'` of
+# each target installs the same set.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > requirements-base.txt \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(*p['dependencies'], *p['optional-dependencies']['analysis'], sep='\n')" > requirements-base.txt \
  && pip install --no-cache-dir -r requirements-base.txt \
  && rm requirements-base.txt
 ENV TUNER_DATABASE_URL=sqlite:////var/lib/tuner/tuner.db \
@@ -47,7 +50,7 @@ COPY migrations ./migrations
 COPY api ./api
 COPY tuner ./tuner
 # The Alembic scripts (migrations/) are installed beside the `tuner` package.
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir '.[analysis]'
 # The API checks that a submitted spec names a registered trainer: it reads the same registry
 # as the workers (mount your own over it, on both).
 COPY trainers.yaml /opt/estimator-tuner/trainers/
@@ -65,7 +68,7 @@ COPY README.md ./
 COPY migrations ./migrations
 COPY api ./api
 COPY tuner ./tuner
-RUN pip install --no-cache-dir '.[tf]'
+RUN pip install --no-cache-dir '.[analysis,tf]'
 # The bundled trainers: a registry entry's working dir is its file's dir, so `python -m
 # examples.house_prices.task` runs from /opt/estimator-tuner/trainers.
 COPY examples /opt/estimator-tuner/trainers/examples

@@ -9,8 +9,9 @@ CI has a Docker client and no engine: nothing here builds an image or starts a c
 - **Images**: `emulate` replays a target's instructions into a scratch root: COPY from the build
   context as .dockerignore filters it, ENV, WORKDIR, USER, and the RUN steps that install the
   tuner (`pip ...`, `python ...`) with a fresh virtualenv's pip and python. The api target must
-  give a working `tuner`, API, migrations and web UI, without TensorFlow; the worker target must
-  install the same plus the `tf` extra, which pip resolves (`--dry-run`) against that install.
+  give a working `tuner`, API, migrations and web UI, without TensorFlow and with the `analysis`
+  extra (every importance evaluator available); the worker target must install the same plus
+  the `tf` extra, which pip resolves (`--dry-run`) against that install.
 
 `scripts/check-deploy.sh` runs these checks as a command (`python -m tests.deploy_checks`), and
 tests/test_deploy.py runs them in the suite.
@@ -69,6 +70,8 @@ CONTRACT = {
     "AWS_ALLOW_HTTP": "true",
 }
 ONE_SHOT = ("createbucket", "migrate")
+#: The project's extras the api image installs (`.[analysis]`); the worker adds `tf` to them.
+API_EXTRAS = ("analysis",)
 #: Dists that must never be in the api image (the API and the study manager never import them).
 TENSORFLOW = re.compile(r"^(tensorflow|tf-keras|tf-nightly)([-_].*)?$")
 
@@ -715,7 +718,7 @@ def _pip_install(command: str) -> list[list[str]]:
 
 
 def _local_targets(args: list[str]) -> list[str]:
-    """The local projects a `pip install` names (`.`, `.[tf]`)."""
+    """The local projects a `pip install` names (`.`, `.[analysis]`, `.[analysis,tf]`)."""
     targets, skip = [], False
     for arg in args:
         if skip:
@@ -744,7 +747,10 @@ def image_problems(image: Image) -> list[str]:
             if {"-e", "--editable"} & set(args):
                 problems.append(f"{image.target}: pip install {args} is editable")
     installs = [t for c in image.replayed for a in _pip_install(c) for t in _local_targets(a)]
-    expected = {"api": ["."], "worker": [".[tf]"]}.get(image.target)
+    expected = {
+        "api": [_with_extras(".", API_EXTRAS)],
+        "worker": [_with_extras(".", (*API_EXTRAS, "tf"))],
+    }.get(image.target)
     if expected is not None and installs != expected:
         problems.append(f"{image.target}: installs the project as {installs}, not {expected}")
     registry = image.env.get("TUNER_TRAINERS_FILE", "")
@@ -756,8 +762,24 @@ def image_problems(image: Image) -> list[str]:
     return problems
 
 
+def _with_extras(target: str, extras: Iterable[str]) -> str:
+    """`.` with these extras, sorted (`.[analysis,tf]`); `.` without any."""
+    return f".[{','.join(sorted(extras))}]" if extras else target
+
+
+def _plus_tf(word: str) -> str:
+    """A local project target with the `tf` extra added to its own (`.[analysis]` ->
+    `.[analysis,tf]`, `.` -> `.[tf]`); any other word as it is."""
+    match = re.fullmatch(r"\.(?:\[([^\]]*)\])?", word)
+    if match is None:
+        return word
+    extras = {e.strip() for e in (match.group(1) or "").split(",") if e.strip()}
+    return _with_extras(".", extras | {"tf"})
+
+
 def same_install_plus_tf(api: Image, worker: Image) -> list[str]:
-    """Every install step of the api is the worker's too, the project's with the `tf` extra.
+    """Every install step of the api is the worker's too, the project's with the `tf` extra
+    added to the api's extras.
 
     What the worker installs beyond them is checked on pip's own plan (`worker_problems`).
     """
@@ -765,8 +787,7 @@ def same_install_plus_tf(api: Image, worker: Image) -> list[str]:
     return [
         f"worker: lacks the api's install step (with the tf extra): {command}"
         for command in api.replayed
-        if [[".[tf]" if w == "." else w for w in words] for words in _shell_commands(command)]
-        not in worker_steps
+        if [[_plus_tf(w) for w in words] for words in _shell_commands(command)] not in worker_steps
     ]
 
 
@@ -934,7 +955,7 @@ def runtime_env(image: Image, venv: Venv) -> dict[str, str]:
 
 PROBE = """
 import importlib.util, json, sys, sysconfig
-import api.main, tuner.cli.main
+import api.main, tuner.cli.main, tuner.study.importance
 from tuner.persistence.database import MIGRATIONS_DIR
 print(json.dumps({
     "files": [api.main.__file__, tuner.cli.main.__file__],
@@ -943,6 +964,7 @@ print(json.dumps({
     "tensorflow": [m for m in ("tensorflow", "tensorflow_estimator")
                    if importlib.util.find_spec(m)],
     "loaded": sorted(m for m in sys.modules if m.startswith("tensorflow")),
+    "unavailable": sorted(tuner.study.importance.unavailable_evaluators().values()),
 }))
 """
 
@@ -994,6 +1016,7 @@ def api_runtime_problems(
     if not probe["migrations"]:
         problems.append("api: the migrations are not where tuner.persistence looks for them")
     problems += tensorflow_problems(probe["tensorflow"] + probe["loaded"], "api (import)")
+    problems += [f"api: an importance evaluator is unavailable: {u}" for u in probe["unavailable"]]
     done = venv.run([str(venv.python), "-m", "pip", "list", "--format", "json"], cwd=cwd, env=env)
     problems += tensorflow_problems((d["name"] for d in json.loads(done.stdout)), "api (pip)")
 
@@ -1042,14 +1065,19 @@ def api_runtime_problems(
 
 def worker_problems(worker: Image, reports: Path, venv: Venv, project: Path = ROOT) -> list[str]:
     """The worker, replayed as a dry run over the api install (`reports`): it asks for the `tf`
-    extra and nothing else, which resolves to its pins, and the bundled registry's trainers are
-    where it says, importable."""
+    extra and nothing else (beyond the api's own install), which resolves to its pins, and the
+    bundled registry's trainers are where it says, importable."""
     from packaging.requirements import Requirement
 
     problems: list[str] = []
     project_meta = tomllib.loads((project / "pyproject.toml").read_text())["project"]
     tf_extra = [Requirement(spec) for spec in project_meta["optional-dependencies"]["tf"]]
     base = [Requirement(spec) for spec in project_meta["dependencies"]]
+    base += [
+        Requirement(spec)
+        for extra in API_EXTRAS
+        for spec in project_meta["optional-dependencies"][extra]
+    ]
     allowed = {_normalize(r.name) for r in [*tf_extra, *base]} | {_normalize(project_meta["name"])}
     plan = planned(reports)
     for requirement in tf_extra:

@@ -189,9 +189,20 @@ def test_broken_dockerfiles_are_caught(tmp_path: Path) -> None:
         emulate("api", scratch=tmp_path / "a", project=project)
     shutil.copy2(ROOT / ".dockerignore", project / ".dockerignore")
 
-    (project / "Dockerfile").write_text(dockerfile.replace("'.[tf]'", "."))
+    (project / "Dockerfile").write_text(dockerfile.replace("'.[analysis,tf]'", "'.[analysis]'"))
     worker = emulate("worker", scratch=tmp_path / "b", project=project)
-    assert "worker: installs the project as ['.'], not ['.[tf]']" in image_problems(worker)
+    assert (
+        "worker: installs the project as ['.[analysis]'], not ['.[analysis,tf]']"
+        in image_problems(worker)
+    )
+
+    # An api without the analysis extra (no fANOVA), and a worker that no longer repeats it.
+    (project / "Dockerfile").write_text(dockerfile.replace("'.[analysis]'", "."))
+    api = emulate("api", scratch=tmp_path / "b2", project=project)
+    worker = emulate("worker", scratch=tmp_path / "b3", project=project)
+    assert "api: installs the project as ['.'], not ['.[analysis]']" in image_problems(api)
+    (lacking,) = same_install_plus_tf(api, worker)
+    assert lacking.startswith("worker: lacks the api's install step (with the tf extra): pip")
 
     (project / "Dockerfile").write_text(
         dockerfile.replace("USER 10001:10001\nWORKDIR /var/lib/tuner\nEXPOSE", "WORKDIR /x\nEXPOSE")
