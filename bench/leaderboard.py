@@ -10,6 +10,7 @@ COMPLETED trial (`BulkWriter`): Optuna's, through its own table models (`trials`
 `trial_intermediate_values` row per eval step, the `trial_user_attributes` that
 `tuner.study.optuna_attrs` writes), and the tuner's (`tuner_trial_runs` with
 `best_step_id`/`objective_step_id`/`objective_rank`, `tuner_eval_steps`, `tuner_eval_metrics`,
+`tuner_trial_sort_values` (params and best-step metrics),
 the kept checkpoint, exports with the best one's kept copy, event-file offsets, and the study
 journal's `created`/`eval`/`state` events). Ids are taken as inserts would take them (from the
 sequences on PostgreSQL), rows go in by the driver's executemany on SQLite and `COPY` on
