@@ -21,6 +21,7 @@ from api import download_pins
 from api.deps import BackendDep, ReadAccess, SettingsDep, StoreDep, StudyPath, TrialNumber
 from api.download_pins import PinRenewal
 from api.files import Download, StoredDownload, archive_response, stored_archive_response
+from api.query_params import FiltersQuery, StatesQuery
 from api.routes.studies import ERRORS, _ref
 from tuner.artifacts.archives import checkpoint_archive, export_archive
 from tuner.artifacts.store import ArtifactStore, checkpoint_files
@@ -73,13 +74,21 @@ def get_best(study_id: StudyPath, backend: BackendDep) -> BestPublic:
 
 
 @router.get("/pareto", response_model=ParetoPage, dependencies=[ReadAccess])
-def get_pareto(study_id: StudyPath, backend: BackendDep) -> ParetoPage:
+def get_pareto(
+    study_id: StudyPath,
+    backend: BackendDep,
+    state: StatesQuery = None,
+    filters: FiltersQuery = None,
+) -> ParetoPage:
     """The Pareto front: the COMPLETED trials no other feasible trial beats on every
     objective (infeasible ones, missing a safety threshold, never count), best first on the
     first objective; each with every objective and safety metric at its ranking step, and the
     checkpoint and exports kept for that step. A study with one objective answers its best
-    trial(s)."""
-    return answers.get_pareto(backend, _ref(study_id))
+    trial(s).
+
+    With the trial list's `state` and `filter`, the front of the trials they keep
+    (`filtered`: true, `matchedCount` of them): a trial the filter drops is on no front."""
+    return answers.get_pareto(backend, _ref(study_id), states=state or (), filters=filters or ())
 
 
 @router.get(

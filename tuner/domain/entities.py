@@ -300,6 +300,8 @@ class ParetoFront:
     ranked: int
     #: Those that miss a safety threshold: never on the front.
     infeasible: int
+    #: Trials the leaderboard's state and filter kept (None: the front of every trial).
+    matched: int | None = None
 
 
 @dataclass(frozen=True)

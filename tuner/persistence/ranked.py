@@ -79,10 +79,15 @@ class FrontCandidates:
     infeasible: int
 
 
-def front_candidates(session: Session, study: Study) -> FrontCandidates:
+def front_candidates(
+    session: Session, study: Study, where: Sequence[ColumnElement[bool]] = ()
+) -> FrontCandidates:
     """The front's members (and, with one objective, the trials tied with the best), with the
     counts the front reports; the same members `ranked_trials` gives the front, read without
     loading every trial.
+
+    `where` narrows the trials the front is taken from (the leaderboard's state and filter as
+    `trial_queries.matching` writes them): added to each query, so only the kept trials are read.
 
     One objective and no safety metric: the trial's `objective_rank` is its objective in the
     goal's direction (null without a finite one), so the front is the COMPLETED trials of the
@@ -90,8 +95,8 @@ def front_candidates(session: Session, study: Study) -> FrontCandidates:
     """
     spec = study.spec
     if not spec.multi_objective and not spec.constraints:
-        return _best_ranked(session, study)
-    ranked = _complete(spec, _ranking_values(session, study))
+        return _best_ranked(session, study, where)
+    ranked = _complete(spec, _ranking_values(session, study, where=where))
     feasible = [
         run_id
         for run_id, values in ranked.items()
@@ -121,8 +126,10 @@ def _ranked_runs(study: Study) -> list[ColumnElement[bool]]:
     ]
 
 
-def _best_ranked(session: Session, study: Study) -> FrontCandidates:
-    where = _ranked_runs(study)
+def _best_ranked(
+    session: Session, study: Study, kept: Sequence[ColumnElement[bool]]
+) -> FrontCandidates:
+    where = [*_ranked_runs(study), *kept]
     rank = TrialRunRow.objective_rank
     best = session.scalar(select(rank).where(*where).order_by(rank).limit(1))
     ranked = int(session.scalar(select(func.count()).select_from(TrialRunRow).where(*where)) or 0)
@@ -139,10 +146,14 @@ def _best_ranked(session: Session, study: Study) -> FrontCandidates:
 
 
 def _ranking_values(
-    session: Session, study: Study, *, run_ids: Sequence[int] | None = None
+    session: Session,
+    study: Study,
+    *,
+    run_ids: Sequence[int] | None = None,
+    where: Sequence[ColumnElement[bool]] = (),
 ) -> dict[int, dict[str, float | None]]:
     """Each COMPLETED trial's ranked metrics at its ranking step, by run id, in number order:
-    narrow rows (no params, no step)."""
+    narrow rows (no params, no step); of the trials `where` keeps."""
     query = (
         select(TrialRunRow.id, EvalMetricRow.tag, EvalMetricRow.value)
         .join(EvalMetricRow, EvalMetricRow.eval_step_id == TrialRunRow.objective_step_id)
@@ -151,6 +162,7 @@ def _ranking_values(
             TrialRunRow.state == "COMPLETED",
             TrialRunRow.number.is_not(None),
             EvalMetricRow.tag.in_(study.spec.ranked_metrics),
+            *where,
         )
         .order_by(TrialRunRow.number)
     )

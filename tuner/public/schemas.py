@@ -682,7 +682,18 @@ class ImportancesPublic(Public):
     importances: list[ParamImportancePublic] = Field(
         description="Most important first; the importances sum to 1."
     )
-    trial_count: int = Field(description="COMPLETED trials with an objective it is computed from.")
+    trial_count: int = Field(
+        description="COMPLETED trials with an objective it is computed from (of those `state` "
+        "and `filter` keep, when given)."
+    )
+    filtered: bool = Field(
+        default=False, description="Whether `state` or `filter` narrowed the trials."
+    )
+    matched_count: int = Field(
+        default=0,
+        description="Trials (any state) `state` and `filter` kept when it was computed (every "
+        "trial of the study without them).",
+    )
     finished_trial_count: int = Field(
         description="COMPLETED, PRUNED and FAILED trials when computed: it is recomputed when "
         "this count changes."
@@ -732,6 +743,15 @@ class ParetoPage(Page[ParetoMemberPublic]):
     constraints: list[ConstraintPublic]
     ranked_count: int = Field(description="COMPLETED trials with every objective.")
     infeasible_count: int = Field(description="Of those, the ones missing a safety threshold.")
+    filtered: bool = Field(
+        default=False,
+        description="Whether `state` or `filter` narrowed the trials: the front (and the "
+        "counts above) are then of the trials they keep.",
+    )
+    matched_count: int | None = Field(
+        default=None,
+        description="Trials (any state) `state` and `filter` keep; null without them.",
+    )
 
     @classmethod
     def build(cls, front: ParetoFront) -> ParetoPage:
@@ -744,4 +764,6 @@ class ParetoPage(Page[ParetoMemberPublic]):
             constraints=constraints_of(spec),
             ranked_count=front.ranked,
             infeasible_count=front.infeasible,
+            filtered=front.matched is not None,
+            matched_count=front.matched,
         )

@@ -179,8 +179,10 @@ def get_best(backend: Backend, ref: str | int) -> BestPublic:
     return BestPublic.build(study_ops.best_model(backend, ref))
 
 
-def get_pareto(backend: Backend, ref: str | int) -> ParetoPage:
-    return ParetoPage.build(pareto_front(backend, ref))
+def get_pareto(
+    backend: Backend, ref: str | int, *, states: Sequence[str] = (), filters: Sequence[str] = ()
+) -> ParetoPage:
+    return ParetoPage.build(pareto_front(backend, ref, states=states, filters=filters))
 
 
 def log_file(backend: Backend, store: ArtifactStore, ref: str | int, number: int) -> TrialLog:

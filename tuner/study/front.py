@@ -3,7 +3,10 @@ exports kept for each one's ranking step, and what `best` says of a study that h
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+from sqlalchemy import ColumnElement
 
 from tuner.domain.entities import ParetoFront, ParetoMember, Study
 from tuner.domain.errors import SeveralObjectivesError
@@ -11,17 +14,31 @@ from tuner.domain.spec import Goal
 from tuner.persistence import repository as repo
 from tuner.persistence.kept import checkpoints, exports
 from tuner.persistence.ranked import front_candidates
+from tuner.persistence.trial_queries import count_matching, matching, parse_query
 
 if TYPE_CHECKING:  # operations asks this module why `best` has no answer
     from tuner.study.operations import Backend
 
 
-def pareto_front(backend: Backend, ref: str | int) -> ParetoFront:
+def pareto_front(
+    backend: Backend,
+    ref: str | int,
+    *,
+    states: Sequence[str] = (),
+    filters: Sequence[str] = (),
+) -> ParetoFront:
     """The front, in order of the first objective (best first); a study with one objective
-    has its best trial(s) as its front."""
+    has its best trial(s) as its front. With `states` or `filters` (the leaderboard's), the
+    front of the trials they keep: what a user comparing a subset of the study asks for."""
     with backend.db.session() as session:
         study = repo.get_study(session, ref)
-        candidates = front_candidates(session, study)
+        matched: int | None = None
+        selected: list[ColumnElement[bool]] = []
+        if states or filters:
+            query = parse_query(study.spec, states=states, filters=filters)
+            selected = matching(session, study, query)
+            matched = count_matching(session, selected)
+        candidates = front_candidates(session, study, selected)
         goals = [o.goal for o in study.spec.objectives]
         metrics = [o.metric for o in study.spec.objectives]
         on_front = list(candidates.trials)
@@ -42,6 +59,7 @@ def pareto_front(backend: Backend, ref: str | int) -> ParetoFront:
         members=members,
         ranked=candidates.ranked,
         infeasible=candidates.infeasible,
+        matched=matched,
     )
 
 

@@ -4,6 +4,9 @@ The trials come from the tuner's tables (the COMPLETED trials' params and object
 values the leaderboard ranks by), not from Optuna's copy, and are handed to the evaluator in an
 in-memory Optuna study. An evaluation is kept until the study's count of finished trials
 changes, so a page that asks after every event costs one COUNT query, not a new forest.
+
+With the leaderboard's state and filter (`trial_queries.parse_query`), the evaluation uses the
+COMPLETED trials they keep (the same SQL conditions as the trial list), kept per query.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import math
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -30,10 +33,12 @@ from optuna.importance import (
 )
 from sqlalchemy import select
 
+from tuner.domain.entities import Study
 from tuner.domain.errors import QueryError, StudyStateError
 from tuner.domain.spec import Goal, ParamType, ScaleType, StudySpec
 from tuner.persistence import repository as repo
 from tuner.persistence.models import TrialRunRow
+from tuner.persistence.trial_queries import TrialQuery, count_matching, matching, parse_query
 from tuner.study import sampling
 from tuner.study.operations import Backend
 
@@ -60,6 +65,11 @@ class Importances:
     finished_count: int
     computed_at: datetime
     cached: bool = False
+    #: Whether a state or filter narrowed the trials.
+    filtered: bool = False
+    #: Trials (any state) the state and filter kept when it was computed; every trial of the
+    #: study without them.
+    matched_count: int = 0
 
 
 #: What to install for the evaluators that need scikit-learn.
@@ -116,11 +126,20 @@ class ImportanceCache:
         self._locks: dict[tuple[Any, ...], threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def get(self, backend: Backend, ref: str | int, evaluator: Evaluator) -> Importances:
+    def get(
+        self,
+        backend: Backend,
+        ref: str | int,
+        evaluator: Evaluator,
+        *,
+        states: Sequence[str] = (),
+        filters: Sequence[str] = (),
+    ) -> Importances:
         if evaluator not in EVALUATORS:
             raise QueryError([("evaluator", f"must be one of {', '.join(EVALUATORS)}")])
-        study_id, name, created_at, spec, finished = _study_and_count(backend, ref)
-        key = (study_id, created_at, evaluator)
+        study, finished = _study_and_count(backend, ref)
+        query = parse_query(study.spec, states=states, filters=filters)
+        key = (study.id, study.created_at, evaluator, tuple(sorted(query.states)), query.filters)
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
@@ -129,7 +148,7 @@ class ImportanceCache:
                 if found is not None and found.finished_count == finished:
                     self._entries.move_to_end(key)
                     return replace(found, cached=True)
-            computed = compute(backend, study_id, name, spec, evaluator, finished)
+            computed = compute(backend, study, evaluator, finished, query)
             with self._guard:
                 self._entries[key] = computed
                 self._entries.move_to_end(key)
@@ -139,28 +158,35 @@ class ImportanceCache:
             return computed
 
 
-def _study_and_count(backend: Backend, ref: str | int) -> tuple[int, str, datetime, StudySpec, int]:
+def _study_and_count(backend: Backend, ref: str | int) -> tuple[Study, int]:
     with backend.db.session() as session:
         study = repo.get_study(session, ref)
         counts = repo.trial_counts(session, study.id)
     finished = sum(counts.get(state, 0) for state in FINISHED_STATES)
-    return study.id, study.name, study.created_at, study.spec, finished
+    return study, finished
 
 
 def compute(
     backend: Backend,
-    study_id: int,
-    name: str,
-    spec: StudySpec,
+    study: Study,
     evaluator: Evaluator,
     finished: int,
+    query: TrialQuery | None = None,
 ) -> Importances:
     """Evaluate importances from the COMPLETED trials' params (as Optuna's distributions hold
-    them) and objectives (the tuner's, in the goal's direction)."""
+    them) and objectives (the tuner's, in the goal's direction); of the trials `query`'s states
+    and filters keep, when it has any."""
+    spec, name = study.spec, study.name
+    filtered = query is not None and bool(query.states or query.filters)
     with backend.db.session() as session:
+        where = [TrialRunRow.study_id == study.id, TrialRunRow.number.is_not(None)]
+        if filtered:
+            assert query is not None
+            where = matching(session, study, query)
+        matched = count_matching(session, where)
         rows = session.execute(
             select(TrialRunRow.params_json, TrialRunRow.objective_rank).where(
-                TrialRunRow.study_id == study_id,
+                *where,
                 TrialRunRow.state == "COMPLETED",
                 TrialRunRow.objective_rank.is_not(None),
             )
@@ -176,15 +202,16 @@ def compute(
         if trial is not None:
             trials.append(trial)
     if len(trials) < MIN_TRIALS:
+        among = f" among the {matched} trial(s) the state and filter keep" if filtered else ""
         raise StudyStateError(
-            f"study {name!r} has {len(trials)} COMPLETED trial(s) with an objective: "
+            f"study {name!r} has {len(trials)} COMPLETED trial(s) with an objective{among}: "
             f"importances need at least {MIN_TRIALS}"
         )
-    study = _TrialsStudy(trials, sampling.direction(spec.goal))
+    given = _TrialsStudy(trials, sampling.direction(spec.goal))
     with warnings.catch_warnings():  # "experimental", "few trials in the top quantile"
         warnings.simplefilter("ignore")
         found = optuna.importance.get_param_importances(
-            study, evaluator=make_evaluator(evaluator), params=list(distributions)
+            given, evaluator=make_evaluator(evaluator), params=list(distributions)
         )
     return Importances(
         study=name,
@@ -193,6 +220,8 @@ def compute(
         trial_count=len(trials),
         finished_count=finished,
         computed_at=datetime.now(UTC),
+        filtered=filtered,
+        matched_count=matched,
     )
 
 
@@ -266,8 +295,14 @@ CACHE = ImportanceCache()
 
 
 def param_importances(
-    backend: Backend, ref: str | int, evaluator: Evaluator = "PED_ANOVA"
+    backend: Backend,
+    ref: str | int,
+    evaluator: Evaluator = "PED_ANOVA",
+    *,
+    states: Sequence[str] = (),
+    filters: Sequence[str] = (),
 ) -> Importances:
-    """Importances of study `ref`'s params for its objective, from the cache when the study
-    has finished no trial since."""
-    return CACHE.get(backend, ref, evaluator)
+    """Importances of study `ref`'s params for its objective, over the COMPLETED trials the
+    leaderboard's `states` and `filters` keep (every one without them), from the cache when the
+    study has finished no trial since."""
+    return CACHE.get(backend, ref, evaluator, states=states, filters=filters)
