@@ -2,7 +2,9 @@
 real `tuner serve` running real studies of the synthetic trainer.
 
 Each plot (contour, slice, EDF, rank, timeline, parallel coordinates) draws the study's trials;
-the leaderboard's filter drives every chart (a filtered-out trial leaves them all); brushing a
+the leaderboard's filter drives every chart (a filtered-out trial leaves them all), the
+importances (computed over the trials it keeps) and, on a study with two objectives, the Pareto
+front and plot (a filtered-out trial leaves both); brushing a
 parallel-coordinates axis filters the leaderboard; notes are edited and rendered as markdown with
 HTML shown as text; Stop ends a running trial; the CSV button saves the filtered rows; a long
 failure reason opens to its last line.
@@ -335,3 +337,82 @@ def test_stop_ends_a_running_trial(browser, server, study):
         client.stop(name)
     time.sleep(0.5)
     page.context.close()
+
+
+def importance_count(page: Page) -> int | None:
+    found = page.locator('section[aria-labelledby="importance-title"]').get_attribute("data-trials")
+    return int(found) if found else None
+
+
+def test_the_importances_follow_the_filter(browser, server, study):
+    completed = {n for n, t in study.items() if t["state"] == "COMPLETED"}
+    adam = {n for n in completed if study[n]["params"]["optimizer"] == "adam"}
+    assert 2 <= len(adam) < len(completed)
+    page = open_study(browser, server)
+    panel = page.locator('section[aria-labelledby="importance-title"]')
+    page.get_by_role("heading", name="Hyperparameter importances").scroll_into_view_if_needed()
+    wait_for(lambda: importance_count(page) == len(completed))
+    expect(panel).to_contain_text(f"over {len(completed)} COMPLETED trials;")
+    apply_filter(page, "param:optimizer=adam")
+    wait_for(lambda: importance_count(page) == len(adam))
+    expect(panel).to_contain_text(
+        f"over {len(adam)} COMPLETED trials the leaderboard's state and filter keep"
+    )
+    expect(panel.get_by_role("list", name="Importances").locator("li")).to_have_count(3)
+    # A filter that keeps one COMPLETED trial: the server's "not enough trials", with the count.
+    one = min(completed)
+    apply_filter(page, f"param:x={study[one]['params']['x']!r}")
+    expect(panel).to_contain_text("has 1 COMPLETED trial(s) with an objective among the 1")
+    assert importance_count(page) is None
+    assert not page.errors  # type: ignore[attr-defined]
+    page.context.close()
+
+
+PAIR = "web-analysis-pair"
+
+
+def front_numbers(page: Page) -> list[int]:
+    listed = page.get_by_role("list", name="Pareto front").locator("li")
+    return sorted(listed.evaluate_all("items => items.map(i => Number(i.dataset.number))"))
+
+
+def plotted(page: Page) -> list[int]:
+    marks = page.locator('svg[data-chart="pareto"] a.mark')
+    return sorted(marks.evaluate_all("marks => marks.map(m => Number(m.dataset.number))"))
+
+
+def test_the_pareto_front_and_plot_follow_the_filter(browser, server, study):
+    # rmse down and loss (rmse²) up: every COMPLETED trial is on the front.
+    two = spec(PAIR, ["--train-steps=20", "--eval-every-steps=10"], 8, 2)
+    hyper = two["hyperparameters"]
+    del hyper["goal"], hyper["hyperparameterMetricTag"]
+    hyper["metrics"] = [
+        {"metricId": "rmse", "goal": "MINIMIZE"},
+        {"metricId": "loss", "goal": "MAXIMIZE"},
+    ]
+    with Client(server.url, token=server.write_token) as client:
+        client.submit(two)
+        wait_for(lambda: client.study(PAIR).state == "COMPLETED", timeout=120)
+    trials = api(server, f"/studies/{PAIR}/trials", limit=100)["data"]
+    completed = sorted(t["number"] for t in trials if t["state"] == "COMPLETED")
+    sgd = sorted(n for n in completed if trials_by(trials)[n]["params"]["optimizer"] == "sgd")
+    adam = sorted(set(completed) - set(sgd))
+    assert adam and sgd
+    page = open_page(browser, f"{server.url}/#/studies/{PAIR}", server.write_token)
+    expect(rows(page).first).to_be_visible()
+    page.get_by_role("heading", name="Pareto plot").scroll_into_view_if_needed()
+    wait_for(lambda: plotted(page) == completed and front_numbers(page) == completed)
+    apply_filter(page, "param:optimizer=adam")
+    wait_for(lambda: plotted(page) == adam and front_numbers(page) == adam)
+    summary = page.get_by_role("region", name="Pareto front")
+    expect(summary).to_contain_text("the leaderboard's state and filter keep")
+    assert not set(sgd) & set(plotted(page)) and not set(sgd) & set(front_numbers(page))
+    # Cleared: every COMPLETED trial again.
+    apply_filter(page, "")
+    wait_for(lambda: plotted(page) == completed and front_numbers(page) == completed)
+    assert not page.errors  # type: ignore[attr-defined]
+    page.context.close()
+
+
+def trials_by(trials: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    return {t["number"]: t for t in trials}

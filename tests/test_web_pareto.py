@@ -288,8 +288,9 @@ def test_the_pareto_plot_the_objective_columns_and_the_front(browser, server, st
     last = members[-1]  # the best on the second objective, at one end of the front
     point = plot.locator(f'a.mark.front[data-number="{last}"]')
     point.hover()
-    expect(page.locator(".readout")).to_contain_text(f"Trial #{last}: error ")
-    expect(page.locator(".readout")).to_contain_text("on the Pareto front")
+    readout = page.locator('section[aria-labelledby="pareto-title"] .readout')
+    expect(readout).to_contain_text(f"Trial #{last}: error ")
+    expect(readout).to_contain_text("on the Pareto front")
     point.click()
     expect(page.get_by_role("heading", level=1)).to_contain_text(f"Trial #{last}")
     expect(page.locator("dt", has_text="latency_ms (min)")).to_be_visible()

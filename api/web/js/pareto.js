@@ -52,7 +52,7 @@ function svg(tag, attrs = {}, ...children) {
  * panel; both hidden for a study with one objective. `show()` once the study is known to have
  * several, `arm()` with the other panels, `refresh()` when a trial completes.
  */
-export function paretoPanel(s, path, onGone) {
+export function paretoPanel(s, path, onGone, { query }) {
   const st = { front: null, rows: [], count: 0, visible: false, shown: false, all: false, log: false };
   const link = (number) => `#${path}/trials/${number}`;
 
@@ -80,13 +80,15 @@ export function paretoPanel(s, path, onGone) {
     if (!f || !study) return;
     const objectives = f.objectives.length ? f.objectives : objectivesOf(study);
     const goals = objectives.map((o) => `${o.metric} (${better(o.goal)} is better)`).join(", ");
-    size.textContent = `${num(f.count)} trial${f.count === 1 ? "" : "s"}`;
+    size.textContent = `${num(f.count)} trial${f.count === 1 ? "" : "s"}${f.filtered ? " (filtered)" : ""}`;
+    // The leaderboard's filter narrows the trials: the front is theirs.
+    const among = f.filtered ? ` Of the ${num(f.matchedCount)} trial${f.matchedCount === 1 ? "" : "s"} the leaderboard's state and filter keep,` : "";
     const left = f.infeasibleCount
       ? ` ${num(f.infeasibleCount)} of the ${num(f.rankedCount)} COMPLETED trials miss a safety threshold (${f.constraints.map(constraintText).join(", ")}) and cannot be on it.`
       : "";
     intro.textContent = f.count
-      ? `No one trial is best: this study has ${objectives.length} objectives, ${goals}. Its Pareto front has ${num(f.count)} trial${f.count === 1 ? "" : "s"}, none better than another on every objective.${left}`
-      : `No one trial is best: this study has ${objectives.length} objectives, ${goals}. No trial is on its Pareto front yet (none COMPLETED with every objective${f.constraints.length ? " and every safety threshold met" : ""}).${left}`;
+      ? `No one trial is best: this study has ${objectives.length} objectives, ${goals}.${among} ${among ? "the" : "Its"} Pareto front has ${num(f.count)} trial${f.count === 1 ? "" : "s"}, none better than another on every objective.${left}`
+      : `No one trial is best: this study has ${objectives.length} objectives, ${goals}.${among} ${among ? "no" : "No"} trial is on ${among ? "the" : "its"} Pareto front yet (none COMPLETED with every objective${f.constraints.length ? " and every safety threshold met" : ""}).${left}`;
     const members = st.all ? f.data : f.data.slice(0, LISTED);
     replace(
       list,
@@ -155,10 +157,12 @@ export function paretoPanel(s, path, onGone) {
   }
   const refresh = throttle(() => st.shown && load(), 3000);
   onGone(refresh.cancel);
+  /** The leaderboard's state or filter changed: the front and the plot of what it keeps. */
+  const reload = () => st.shown && load();
 
   async function loadFront(mine) {
     try {
-      const found = await get(`${path}/pareto`);
+      const found = await get(`${path}/pareto`, query());
       if (s.gone || mine !== request) return;
       st.front = found;
       hide(frontBox);
@@ -169,11 +173,14 @@ export function paretoPanel(s, path, onGone) {
   }
 
   async function loadRows(mine) {
+    // The COMPLETED trials the leaderboard keeps (none when it selects another state).
+    const selected = query();
+    const completed = !selected.state || selected.state === "COMPLETED";
     try {
       const rows = [];
       let count = 0;
-      for (let offset = 0; offset < CAP; offset += PAGE) {
-        const page = await get(`${path}/trials`, { sort: "objective", state: "COMPLETED", limit: Math.min(PAGE, CAP - offset), offset });
+      for (let offset = 0; completed && offset < CAP; offset += PAGE) {
+        const page = await get(`${path}/trials`, { sort: "objective", state: "COMPLETED", filter: selected.filter, limit: Math.min(PAGE, CAP - offset), offset });
         if (s.gone || mine !== request) return;
         count = page.count;
         rows.push(...page.data);
@@ -209,11 +216,14 @@ export function paretoPanel(s, path, onGone) {
       if (!points.has(m.number)) points.set(m.number, { number: m.number, values: metrics.map((k) => m.objectives[k]), feasible: true, front: true });
     }
     const shown = [...points.values()];
+    const filtered = Boolean(st.front && st.front.filtered);
     if (!shown.length) {
       holder.replaceChildren();
       legend.hidden = true;
       readout.hidden = true;
-      note.textContent = "No COMPLETED trial with every objective yet: the plot fills as trials complete.";
+      note.textContent = filtered
+        ? "No COMPLETED trial with every objective among those the leaderboard's state and filter keep."
+        : "No COMPLETED trial with every objective yet: the plot fills as trials complete.";
       return;
     }
     const describe = (p) =>
@@ -243,7 +253,8 @@ export function paretoPanel(s, path, onGone) {
         ? `${metrics[0]} against ${metrics[1]}: ${of}; ${num(front)} on the front, joined by its staircase (every point above it is dominated).`
         : `One axis per objective, its better end at the top; one line per trial: ${of}; ${num(front)} on the front.`) +
       (infeasible ? ` ${num(infeasible)} infeasible.` : "") +
-      (missing ? ` ${num(missing)} without every objective are left out.` : "");
+      (missing ? ` ${num(missing)} without every objective are left out.` : "") +
+      (filtered ? " Only the trials the leaderboard's state and filter keep, and their front." : "");
   }
 
   const resize = new ResizeObserver(() => {
@@ -257,6 +268,7 @@ export function paretoPanel(s, path, onGone) {
     summaryEl,
     size,
     refresh,
+    reload,
     /** The study has several objectives: show the front (it stands where the best trial would). */
     show() {
       if (st.shown || !severalObjectives(s.study)) return;

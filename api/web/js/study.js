@@ -501,10 +501,10 @@ export function studyView(container, { study: name }) {
   const history = historyPanel(s, path, onGone, { query: boardQuery });
   const parallel = parallelPanel(s, path, onGone, { query: boardQuery, onBrush: brushed });
   const analysis = analysisPanel(s, path, onGone, { query: boardQuery });
-  const importances = importancePanel(s, path, onGone);
+  const importances = importancePanel(s, path, onGone, { query: boardQuery });
+  const pareto = paretoPanel(s, path, onGone, { query: boardQuery });
   // A new state or filter on the leaderboard: every chart follows it.
-  filterListeners.push(curves.reload, history.reload, parallel.reload, analysis.reload);
-  const pareto = paretoPanel(s, path, onGone);
+  filterListeners.push(curves.reload, history.reload, parallel.reload, analysis.reload, importances.reload, pareto.reload);
 
   // -- the event stream -------------------------------------------------------------------
   function onEvent({ event, data }) {
@@ -873,8 +873,9 @@ function historyPanel(s, path, onGone, { query: boardQuery }) {
   };
 }
 
-/** Importances from the server (Optuna's evaluators), asked again when trials finish. */
-function importancePanel(s, path, onGone) {
+/** Importances from the server (Optuna's evaluators) over the COMPLETED trials the
+ * leaderboard's state and filter keep, asked again when trials finish or the filter changes. */
+function importancePanel(s, path, onGone, { query: boardQuery }) {
   let evaluator = "PED_ANOVA";
   const box = alertBox();
   const list = h("ol", { class: "bars", "aria-label": "Importances" });
@@ -899,15 +900,18 @@ function importancePanel(s, path, onGone) {
   let visible = false;
   const NAMES = { PED_ANOVA: "PED-ANOVA", FANOVA: "fANOVA", MEAN_DECREASE_IMPURITY: "mean decrease impurity" };
 
+  let request = 0;
   async function load() {
+    const mine = ++request;
     if (s.study && (s.study.counts.COMPLETED || 0) < 2) {
       // The server would answer 409: say so without asking.
       note.textContent = "Importances need at least 2 COMPLETED trials.";
       return;
     }
     try {
-      const found = await get(`${path}/importances`, { evaluator });
-      if (s.gone) return;
+      const found = await get(`${path}/importances`, { evaluator, ...boardQuery() });
+      if (s.gone || mine !== request) return;
+      el.dataset.trials = String(found.trialCount);
       hide(box);
       const missing = found.unavailableEvaluators || {};
       replace(select, [
@@ -932,10 +936,14 @@ function importancePanel(s, path, onGone) {
           );
         })
       );
-      note.textContent = `${NAMES[found.evaluator] || found.evaluator} (optuna.importance) over ${found.trialCount} COMPLETED trials; recomputed when a trial finishes.`;
+      const over = found.filtered
+        ? `${num(found.trialCount)} COMPLETED trial${found.trialCount === 1 ? "" : "s"} the leaderboard's state and filter keep (of ${num(found.matchedCount)} they select)`
+        : `${num(found.trialCount)} COMPLETED trial${found.trialCount === 1 ? "" : "s"}`;
+      note.textContent = `${NAMES[found.evaluator] || found.evaluator} (optuna.importance) over ${over}; recomputed when a trial finishes.`;
     } catch (error) {
-      if (s.gone) return;
+      if (s.gone || mine !== request) return;
       list.replaceChildren();
+      delete el.dataset.trials;
       if (error.code === "STUDY_STATE_CONFLICT") {
         hide(box);
         note.textContent = error.message;
@@ -946,5 +954,11 @@ function importancePanel(s, path, onGone) {
   }
   const refresh = throttle(() => visible && load(), 5000);
   onGone(refresh.cancel);
-  return { el, refresh, arm: () => onGone(whenVisible(el, () => { visible = true; load(); })) };
+  return {
+    el,
+    refresh,
+    /** The leaderboard's state or filter changed: computed again over the trials it keeps. */
+    reload: () => visible && load(),
+    arm: () => onGone(whenVisible(el, () => { visible = true; load(); })),
+  };
 }
