@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from api.deps import MetricsAccess
 from tuner.persistence.census import trial_census
 from tuner.persistence.models import TRIAL_STATES
+from tuner.public.schemas import ErrorResponse
 from tuner.study.operations import Backend
 
 logger = logging.getLogger(__name__)
@@ -105,7 +106,11 @@ def install(app: FastAPI) -> None:
     "/metrics",
     response_class=Response,
     dependencies=[MetricsAccess],
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text."}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text."},
+        401: {"model": ErrorResponse, "description": "Missing or invalid token"},
+        403: {"model": ErrorResponse, "description": "The token's scope does not allow this"},
+    },
 )
 def prometheus_metrics(request: Request) -> Response:
     """Metrics in Prometheus' text format (docs/metrics.md lists them)."""
