@@ -49,7 +49,7 @@ def test_the_python_client_needs_none_of_the_server():
 
 
 def test_single_migration_head():
-    assert head_revision() == "0012"
+    assert head_revision() == "0013"
 
 
 def test_migrations_match_the_models(db_url):

@@ -110,6 +110,24 @@ def test_past_the_wall_time_budget_running_trials_stop(tmp_path):
     assert "wall-time budget spent" in (trials[0]["failureReason"] or "")
 
 
+def test_a_trial_seconds_budget_counts_each_trainer_from_its_start_to_its_exit(tmp_path):
+    timed = spec("seconds", {"trialSeconds": 3.5})
+    # 2 evals after 0.5 s each a trial: about 1-1.5 s of trainer each, Python's start included
+    timed["args"] = ["--train-steps=20", "--eval-every-steps=10", "--step-seconds=0.5"]
+    study, trials = run(tmp_path, timed)
+    assert study["state"] == "COMPLETED"
+    assert study["stateReason"].startswith("compute budget spent: "), study["stateReason"]
+    (measure,) = study["budget"]["measures"]
+    assert measure["measure"] == "trialSeconds" and measure["limit"] == 3.5
+    used = measure["used"]
+    # The runs from their claim to their recorded end (what the budget counted before): the
+    # trainers' own seconds are less, and at least their sleeps.
+    claimed = sum(t["durationSeconds"] for t in trials)
+    assert len(trials) >= 2
+    assert 0.9 * len(trials) <= used < claimed, (used, claimed, len(trials))
+    assert used <= 3.5 + used / len(trials) * 1.5  # at most about one trial over
+
+
 def test_vertex_study_stopping_config_becomes_the_budget():
     parsed = parse_spec(
         {

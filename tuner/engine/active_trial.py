@@ -84,6 +84,8 @@ class ActiveTrial:
     has_exports: bool = False
     #: Its process's exit code, once it has exited (its artifacts may still be uploading).
     exit_code: int | None = None
+    #: When its manager saw the process exit (the end of its trainer-seconds).
+    exited_at: datetime | None = None
     #: The outcome once decided at its end.
     decision: Decision | None = None
     #: The finishing steps already done (a finish retried after a database error does each

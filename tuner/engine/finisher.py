@@ -153,6 +153,7 @@ class Finisher:
                 exit_code=code,
                 reason=decision.reason,
                 lease=trial.lease,
+                trainer_ended_at=trial.exited_at,
             )
 
         self.writes.write(trial.lease, record)

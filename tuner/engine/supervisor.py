@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import signal
+from datetime import UTC, datetime
 
 from tuner.artifacts.infrastructure import is_infrastructure
 from tuner.artifacts.store import ArtifactStore
@@ -74,6 +75,7 @@ class TrialSupervisor:
             if self.cold_retries.retry(trial, code):
                 return False
             trial.exit_code = code
+            trial.exited_at = datetime.now(UTC)
         ended = trial.exit_code
         if not self.store_sync.stored(trial, lambda: self.finisher.decide(trial, ended)):
             return False  # uploading: the trial keeps its slot and its lease meanwhile

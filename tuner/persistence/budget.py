@@ -35,7 +35,8 @@ def spent(session: Session, study: Study, *, now: datetime | None = None) -> Spe
         select(
             TrialRunRow.id,
             TrialRunRow.state,
-            TrialRunRow.started_at,
+            TrialRunRow.trainer_started_at,
+            TrialRunRow.trainer_ended_at,
             TrialRunRow.ended_at,
             TrialRunRow.objective_rank,
             last_step,
@@ -43,9 +44,8 @@ def spent(session: Session, study: Study, *, now: datetime | None = None) -> Spe
     ).all()
     runs: list[RunCost] = []
     ended: list[tuple[datetime, int, str, float | None]] = []
-    for run_id, state, started_at, ended_at, rank, step in rows:
-        end = aware(ended_at) if ended_at is not None else now
-        seconds = max(0.0, (end - aware(started_at)).total_seconds())
+    for run_id, state, started, exited, ended_at, rank, step in rows:
+        seconds = _trainer_seconds(started, exited or ended_at, now)
         runs.append(RunCost(steps=int(step or 0), seconds=seconds, finished=state in FINISHED))
         if state in FINISHED and ended_at is not None:
             ended.append((aware(ended_at), run_id, state, rank))
@@ -93,3 +93,13 @@ def _last_improvement(
             last = (index, when)
         seen.append(vector)
     return last
+
+
+def _trainer_seconds(started: datetime | None, ended: datetime | None, now: datetime) -> float:
+    """A trial's trainer-seconds: its process from start to exit (to its recorded end when its
+    exit was not seen, e.g. its manager was lost; to now while it runs); none before it
+    started."""
+    if started is None:
+        return 0.0
+    end = aware(ended) if ended is not None else now
+    return max(0.0, (end - aware(started)).total_seconds())

@@ -109,6 +109,11 @@ class TrialRunRow(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: When its trainer process started (the first one, if a cold retry started another) and
+    #: when its manager saw it exit: a compute budget's trial-seconds are the trainer's own,
+    #: not the claim's, the start-up's or the upload's.
+    trainer_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    trainer_ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     #: The eval step with the best objective value: its checkpoint is kept.
     #: (No foreign key: eval steps are created after the run and die with it.)
     best_step_id: Mapped[int | None] = mapped_column(Integer)

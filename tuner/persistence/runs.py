@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -148,7 +149,12 @@ def drop_reservation(session: Session, run_id: int) -> None:
 
 
 def set_pid(session: Session, run_id: int, pid: int) -> None:
-    session.execute(update(TrialRunRow).where(TrialRunRow.id == run_id).values(pid=pid))
+    """The trainer's process, just started (a cold retry's keeps the first start time)."""
+    session.execute(
+        update(TrialRunRow)
+        .where(TrialRunRow.id == run_id)
+        .values(pid=pid, trainer_started_at=func.coalesce(TrialRunRow.trainer_started_at, now()))
+    )
 
 
 def add_problems(session: Session, run_id: int, problems: Sequence[str]) -> None:
@@ -192,6 +198,7 @@ def finish_run(
     exit_code: int | None = None,
     reason: str | None = None,
     lease: Lease | None = None,
+    trainer_ended_at: datetime | None = None,
 ) -> None:
     """Record a run's end (conditional on `lease` when given: `LeaseLostError` otherwise).
 
@@ -204,6 +211,8 @@ def finish_run(
         "failure_reason": reason,
         "ended_at": now(),
     }
+    if trainer_ended_at is not None:
+        values["trainer_ended_at"] = trainer_ended_at
     if state in ("FAILED", "STOPPED"):
         values.update(objective_step_id=None, objective_rank=None)
     where = held_by(lease) if lease is not None else TrialRunRow.id == run_id
