@@ -38,6 +38,28 @@ def new_pg_database() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextmanager
+def new_database(kind: str, directory: Path) -> Iterator[str]:
+    """A fresh database's URL: a SQLite file in `directory`, or a new PostgreSQL database
+    (dropped afterwards)."""
+    if kind == "postgresql":
+        with new_pg_database() as url:
+            yield url
+    else:
+        yield f"sqlite:///{directory / 'tuner.db'}"
+
+
+@contextmanager
+def new_backend(kind: str, directory: Path) -> Iterator[Backend]:
+    """A backend connected to a fresh database of `kind` (see `new_database`)."""
+    with new_database(kind, directory) as url:
+        backend = Backend.connect(url)
+        try:
+            yield backend
+        finally:
+            backend.close()
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A brand-new PostgreSQL database, dropped after the test."""

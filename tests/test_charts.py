@@ -10,14 +10,13 @@ it, and the leaderboard's filter selects the same trials for the charts as for t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import nullcontext
 from typing import Any
 
 import httpx
 import pytest
 
 from bench.leaderboard import STUDY, SyntheticTrial, build_study, synthesize
-from tests.conftest import new_pg_database
+from tests.conftest import new_database
 from tests.server import RunningServer, start_server
 from tuner.persistence.chart_data import EDF_POINTS, MAX_POINTS, quantiles, spread
 
@@ -32,8 +31,7 @@ def big(
 ) -> Iterator[tuple[RunningServer, dict[int, SyntheticTrial]]]:
     tmp = tmp_path_factory.mktemp(f"charts-{request.param}")
     trials = synthesize(TRIALS, 2, seed=7)
-    sqlite = nullcontext(f"sqlite:///{tmp / 'tuner.db'}")
-    with new_pg_database() if request.param == "postgresql" else sqlite as url:
+    with new_database(request.param, tmp) as url:
         build_study(url, trials, artifact_root=tmp / "artifacts", batch=2000, chunk=500)
         server = start_server(url, tmp, slots=0)
         try:

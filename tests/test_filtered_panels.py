@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import new_pg_database
+from tests.conftest import new_backend
 from tests.server import RunningServer, start_server
 from tuner.domain.pareto import nondominated, to_minimize
 from tuner.domain.spec import StudySpec, parse_spec
@@ -118,12 +118,8 @@ def served(
 ) -> Iterator[tuple[RunningServer, Backend]]:
     tmp: Path = tmp_path_factory.mktemp(f"filtered-{request.param}")
     with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{tmp / 'tuner.db'}"
-        else:
-            url = stack.enter_context(new_pg_database())
-        backend = Backend.connect(url)
-        stack.callback(backend.close)
+        backend = stack.enter_context(new_backend(request.param, tmp))
+        url = backend.db.url
         for seed, spec in enumerate(SPECS.values()):
             write_trials(backend, spec, seed)
         server = start_server(url, tmp, slots=0)

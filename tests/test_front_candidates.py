@@ -12,12 +12,11 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
-from contextlib import ExitStack
 from typing import Any
 
 import pytest
 
-from tests.conftest import new_pg_database
+from tests.conftest import new_backend
 from tuner.domain.pareto import nondominated, to_minimize
 from tuner.domain.spec import Goal, StudySpec, parse_spec
 from tuner.outputs.events import ScalarValue
@@ -129,13 +128,7 @@ def write_trials(backend: Backend, spec: StudySpec, count: int, seed: int) -> No
 def backend(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Backend]:
-    with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{tmp_path_factory.mktemp('front') / 'tuner.db'}"
-        else:
-            url = stack.enter_context(new_pg_database())
-        connected = Backend.connect(url)
-        stack.callback(connected.close)
+    with new_backend(request.param, tmp_path_factory.mktemp("front")) as connected:
         for seed, study_spec in enumerate(SPECS.values()):
             write_trials(connected, study_spec, 160, seed)
         yield connected

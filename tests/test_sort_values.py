@@ -11,13 +11,12 @@ totals are kept per study journal position. On SQLite and PostgreSQL:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack
 from typing import Any
 
 import pytest
 from alembic import command
 
-from tests.conftest import new_pg_database
+from tests.conftest import new_backend
 from tuner.domain.entities import Study
 from tuner.domain.spec import Goal, parse_spec
 from tuner.outputs.events import ScalarValue
@@ -59,13 +58,7 @@ SPEC = {
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Backend]:
-    with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{tmp_path / 'tuner.db'}"
-        else:
-            url = stack.enter_context(new_pg_database())
-        connected = Backend.connect(url)
-        stack.callback(connected.close)
+    with new_backend(request.param, tmp_path) as connected:
         yield connected
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from api.main import create_app
-from tests.conftest import REPO, new_pg_database
+from tests.conftest import REPO, new_backend
 from tuner.domain.config import Settings
 from tuner.domain.entities import Study
 from tuner.domain.errors import QueryError
@@ -269,13 +268,7 @@ def backend(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Backend]:
     """One database per dialect for the whole module: every test here only reads."""
-    with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{tmp_path_factory.mktemp('queries') / 'tuner.db'}"
-        else:
-            url = stack.enter_context(new_pg_database())
-        connected = Backend.connect(url)
-        stack.callback(connected.close)
+    with new_backend(request.param, tmp_path_factory.mktemp("queries")) as connected:
         yield connected
 
 
