@@ -63,6 +63,23 @@ function mark(holder, kind, body, trials) {
   holder.dataset.eligible = String(body.eligible);
 }
 
+/** A panel's loader: each call asks again, and only the latest answer is shown (one asked
+ *  before a filter change may arrive after the next one's). */
+function chartLoader(s, box, ask, show) {
+  let request = 0;
+  return async function load() {
+    const mine = ++request;
+    try {
+      const found = await ask();
+      if (s.gone || mine !== request) return;
+      hide(box);
+      show(found);
+    } catch (error) {
+      if (!s.gone) showError(box, error);
+    }
+  };
+}
+
 function sampledText(body, what) {
   if (!body.eligible) return `No ${what} among the ${num(body.matched)} trials the leaderboard selects.`;
   const shown = body.sampled < body.eligible ? `${num(body.sampled)} of ${num(body.eligible)} (sampled; the best always in)` : `all ${num(body.eligible)}`;
@@ -101,21 +118,19 @@ export function parallelPanel(s, path, onGone, { query, onBrush }) {
     note
   );
   let visible = false;
-  let request = 0;
 
-  async function load() {
-    const mine = ++request;
-    const [pick, limit] = how.split(":");
-    try {
-      const found = await get(`${path}/charts/parallel`, { ...query(), pick, limit });
-      if (s.gone || mine !== request) return;
+  const load = chartLoader(
+    s,
+    box,
+    () => {
+      const [pick, limit] = how.split(":");
+      return get(`${path}/charts/parallel`, { ...query(), pick, limit });
+    },
+    (found) => {
       body = found;
-      hide(box);
       draw();
-    } catch (error) {
-      if (!s.gone) showError(box, error);
     }
-  }
+  );
 
   function draw() {
     if (!s.study || !visible || !body) return;
@@ -317,7 +332,6 @@ export function analysisPanel(s, path, onGone, { query }) {
     note
   );
   let visible = false;
-  let request = 0;
 
   function renderControls() {
     const names = s.study ? specParams(s.study.spec.hyperparameters).map((p) => p.name) : [];
@@ -328,19 +342,15 @@ export function analysisPanel(s, path, onGone, { query }) {
     pair.hidden = opt.plot !== "contour";
   }
 
-  async function load() {
-    const mine = ++request;
-    const limit = opt.plot === "timeline" ? 1000 : 2000;
-    try {
-      const found = await get(`${path}/charts/${opt.plot}`, { ...query(), limit });
-      if (s.gone || mine !== request) return;
+  const load = chartLoader(
+    s,
+    box,
+    () => get(`${path}/charts/${opt.plot}`, { ...query(), limit: opt.plot === "timeline" ? 1000 : 2000 }),
+    (found) => {
       body = found;
-      hide(box);
       draw();
-    } catch (error) {
-      if (!s.gone) showError(box, error);
     }
-  }
+  );
 
   function draw() {
     if (!s.study || !visible || !body || body.chart !== opt.plot) return;
