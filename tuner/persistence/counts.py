@@ -70,9 +70,3 @@ def _any_running(session: Session, study_id: int) -> bool:
         TrialRunRow.study_id == study_id, TrialRunRow.state == ACTIVE_STATE
     )
     return session.scalar(running.limit(1)) is not None
-
-
-def forget() -> None:
-    """Drop every kept count (tests that rewrite a study's rows behind the journal)."""
-    with _lock:
-        _counts.clear()

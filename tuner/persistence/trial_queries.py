@@ -214,9 +214,11 @@ def _param(spec: StudySpec, name: str) -> ParameterSpec | str:
 class _Expressions:
     """SQL for each sort key and filter subject.
 
-    A value of another table (a metric, the best step) is a correlated scalar subquery, not a
-    join: each is one probe of a unique index per trial of the study, where a join lets
-    PostgreSQL hash the whole metrics table (every study's) to sort one study's trials.
+    Params and metrics at the best step are sort values (`sort_values`): a page or a filter
+    of them reads ranges of their index. The few other keys from another table (the best or
+    last step, an objective of several) are correlated scalar subqueries, not joins: one probe
+    of a unique index per trial, where a join lets PostgreSQL hash the whole metrics table
+    (every study's) to sort one study's trials.
     """
 
     def __init__(self, session: Session, study: Study) -> None:
